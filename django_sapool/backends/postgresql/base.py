@@ -1,0 +1,29 @@
+"""PostgreSQL with psycopg 3 or psycopg2, whichever Django's own backend picks."""
+
+from __future__ import annotations
+
+from django.db.backends.postgresql import base, creation
+from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+from django_sapool.drivers import Psycopg2Ops, Psycopg3Ops
+from django_sapool.wrapper import PooledCreationMixin, PooledDatabaseWrapperMixin
+
+
+class DatabaseCreation(PooledCreationMixin, creation.DatabaseCreation):
+    pass
+
+
+class DatabaseWrapper(PooledDatabaseWrapperMixin, base.DatabaseWrapper):
+    creation_class = DatabaseCreation
+    sapool_driver = Psycopg3Ops() if is_psycopg3 else Psycopg2Ops()
+
+    def sapool_fingerprint_extra(self) -> tuple[object, ...]:
+        # USE_TZ and the global TIME_ZONE decide psycopg's adapters and the
+        # session time zone, and live outside settings_dict.
+        return (self.timezone_name, str(self.timezone))
+
+    def sapool_refresh_session(self) -> None:
+        # Free: psycopg reports the session's TimeZone without a round trip; a
+        # SET is sent only if someone changed it (override_settings(TIME_ZONE)).
+        if self.ensure_timezone() and not self.get_autocommit():
+            self.connection.commit()

@@ -1,0 +1,30 @@
+"""SQLite: file databases are pooled; in-memory databases are not.
+
+An in-memory database lives and dies with its one connection, so pooling would
+change what the application sees. For those, this backend behaves exactly like
+Django's (one connection per thread, never closed), and says so in the docs.
+"""
+
+from __future__ import annotations
+
+from django.db.backends.sqlite3 import base, creation
+
+from django_sapool.drivers import Sqlite3Ops
+from django_sapool.wrapper import PooledCreationMixin, PooledDatabaseWrapperMixin
+
+
+class DatabaseCreation(PooledCreationMixin, creation.DatabaseCreation):
+    pass
+
+
+class DatabaseWrapper(PooledDatabaseWrapperMixin, base.DatabaseWrapper):
+    creation_class = DatabaseCreation
+    sapool_driver = Sqlite3Ops()
+
+    def sapool_enabled(self) -> bool:
+        return super().sapool_enabled() and not self.is_in_memory_db()
+
+    def sapool_fingerprint_extra(self) -> tuple[object, ...]:
+        from django.conf import settings
+
+        return (settings.USE_TZ,)

@@ -1,0 +1,177 @@
+"""Parse and validate ``DATABASES[alias]["POOL_OPTIONS"]`` into a frozen object."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+# Reset modes that are not SQL statements.
+RESET_ROLLBACK = "rollback"
+RESET_COMMIT = "commit"
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """Validated pool settings for one database alias."""
+
+    pool_size: int = 10
+    max_overflow: int = 10
+    timeout: float = 30.0
+    recycle: float = 1800.0
+    pre_ping: bool = True
+    pre_ping_interval: float = 0.5
+    reset_on_return: str | None = RESET_ROLLBACK
+    use_lifo: bool = False
+    echo: bool | str = False
+
+    @property
+    def reset_query(self) -> str | None:
+        """Return the SQL statement to run on return, if RESET_ON_RETURN is one."""
+        if self.reset_on_return in (None, RESET_ROLLBACK, RESET_COMMIT):
+            return None
+        return self.reset_on_return
+
+    def as_settings(self) -> dict[str, Any]:
+        """Return the options under their POOL_OPTIONS names (for display)."""
+        return {f.name.upper(): getattr(self, f.name) for f in fields(self)}
+
+
+def _path(alias: str, key: str | None = None) -> str:
+    path = f"settings.DATABASES[{alias!r}]['POOL_OPTIONS']"
+    return f"{path}[{key!r}]" if key else path
+
+
+def _got(value: object) -> str:
+    return f"got {value!r} ({type(value).__name__})"
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _int_at_least(minimum: int) -> Callable[[str, object], int]:
+    def parse(path: str, value: object) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ImproperlyConfigured(f"{path} must be an int >= {minimum}, {_got(value)}.")
+        return value
+
+    return parse
+
+
+def _max_overflow(path: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < -1:
+        raise ImproperlyConfigured(
+            f"{path} must be an int >= 0 (or -1 for no limit), {_got(value)}."
+        )
+    return value
+
+
+def _seconds(path: str, value: object) -> float:
+    if not _is_number(value) or value < 0:  # type: ignore[operator]
+        raise ImproperlyConfigured(f"{path} must be a number of seconds >= 0, {_got(value)}.")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _recycle(path: str, value: object) -> float:
+    if value is None or value == -1 and not isinstance(value, bool):
+        return -1.0
+    if not _is_number(value) or value <= 0:  # type: ignore[operator]
+        raise ImproperlyConfigured(
+            f"{path} must be a number of seconds > 0, or None/-1 to never recycle, "
+            f"{_got(value)}."
+        )
+    return float(value)  # type: ignore[arg-type]
+
+
+def _bool(path: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ImproperlyConfigured(f"{path} must be True or False, {_got(value)}.")
+    return value
+
+
+def _reset(path: str, value: object) -> str | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return RESET_ROLLBACK
+    if isinstance(value, str):
+        word = value.strip()
+        if word.lower() in (RESET_ROLLBACK, RESET_COMMIT):
+            return word.lower()
+        # A statement such as "DISCARD ALL" always has a space; a lone word is
+        # almost certainly a misspelt mode, which must not be sent as SQL.
+        if word and any(ch.isspace() for ch in word):
+            return word
+    raise ImproperlyConfigured(
+        f"{path} must be 'rollback', 'commit', None, or an SQL statement to run on "
+        f"return such as 'DISCARD ALL', {_got(value)}."
+    )
+
+
+def _echo(path: str, value: object) -> bool | str:
+    if isinstance(value, bool) or value == "debug":
+        return value  # type: ignore[return-value]
+    raise ImproperlyConfigured(f"{path} must be True, False or 'debug', {_got(value)}.")
+
+
+_PARSERS: dict[str, Callable[[str, object], Any]] = {
+    "POOL_SIZE": _int_at_least(1),
+    "MAX_OVERFLOW": _max_overflow,
+    "TIMEOUT": _seconds,
+    "RECYCLE": _recycle,
+    "PRE_PING": _bool,
+    "PRE_PING_INTERVAL": _seconds,
+    "RESET_ON_RETURN": _reset,
+    "USE_LIFO": _bool,
+    "ECHO": _echo,
+}
+
+VALID_KEYS = tuple(_PARSERS)
+
+
+def parse_pool_options(alias: str, settings_dict: Mapping[str, Any]) -> PoolOptions:
+    """Validate the pool-related settings of one alias; raise ImproperlyConfigured."""
+    check_connection_settings(alias, settings_dict)
+    raw = settings_dict.get("POOL_OPTIONS")
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ImproperlyConfigured(f"{_path(alias)} must be a dict, {_got(raw)}.")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        parser = _PARSERS.get(key) if isinstance(key, str) else None
+        if parser is None:
+            hint = difflib.get_close_matches(str(key).upper(), VALID_KEYS, n=1)
+            suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
+            raise ImproperlyConfigured(
+                f"{_path(alias)} has an unknown key {key!r}.{suggestion} "
+                f"Valid keys: {', '.join(VALID_KEYS)}."
+            )
+        values[key.lower()] = parser(_path(alias, key), value)
+    if "PRE_PING" not in raw and settings_dict.get("CONN_HEALTH_CHECKS"):
+        values["pre_ping"] = True
+    return PoolOptions(**values)
+
+
+def check_connection_settings(alias: str, settings_dict: Mapping[str, Any]) -> None:
+    """Refuse Django settings that defeat or fight the pool."""
+    max_age = settings_dict.get("CONN_MAX_AGE", 0)
+    if max_age != 0:
+        raise ImproperlyConfigured(
+            f"settings.DATABASES[{alias!r}]['CONN_MAX_AGE'] must be 0 with django_sapool, "
+            f"got {max_age!r}: the pool keeps connections open, and a persistent "
+            f"connection would pin one pooled connection to each thread. Remove "
+            f"CONN_MAX_AGE (or set it to 0) and size the pool with POOL_OPTIONS."
+        )
+    options = settings_dict.get("OPTIONS") or {}
+    if isinstance(options, Mapping) and options.get("pool"):
+        raise ImproperlyConfigured(
+            f"settings.DATABASES[{alias!r}]['OPTIONS']['pool'] enables Django's own "
+            f"connection pool, which cannot be combined with django_sapool. Remove "
+            f"OPTIONS['pool'] and put its sizes in "
+            f"settings.DATABASES[{alias!r}]['POOL_OPTIONS']."
+        )

@@ -1,0 +1,306 @@
+"""One SQLAlchemy QueuePool for one alias and connect fingerprint, plus what Django needs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.pool import PoolProxiedConnection, QueuePool
+
+from .conf import RESET_COMMIT, PoolOptions
+from .drivers import DriverOps
+from .errors import PoolExhausted
+
+logger = logging.getLogger("django_sapool")
+
+#: ``info`` keys, stored per raw DBAPI connection (they vanish with it).
+LAST_USED = "django_sapool.last_used"
+INITIALIZED = "django_sapool.initialized"
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    """A snapshot of one pool. ``size`` counts open connections (idle + checked out)."""
+
+    alias: str
+    vendor: str
+    database: str
+    pid: int
+    pool_size: int
+    max_overflow: int
+    size: int
+    checked_out: int
+    idle: int
+    overflow: int
+    connections_opened: int
+    connections_closed: int
+    connections_invalidated: int
+    pings: int
+    pings_failed: int
+    timeouts: int
+
+
+class ManagedPool:
+    """A QueuePool of raw DBAPI connections for one Django alias in one process.
+
+    The pool never holds connect parameters: ``creator`` is asked for a new raw
+    connection only from inside :meth:`checkout`, and it is the checking-out
+    wrapper's own Django ``get_new_connection`` (see ``wrapper.py``).
+    """
+
+    def __init__(
+        self,
+        *,
+        alias: str,
+        vendor: str,
+        database: str,
+        options: PoolOptions,
+        driver: DriverOps,
+        creator: Callable[[], Any],
+    ) -> None:
+        self.alias = alias
+        self.vendor = vendor
+        self.database = database
+        self.options = options
+        self.driver = driver
+        self.pid = os.getpid()
+        self.disposed = False
+        self._lock = threading.Lock()
+        # Checked-out connections, by id of the proxy. Strong references: a
+        # connection must never be garbage-collected behind our back (after a
+        # fork the destructor would close the parent's session). The weak
+        # reference to the owning wrapper returns it if its thread died with it.
+        self._out: dict[int, tuple[PoolProxiedConnection, Any, str]] = {}
+        self._counters = dict.fromkeys(
+            ("opened", "closed", "invalidated", "pings", "pings_failed", "timeouts"), 0
+        )
+        self._pool = QueuePool(
+            creator,
+            pool_size=options.pool_size,
+            max_overflow=options.max_overflow,
+            timeout=options.timeout,
+            recycle=options.recycle,  # type: ignore[arg-type]
+            use_lifo=options.use_lifo,
+            # Resets are ours (see checkin): SQLAlchemy's would send a ROLLBACK
+            # that some drivers don't skip when no transaction is open.
+            reset_on_return=None,
+            echo=options.echo,
+            logging_name=alias,
+            pre_ping=False,
+        )
+        event.listen(self._pool, "connect", self._on_connect)
+        event.listen(self._pool, "close", self._on_close)
+        event.listen(self._pool, "invalidate", self._on_invalidate)
+
+    def __repr__(self) -> str:
+        return (
+            f"<ManagedPool alias={self.alias!r} vendor={self.vendor!r} "
+            f"database={self.database!r} pid={self.pid} {self._pool.status()}>"
+        )
+
+    # -- events ---------------------------------------------------------------
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._counters[name] += 1
+
+    def _on_connect(self, dbapi_connection: Any, record: Any) -> None:
+        record.info[LAST_USED] = time.monotonic()
+        self._count("opened")
+
+    def _on_close(self, dbapi_connection: Any, record: Any) -> None:
+        self._count("closed")
+
+    def _on_invalidate(self, dbapi_connection: Any, record: Any, exception: Any) -> None:
+        self._count("invalidated")
+        logger.warning(
+            "django_sapool: discarded a connection of alias %r (%s)",
+            self.alias,
+            type(exception).__name__ if exception is not None else "unusable",
+        )
+
+    # -- checkout -------------------------------------------------------------
+
+    def checkout(self, owner: object | None = None) -> PoolProxiedConnection:
+        """Return a live pooled connection, or raise PoolExhausted after TIMEOUT.
+
+        ``owner`` (a Django wrapper) is watched: if it is garbage-collected with
+        the connection still checked out (its thread ended without closing), the
+        connection is returned with a warning.
+        """
+        options = self.options
+        # Enough attempts to get past every stale connection the pool may hold.
+        attempts = options.pool_size + max(options.max_overflow, 0) + 1
+        for _ in range(attempts):
+            try:
+                proxy = self._pool.connect()
+            except sa_exc.TimeoutError:
+                self._count("timeouts")
+                raise PoolExhausted(self.exhausted_message()) from None
+            if self._usable(proxy):
+                self._track(proxy, owner)
+                return proxy
+        raise PoolExhausted(
+            f"django_sapool: could not get a working connection for alias {self.alias!r} "
+            f"after {attempts} attempts; every pooled connection failed its ping."
+        )
+
+    def _usable(self, proxy: PoolProxiedConnection) -> bool:
+        """Check a connection before handing it out, with a round trip only if needed.
+
+        A connection used within PRE_PING_INTERVAL seconds, whose socket has
+        nothing to read, is trusted as HikariCP does; a dead server that closed
+        the socket makes it readable, so restarts and killed backends are still
+        caught at no cost. After a longer idle time a real ping is made.
+        """
+        raw = proxy.dbapi_connection
+        driver = self.driver
+        if driver.is_closed(raw):
+            self._discard(proxy, None)
+            return False
+        if not self.options.pre_ping or not driver.networked:
+            return True
+        idle_for = time.monotonic() - proxy.info.get(LAST_USED, 0.0)
+        if idle_for <= self.options.pre_ping_interval and not driver.socket_has_news(raw):
+            return True
+        self._count("pings")
+        try:
+            driver.ping(raw)
+        except Exception as exc:
+            self._count("pings_failed")
+            self._discard(proxy, exc)
+            return False
+        return True
+
+    def _discard(self, proxy: PoolProxiedConnection, exc: BaseException | None) -> None:
+        """Close a dead connection, and retire every older one on its next checkout.
+
+        A dead connection usually means a restarted or failed-over server, which
+        killed its siblings too: SQLAlchemy's invalidation timestamp makes the
+        pool reconnect those lazily instead of failing once per connection.
+        """
+        invalidate_all = getattr(self._pool, "_invalidate", None)
+        if invalidate_all is not None:
+            invalidate_all(proxy, exc)  # type: ignore[arg-type]
+        else:  # pragma: no cover - SQLAlchemy removed the private hook
+            proxy.invalidate(exc)  # type: ignore[arg-type]
+
+    def exhausted_message(self) -> str:
+        o = self.options
+        overflow = "unlimited" if o.max_overflow < 0 else str(o.max_overflow)
+        return (
+            f"django_sapool: no connection for alias {self.alias!r} became free within "
+            f"TIMEOUT={o.timeout:g}s; all POOL_SIZE={o.pool_size} + "
+            f"MAX_OVERFLOW={overflow} connections are checked out. Raise POOL_SIZE or "
+            f"MAX_OVERFLOW in settings.DATABASES[{self.alias!r}]['POOL_OPTIONS'] (mind "
+            f"the server's max_connections), raise TIMEOUT, or make sure threads "
+            f"return connections (django.db.close_old_connections())."
+        )
+
+    def _track(self, proxy: PoolProxiedConnection, owner: object | None) -> None:
+        key = id(proxy)
+        ref = None
+        if owner is not None:
+            pid = self.pid
+
+            def owner_gone(_ref: Any, self_ref: Any = weakref.ref(self)) -> None:
+                pool = self_ref()
+                if pool is None or pid != os.getpid():
+                    return
+                entry = pool._out.get(key)
+                if entry is not None and entry[1] is _ref:
+                    logger.warning(
+                        "django_sapool: a connection of alias %r checked out by thread "
+                        "%r was never returned (the thread ended without "
+                        "connection.close() or close_old_connections()); returning it "
+                        "to the pool.",
+                        pool.alias,
+                        entry[2],
+                    )
+                    pool.checkin(entry[0])
+
+            ref = weakref.ref(owner, owner_gone)
+        self._out[key] = (proxy, ref, threading.current_thread().name)
+
+    # -- checkin --------------------------------------------------------------
+
+    def checkin(self, proxy: PoolProxiedConnection) -> None:
+        """Reset a connection per RESET_ON_RETURN and return it; discard it if broken."""
+        if self._out.pop(id(proxy), None) is None:
+            return  # already returned
+        raw = proxy.dbapi_connection
+        if raw is None:  # already invalidated
+            proxy.close()
+            return
+        try:
+            if self.driver.is_closed(raw):
+                raise ConnectionError("connection closed")
+            self._reset(raw, proxy.info)
+        except Exception as exc:
+            self._discard(proxy, exc)
+            return
+        proxy.info[LAST_USED] = time.monotonic()
+        if self.disposed:
+            # Disposed while this one was checked out (test database dropped,
+            # dispose() called): don't let it linger in a pool nobody uses.
+            proxy.invalidate()
+            return
+        proxy.close()
+
+    def _reset(self, raw: Any, info: dict[str, Any]) -> None:
+        options = self.options
+        in_transaction = self.driver.in_transaction(raw)
+        # Never hand out an open transaction, whatever the mode; a driver that
+        # can tell (psycopg, sqlite3) saves the round trip when none is open.
+        if in_transaction or (in_transaction is None and options.reset_on_return):
+            if options.reset_on_return == RESET_COMMIT:
+                raw.commit()
+            else:
+                raw.rollback()
+        query = options.reset_query
+        if query:
+            self.driver.execute(raw, query)
+            # The statement may have undone Django's session setup (DISCARD ALL
+            # resets the time zone and role): redo it at the next checkout.
+            info.pop(INITIALIZED, None)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def dispose(self) -> None:
+        """Close idle connections; connections in use are closed when returned."""
+        self.disposed = True
+        self._pool.dispose()
+        logger.info("django_sapool: disposed pool for alias %r (%s)", self.alias, self.database)
+
+    def status(self) -> PoolStatus:
+        pool = self._pool
+        idle = pool.checkedin()
+        checked_out = pool.checkedout()
+        with self._lock:
+            counters = dict(self._counters)
+        return PoolStatus(
+            alias=self.alias,
+            vendor=self.vendor,
+            database=self.database,
+            pid=self.pid,
+            pool_size=self.options.pool_size,
+            max_overflow=self.options.max_overflow,
+            size=idle + checked_out,
+            checked_out=checked_out,
+            idle=idle,
+            overflow=max(0, pool.overflow()),
+            connections_opened=counters["opened"],
+            connections_closed=counters["closed"],
+            connections_invalidated=counters["invalidated"],
+            pings=counters["pings"],
+            pings_failed=counters["pings_failed"],
+            timeouts=counters["timeouts"],
+        )

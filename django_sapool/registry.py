@@ -1,0 +1,141 @@
+"""Process-wide pools, keyed by (pid, alias, fingerprint of the connect settings).
+
+Django builds one DatabaseWrapper per thread (and per async task context), so a
+pool cannot live on the wrapper: it lives here, shared by every wrapper of one
+alias in this process. The key holds the pid so that a forked child never finds
+its parent's pool, and a keyed hash of the connect settings so that the test
+runner's NAME swap, override_settings, or two aliases with different users never
+share a connection. The hash is keyed with a per-process secret and the password
+is never stored, logged or shown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .pool import ManagedPool, PoolStatus
+
+logger = logging.getLogger("django_sapool")
+
+#: Settings that decide where, as whom and how we connect.
+FINGERPRINT_FIELDS = (
+    "ENGINE",
+    "NAME",
+    "USER",
+    "PASSWORD",
+    "HOST",
+    "PORT",
+    "OPTIONS",
+    "TIME_ZONE",
+    "AUTOCOMMIT",
+    "POOL_OPTIONS",
+)
+
+_SECRET = secrets.token_bytes(32)
+_lock = threading.Lock()
+_pools: dict[PoolKey, ManagedPool] = {}
+# Pools and connections inherited through fork(). They belong to the parent:
+# closing them, or letting the garbage collector run the driver's destructor,
+# would send a goodbye over the parent's socket and end the parent's session.
+# So they are kept referenced, untouched, until the process exits.
+_inherited: list[Any] = []
+
+
+@dataclass(frozen=True)
+class PoolKey:
+    pid: int
+    alias: str
+    fingerprint: str
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _canonical(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_canonical(v) for v in value)
+    return value
+
+
+def fingerprint(settings_dict: Mapping[str, Any], *extra: Any) -> str:
+    """Return a keyed hash of the settings that decide the server session."""
+    material = repr(
+        (tuple(_canonical(settings_dict.get(f)) for f in FINGERPRINT_FIELDS), extra)
+    )
+    return hashlib.blake2b(material.encode(), key=_SECRET, digest_size=16).hexdigest()
+
+
+def get_pool(alias: str, fp: str, factory: Callable[[], ManagedPool]) -> ManagedPool:
+    """Return this process's pool for (alias, fingerprint), creating it once."""
+    key = PoolKey(os.getpid(), alias, fp)
+    pool = _pools.get(key)
+    if pool is None:
+        with _lock:
+            pool = _pools.get(key)
+            if pool is None:
+                pool = factory()
+                _pools[key] = pool
+                logger.info(
+                    "django_sapool: created pool for alias %r (%s, database %r): %s",
+                    alias,
+                    pool.vendor,
+                    pool.database,
+                    ", ".join(f"{k}={v!r}" for k, v in pool.options.as_settings().items()),
+                )
+    return pool
+
+
+def _select(alias: str | None, database: str | None) -> list[PoolKey]:
+    pid = os.getpid()
+    return [
+        key
+        for key, pool in list(_pools.items())
+        if key.pid == pid
+        and (alias is None or key.alias == alias)
+        and (database is None or pool.database == database)
+    ]
+
+
+def dispose(alias: str | None = None, *, database: str | None = None) -> int:
+    """Close the idle connections of matching pools and forget them; return how many."""
+    with _lock:
+        victims = [_pools.pop(key) for key in _select(alias, database)]
+    for pool in victims:
+        pool.dispose()
+    return len(victims)
+
+
+def status(alias: str | None = None) -> list[PoolStatus]:
+    """Return a status snapshot of each of this process's pools (of one alias)."""
+    return [_pools[key].status() for key in _select(alias, None) if key in _pools]
+
+
+def pools() -> list[ManagedPool]:
+    """Return this process's pools."""
+    return [_pools[key] for key in _select(None, None) if key in _pools]
+
+
+def keep_inherited(*objects: Any) -> None:
+    """Keep objects inherited from a parent process alive and untouched."""
+    _inherited.extend(objects)
+
+
+def forget_inherited_pools() -> int:
+    """Forget every pool created by another process (our parent); return how many.
+
+    Runs automatically in a child after ``os.fork()``; calling it again is harmless.
+    """
+    global _lock
+    pid = os.getpid()
+    # The parent may have forked while another thread held the lock.
+    _lock = threading.Lock()
+    foreign = [key for key in _pools if key.pid != pid]
+    for key in foreign:
+        _inherited.append(_pools.pop(key))
+    return len(foreign)

@@ -1,0 +1,207 @@
+"""The mixins every pooled backend's DatabaseWrapper and DatabaseCreation use.
+
+Django keeps driving its own backend: ``connect()``, ``get_connection_params()``,
+the cursor and transaction machinery are untouched. We fill four hooks:
+
+- ``get_new_connection`` checks a *raw* DBAPI connection out of the pool. Django
+  gets the driver's own connection object, never SQLAlchemy's proxy, so
+  ``conn.autocommit = x`` and psycopg's ``conn.info`` behave as Django expects.
+  When the pool needs a new connection it calls Django's own
+  ``get_new_connection`` for this wrapper, so every vendor's setup (SQLite
+  functions, psycopg adapters, isolation level) happens exactly as without us.
+- ``init_connection_state`` runs once per raw connection, not per checkout: what
+  it sets lives in the server session, and re-sending it would cost round trips.
+- ``_close`` returns the connection to the pool (reset per RESET_ON_RETURN), or
+  discards it when broken, and leaves ``self.connection = None``.
+- ``check_settings`` refuses CONN_MAX_AGE != 0 and OPTIONS["pool"].
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from . import registry
+from .conf import check_connection_settings, parse_pool_options
+from .drivers import DriverOps
+from .pool import INITIALIZED, ManagedPool
+
+try:  # Django >= 4.1 exposes the alias used for _nodb_cursor() here.
+    from django.db.backends.base.base import NO_DB_ALIAS
+except ImportError:  # pragma: no cover
+    NO_DB_ALIAS = "__no_db__"
+
+# The connect callable of the wrapper that is checking out in this thread. The
+# pool's creator reads it, so the pool itself never holds connect parameters.
+_connecting = threading.local()
+
+
+def _creator() -> Any:
+    connect: Callable[[], Any] | None = getattr(_connecting, "connect", None)
+    if connect is None:
+        raise RuntimeError("django_sapool: a pool may only connect during a checkout")
+    return connect()
+
+
+class PooledDatabaseWrapperMixin:
+    """Put a process-wide SQLAlchemy QueuePool under a Django DatabaseWrapper."""
+
+    #: Driver operations (transaction status, liveness, reset); set by each backend.
+    sapool_driver: DriverOps
+
+    # Declared for type checkers; provided by Django's BaseDatabaseWrapper.
+    alias: str
+    settings_dict: dict[str, Any]
+    connection: Any
+    vendor: str
+
+    _sapool_proxy: Any = None
+    _sapool_pool: ManagedPool | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.sapool_enabled():
+            # Fail at startup, not at the first query, on bad POOL_OPTIONS.
+            parse_pool_options(self.alias, self.settings_dict)
+
+    def sapool_enabled(self) -> bool:
+        """Return whether this wrapper pools (not for Django's _nodb_cursor())."""
+        return self.alias != NO_DB_ALIAS
+
+    def sapool_fingerprint_extra(self) -> tuple[Any, ...]:
+        """Return global state, beyond settings_dict, that shapes the session."""
+        return ()
+
+    def sapool_pool(self) -> ManagedPool:
+        """Return this process's pool for the wrapper's current settings."""
+        settings_dict = self.settings_dict
+        fp = registry.fingerprint(settings_dict, *self.sapool_fingerprint_extra())
+
+        def build() -> ManagedPool:
+            return ManagedPool(
+                alias=self.alias,
+                vendor=self.vendor,
+                database=str(settings_dict.get("NAME")),
+                options=parse_pool_options(self.alias, settings_dict),
+                driver=self.sapool_driver,
+                creator=_creator,
+            )
+
+        return registry.get_pool(self.alias, fp, build)
+
+    # -- Django hooks -----------------------------------------------------------
+
+    def check_settings(self) -> None:
+        super().check_settings()  # type: ignore[misc]
+        if self.sapool_enabled():
+            check_connection_settings(self.alias, self.settings_dict)
+
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        if not self.sapool_enabled():
+            return super().get_new_connection(conn_params)  # type: ignore[misc]
+        pool = self.sapool_pool()
+        django_connect = super().get_new_connection  # type: ignore[misc]
+        _connecting.connect = lambda: django_connect(conn_params)
+        try:
+            proxy = pool.checkout(owner=self)
+        finally:
+            _connecting.connect = None
+        self._sapool_proxy = proxy
+        self._sapool_pool = pool
+        return proxy.dbapi_connection
+
+    def init_connection_state(self) -> None:
+        proxy = self._sapool_proxy
+        if proxy is not None and proxy.info.get(INITIALIZED):
+            self.sapool_refresh_session()
+            return
+        super().init_connection_state()  # type: ignore[misc]
+        if proxy is not None:
+            proxy.info[INITIALIZED] = True
+
+    def sapool_refresh_session(self) -> None:
+        """Re-check session state that may have changed, without a round trip."""
+
+    def close_if_unusable_or_obsolete(self) -> None:
+        if self._sapool_proxy is None:
+            return super().close_if_unusable_or_obsolete()  # type: ignore[misc]
+        # CONN_MAX_AGE is always 0 with a pool, so Django would close anyway; it
+        # would first spend a round trip on is_usable() after an error, which the
+        # pool's reset on return makes unnecessary.
+        self.close()  # type: ignore[attr-defined]
+
+    def _close(self) -> None:
+        proxy, pool = self._sapool_proxy, self._sapool_pool
+        if proxy is None or pool is None:
+            return super()._close()  # type: ignore[misc]
+        self._sapool_proxy = self._sapool_pool = None
+        try:
+            if pool.pid != os.getpid():
+                # Inherited through fork(): the parent owns it; never touch it.
+                registry.keep_inherited(proxy, self.connection)
+            else:
+                pool.checkin(proxy)
+        finally:
+            # Even inside atomic(): the raw connection is back in the pool, and
+            # another thread may own it now (Django's own pool does the same).
+            self.connection = None
+
+    def sapool_forget(self) -> None:
+        """Drop an inherited connection without closing it (after fork)."""
+        if self._sapool_proxy is not None:
+            registry.keep_inherited(self._sapool_proxy, self.connection)
+            self._sapool_proxy = self._sapool_pool = None
+            self.connection = None
+
+
+class PooledCreationMixin:
+    """Dispose pools where Django's test runner creates, clones and drops databases.
+
+    Idle pooled connections make ``DROP DATABASE`` and
+    ``CREATE DATABASE ... TEMPLATE`` fail on PostgreSQL, and keep deleted SQLite
+    files open.
+    """
+
+    connection: Any
+
+    def _create_test_db(self, verbosity: int, autoclobber: bool, keepdb: bool = False) -> Any:
+        registry.dispose(database=self._get_test_db_name())  # type: ignore[attr-defined]
+        return super()._create_test_db(verbosity, autoclobber, keepdb)  # type: ignore[misc]
+
+    def _clone_test_db(self, suffix: str, verbosity: int, keepdb: bool = False) -> Any:
+        registry.dispose(database=self.connection.settings_dict["NAME"])
+        return super()._clone_test_db(suffix, verbosity, keepdb)  # type: ignore[misc]
+
+    def _destroy_test_db(self, test_database_name: str, verbosity: int) -> Any:
+        registry.dispose(database=test_database_name)
+        return super()._destroy_test_db(test_database_name, verbosity)  # type: ignore[misc]
+
+
+def _forget_inherited_connections() -> None:
+    """In a forked child, drop the parent's pools and this thread's connections."""
+    registry.forget_inherited_pools()
+    try:
+        from django.db import connections
+
+        wrappers = connections.all(initialized_only=True)
+    except Exception:  # settings not configured, or Django < 4.1
+        return
+    for wrapper in wrappers:
+        if isinstance(wrapper, PooledDatabaseWrapperMixin):
+            wrapper.sapool_forget()
+
+
+def after_fork() -> None:
+    """Make this process safe after a fork; call it from post_fork-style hooks.
+
+    It runs automatically in every child of ``os.fork()``; calling it again (gunicorn
+    ``post_fork``, Celery ``worker_process_init``, a ``multiprocessing`` initializer)
+    is harmless and covers start methods that fork without Python's hooks.
+    """
+    _forget_inherited_connections()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_inherited_connections)

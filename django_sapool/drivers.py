@@ -28,6 +28,13 @@ class DriverOps:
         """Return the connection's socket file descriptor, if the driver exposes it."""
         return None
 
+    def end_transaction(self, conn: Any, commit: bool) -> None:
+        """Commit or roll back the open transaction."""
+        if commit:
+            conn.commit()
+        else:
+            conn.rollback()
+
     def ping(self, conn: Any) -> None:
         """Make one round trip; raise if the connection is unusable."""
         autocommit = conn.autocommit
@@ -111,6 +118,15 @@ class Psycopg2Ops(DriverOps):
         import psycopg2.extensions as ext
 
         return conn.get_transaction_status() != ext.TRANSACTION_STATUS_IDLE
+
+    def end_transaction(self, conn: Any, commit: bool) -> None:
+        if not conn.autocommit:
+            super().end_transaction(conn, commit)
+            return
+        # psycopg2 ignores rollback()/commit() in autocommit mode, yet a raw
+        # "BEGIN" may have opened a transaction there: end it explicitly.
+        with conn.cursor() as cursor:
+            cursor.execute("COMMIT" if commit else "ROLLBACK")
 
     def socket_fd(self, conn: Any) -> int | None:
         try:

@@ -261,10 +261,7 @@ class ManagedPool:
         # Never hand out an open transaction, whatever the mode; a driver that
         # can tell (psycopg, sqlite3) saves the round trip when none is open.
         if in_transaction or (in_transaction is None and options.reset_on_return):
-            if options.reset_on_return == RESET_COMMIT:
-                raw.commit()
-            else:
-                raw.rollback()
+            self.driver.end_transaction(raw, commit=options.reset_on_return == RESET_COMMIT)
         query = options.reset_query
         if query:
             self.driver.execute(raw, query)

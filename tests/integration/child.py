@@ -1,0 +1,413 @@
+"""A Django process for one integration scenario; run as ``python -m tests.integration.child``.
+
+Each scenario runs in its own process because Django settings are global and
+Django picks psycopg 3 or psycopg2 once per process. The parent passes a JSON
+config in SAPOOL_CHILD; the scenario's facts come back as JSON on the last line
+of stdout. Requests go through Django's real WSGI handler, so request_started /
+request_finished fire and close_old_connections() returns connections exactly
+as under a WSGI server.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+CONFIG: dict[str, Any] = json.loads(os.environ.get("SAPOOL_CHILD", "{}"))
+if CONFIG.get("driver") == "psycopg2":
+    sys.modules["psycopg"] = None  # type: ignore[assignment]  # Django falls back to psycopg2
+
+import django  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.db import connection, connections, transaction  # noqa: E402
+from django.http import HttpRequest, HttpResponse, JsonResponse  # noqa: E402
+from django.urls import path  # noqa: E402
+
+settings.configure(
+    DEBUG=False,
+    SECRET_KEY="not-secret",
+    ALLOWED_HOSTS=["*"],
+    ROOT_URLCONF=__name__,
+    MIDDLEWARE=[],
+    INSTALLED_APPS=[],
+    USE_TZ=True,
+    TIME_ZONE=CONFIG.get("time_zone", "UTC"),
+    DATABASES=CONFIG.get("databases", {}),
+    LOGGING_CONFIG=None,
+)
+django.setup()
+
+import django_sapool  # noqa: E402
+
+
+# -- views ---------------------------------------------------------------------
+
+
+def _scalar(sql: str, params: Any = None) -> Any:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()[0]
+
+
+def backend_id() -> Any:
+    """Identify the server session (PostgreSQL) or raw connection (SQLite)."""
+    if connection.vendor == "postgresql":
+        return _scalar("SELECT pg_backend_pid()")
+    connection.ensure_connection()
+    return id(connection.connection)
+
+
+def view_pid(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"pid": backend_id()})
+
+
+def view_one(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"n": _scalar("SELECT count(*) FROM item")})
+
+
+def view_hold(request: HttpRequest) -> HttpResponse:
+    pid = backend_id()
+    time.sleep(float(request.GET.get("seconds", "1")))
+    return JsonResponse({"pid": pid})
+
+
+def view_fail_atomic(request: HttpRequest) -> HttpResponse:
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO item (name) VALUES ('from-failed-atomic')")
+        raise RuntimeError("boom inside atomic()")
+
+
+def view_leave_open(request: HttpRequest) -> HttpResponse:
+    # Forgets to restore autocommit: Django closes such a connection at request end.
+    connection.set_autocommit(False)
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO item (name) VALUES ('from-left-open')")
+    return JsonResponse({"pid": backend_id()})
+
+
+def view_raw_begin(request: HttpRequest) -> HttpResponse:
+    # Opens a transaction behind Django's back; Django thinks it is in autocommit.
+    with connection.cursor() as cursor:
+        cursor.execute("BEGIN")
+        cursor.execute("INSERT INTO item (name) VALUES ('from-raw-begin')")
+    return JsonResponse({"pid": backend_id()})
+
+
+def view_dirty_session(request: HttpRequest) -> HttpResponse:
+    with connection.cursor() as cursor:
+        cursor.execute("SET search_path TO dirty, public")
+        cursor.execute("CREATE TEMP TABLE leftover (x int)")
+        cursor.execute("SET TIME ZONE 'America/Chicago'")
+    return JsonResponse({"pid": backend_id()})
+
+
+def view_session_state(request: HttpRequest) -> HttpResponse:
+    return JsonResponse(
+        {
+            "pid": backend_id(),
+            "search_path": _scalar("SELECT current_setting('search_path')"),
+            "time_zone": _scalar("SELECT current_setting('TimeZone')"),
+            "temp_table": _scalar("SELECT to_regclass('pg_temp.leftover') IS NOT NULL"),
+        }
+    )
+
+
+urlpatterns = [
+    path("pid", view_pid),
+    path("one", view_one),
+    path("hold", view_hold),
+    path("fail-atomic", view_fail_atomic),
+    path("leave-open", view_leave_open),
+    path("raw-begin", view_raw_begin),
+    path("dirty-session", view_dirty_session),
+    path("session-state", view_session_state),
+]
+
+# -- plumbing ------------------------------------------------------------------
+
+_handler: Any = None
+
+
+def request(url: str) -> tuple[int, Any]:
+    """Serve one request through Django's WSGI handler; return (status, JSON or None)."""
+    global _handler
+    if _handler is None:
+        from django.core.handlers.wsgi import WSGIHandler
+
+        _handler = WSGIHandler()
+    route, _, query = url.partition("?")
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": route,
+        "QUERY_STRING": query,
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": io.StringIO(),
+    }
+    status: list[str] = []
+    response = _handler(environ, lambda s, headers, exc_info=None: status.append(s))
+    try:
+        body = b"".join(response)
+    finally:
+        response.close()  # fires request_finished -> close_old_connections()
+    code = int(status[0].split()[0])
+    return code, json.loads(body) if code == 200 else None
+
+
+def pool_status() -> list[dict[str, Any]]:
+    return [asdict(s) for s in django_sapool.pool_status()]
+
+
+class Observer:
+    """A separate, unpooled server session that watches ours (PostgreSQL only)."""
+
+    def __init__(self) -> None:
+        database = connection.Database  # the driver Django picked: psycopg or psycopg2
+        self.conn = database.connect(CONFIG["admin_conninfo"])
+        self.conn.autocommit = True
+        self.lock = threading.Lock()
+
+    def scalar(self, sql: str, params: Any = None) -> Any:
+        with self.lock, self.conn.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone()[0]
+
+    def our_sessions(self, state: str | None = None) -> int:
+        sql = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+        params: list[Any] = [CONFIG["app_name"]]
+        if state is not None:
+            sql += " AND state = %s"
+            params.append(state)
+        return int(self.scalar(sql, params))
+
+    def statements(self) -> int:
+        return int(
+            self.scalar(
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s "
+                "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = %s",
+                [CONFIG["dbname"]],
+            )
+        )
+
+    def item_count(self, name: str) -> int:
+        # Committed rows only: asked from a fresh session of our own, outside the pool.
+        conn = connection.Database.connect(CONFIG["test_conninfo"])
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM item WHERE name = %s", [name])
+                return int(cursor.fetchone()[0])
+        finally:
+            conn.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def setup_table() -> None:
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("CREATE TABLE IF NOT EXISTS item (id serial PRIMARY KEY, name text)")
+        else:
+            cursor.execute(
+                "CREATE TABLE IF NOT EXISTS item (id integer PRIMARY KEY AUTOINCREMENT, name text)"
+            )
+    connection.close()
+
+
+# -- scenarios -----------------------------------------------------------------
+
+
+def sequential(n: int) -> dict[str, Any]:
+    ids, failures = set(), 0
+    for _ in range(n):
+        code, body = request("/pid")
+        if code == 200:
+            ids.add(body["pid"])
+        else:
+            failures += 1
+    facts: dict[str, Any] = {"distinct": len(ids), "failures": failures, "pools": pool_status()}
+    if connection.vendor == "postgresql":
+        observer = Observer()
+        facts["server_sessions"] = observer.our_sessions()
+        facts["server_pids"] = sorted(ids)
+    return facts
+
+
+def threads(n_threads: int, cycles: int) -> dict[str, Any]:
+    observer = Observer() if connection.vendor == "postgresql" else None
+    done = threading.Event()
+    peak = [0]
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], observer.our_sessions())  # type: ignore[union-attr]
+            time.sleep(0.002)
+
+    ids: set[Any] = set()
+    codes: list[int] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        for _ in range(cycles):
+            code, body = request("/pid")
+            with lock:
+                codes.append(code)
+                if code == 200:
+                    ids.add(body["pid"])
+
+    sampler = threading.Thread(target=sample) if observer else None
+    if sampler:
+        sampler.start()
+    workers = [threading.Thread(target=work) for _ in range(n_threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    done.set()
+    if sampler:
+        sampler.join()
+    return {
+        "ok": codes.count(200),
+        "failed": len(codes) - codes.count(200),
+        "distinct": len(ids),
+        "peak_server_sessions": peak[0],
+        "pools": pool_status(),
+    }
+
+
+def exhaustion(hold_seconds: float) -> dict[str, Any]:
+    holder = threading.Thread(target=request, args=(f"/hold?seconds={hold_seconds}",))
+    holder.start()
+    wait_until(lambda: any(p["checked_out"] for p in pool_status()))
+    started = time.monotonic()
+    error: dict[str, Any] = {}
+    try:
+        connections["default"].ensure_connection()
+    except Exception as exc:  # the point: which exception, how fast
+        error = {
+            "mro": [f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__],
+            "message": str(exc),
+        }
+    elapsed = time.monotonic() - started
+    holder.join()
+    code, _ = request("/pid")
+    return {"error": error, "elapsed": elapsed, "after_code": code, "pools": pool_status()}
+
+
+def transactions() -> dict[str, Any]:
+    observer = Observer()
+    results: dict[str, Any] = {}
+    _, first = request("/pid")
+    for route, name in [
+        ("/fail-atomic", "from-failed-atomic"),
+        ("/leave-open", "from-left-open"),
+        ("/raw-begin", "from-raw-begin"),
+    ]:
+        code, _ = request(route)
+        results[route] = {
+            "code": code,
+            "idle_in_transaction": observer.our_sessions("idle in transaction"),
+            "rows": observer.item_count(name),
+        }
+    _, last = request("/pid")
+    results["same_backend"] = first["pid"] == last["pid"]
+    results["pools"] = pool_status()
+    return results
+
+
+def statements(n: int) -> dict[str, Any]:
+    observer = Observer()
+    for _ in range(3):  # warm up: the first connection's setup is not per request
+        request("/one")
+    before = observer.statements()
+    codes = [request("/one")[0] for _ in range(n)]
+    after = observer.statements()
+    return {"per_request": (after - before) / n, "ok": codes.count(200), "pools": pool_status()}
+
+
+def dead_connection(wait: float) -> dict[str, Any]:
+    observer = Observer()
+    _, first = request("/pid")
+    observer.scalar("SELECT pg_terminate_backend(%s)", [first["pid"]])
+    gone = wait_until(
+        lambda: not observer.scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [first["pid"]]
+        )
+    )
+    time.sleep(wait)
+    code, second = request("/pid")
+    return {
+        "gone": gone,
+        "code": code,
+        "first": first["pid"],
+        "second": second and second["pid"],
+        "pools": pool_status(),
+    }
+
+
+def idle_ping(idle: float) -> dict[str, Any]:
+    pids = [request("/pid")[1]["pid"], request("/pid")[1]["pid"]]
+    busy_pings = pool_status()[0]["pings"]
+    time.sleep(idle)
+    pids.append(request("/pid")[1]["pid"])
+    return {"pids": pids, "busy_pings": busy_pings, "pools": pool_status()}
+
+
+def recycle(wait: float) -> dict[str, Any]:
+    observer = Observer()
+    _, first = request("/pid")
+    time.sleep(wait)
+    _, second = request("/pid")
+    first_alive = observer.scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [first["pid"]]
+    )
+    return {"first": first["pid"], "second": second["pid"], "first_alive": first_alive}
+
+
+def session_state() -> dict[str, Any]:
+    _, dirty = request("/dirty-session")
+    _, state = request("/session-state")
+    return {"dirty_pid": dirty["pid"], **state}
+
+
+SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
+    f.__name__: f
+    for f in (
+        sequential,
+        threads,
+        exhaustion,
+        transactions,
+        statements,
+        dead_connection,
+        idle_ping,
+        recycle,
+        session_state,
+    )
+}
+
+
+def main() -> None:
+    setup_table()
+    facts = SCENARIOS[CONFIG["scenario"]](**CONFIG.get("params", {}))
+    facts["driver"] = connection.Database.__name__
+    print("SAPOOL-RESULT " + json.dumps(facts, default=str))
+
+
+if __name__ == "__main__":
+    main()

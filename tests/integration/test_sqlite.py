@@ -1,0 +1,37 @@
+"""Pooled SQLite file databases: the same request-cycle and thread properties."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def test_sequential_requests_reuse_one_connection(sqlite_run: Any) -> None:
+    facts = sqlite_run("sequential", params={"n": 200})
+    assert facts["failures"] == 0
+    assert facts["distinct"] == 1
+    (pool,) = facts["pools"]
+    assert (pool["connections_opened"], pool["checked_out"], pool["idle"]) == (1, 0, 1)
+
+
+def test_threads_share_at_most_pool_size_connections(sqlite_run: Any) -> None:
+    facts = sqlite_run(
+        "threads",
+        params={"n_threads": 32, "cycles": 50},
+        POOL_OPTIONS={"POOL_SIZE": 4, "MAX_OVERFLOW": 0, "TIMEOUT": 60},
+    )
+    assert (facts["ok"], facts["failed"]) == (32 * 50, 0)
+    assert facts["distinct"] <= 4
+    (pool,) = facts["pools"]
+    assert 1 <= pool["connections_opened"] <= 4
+    assert pool["checked_out"] == 0
+
+
+def test_exhaustion(sqlite_run: Any) -> None:
+    facts = sqlite_run(
+        "exhaustion",
+        params={"hold_seconds": 1.5},
+        POOL_OPTIONS={"POOL_SIZE": 1, "MAX_OVERFLOW": 0, "TIMEOUT": 0.3},
+    )
+    assert facts["error"]["mro"][1] == "django.db.utils.OperationalError"
+    assert 0.25 <= facts["elapsed"] < 1.2
+    assert facts["after_code"] == 200

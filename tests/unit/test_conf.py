@@ -1,0 +1,156 @@
+"""POOL_OPTIONS parsing: defaults, every invalid value, and the settings we refuse."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from django_sapool.conf import PoolOptions, parse_pool_options
+
+PATH = "settings.DATABASES['default']['POOL_OPTIONS']"
+
+
+def parse(pool_options: Any = None, **settings: Any) -> PoolOptions:
+    settings_dict = {"CONN_MAX_AGE": 0, "OPTIONS": {}, **settings}
+    if pool_options is not None:
+        settings_dict["POOL_OPTIONS"] = pool_options
+    return parse_pool_options("default", settings_dict)
+
+
+def test_defaults_without_pool_options() -> None:
+    options = parse()
+    assert options == PoolOptions()
+    assert (options.pool_size, options.max_overflow, options.timeout) == (10, 10, 30.0)
+    assert options.pre_ping is True
+    assert options.reset_on_return == "rollback"
+    assert options.reset_query is None
+
+
+def test_every_key_is_accepted() -> None:
+    options = parse(
+        {
+            "POOL_SIZE": 4,
+            "MAX_OVERFLOW": 0,
+            "TIMEOUT": 0.5,
+            "RECYCLE": 900,
+            "PRE_PING": False,
+            "PRE_PING_INTERVAL": 0,
+            "RESET_ON_RETURN": "DISCARD ALL",
+            "USE_LIFO": True,
+            "ECHO": "debug",
+        }
+    )
+    assert options == PoolOptions(
+        pool_size=4,
+        max_overflow=0,
+        timeout=0.5,
+        recycle=900.0,
+        pre_ping=False,
+        pre_ping_interval=0.0,
+        reset_on_return="DISCARD ALL",
+        use_lifo=True,
+        echo="debug",
+    )
+    assert options.reset_query == "DISCARD ALL"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("rollback", "rollback"), ("COMMIT", "commit"), (None, None), (True, "rollback"),
+     (False, None), ("  RESET ALL ", "RESET ALL")],
+)
+def test_reset_on_return_values(value: Any, expected: str | None) -> None:
+    assert parse({"RESET_ON_RETURN": value}).reset_on_return == expected
+
+
+@pytest.mark.parametrize("value", [None, -1])
+def test_recycle_can_be_disabled(value: Any) -> None:
+    assert parse({"RECYCLE": value}).recycle == -1.0
+
+
+def test_max_overflow_minus_one_means_unlimited() -> None:
+    assert parse({"MAX_OVERFLOW": -1}).max_overflow == -1
+
+
+def test_conn_health_checks_imply_pre_ping_unless_set() -> None:
+    assert parse({"PRE_PING": False}, CONN_HEALTH_CHECKS=True).pre_ping is False
+    assert parse({}, CONN_HEALTH_CHECKS=True).pre_ping is True
+
+
+INVALID = [
+    ("POOL_SIZE", "10", "must be an int >= 1, got '10' (str)"),
+    ("POOL_SIZE", 0, "must be an int >= 1, got 0 (int)"),
+    ("POOL_SIZE", True, "must be an int >= 1, got True (bool)"),
+    ("POOL_SIZE", 2.5, "must be an int >= 1, got 2.5 (float)"),
+    ("MAX_OVERFLOW", -2, "must be an int >= 0 (or -1 for no limit), got -2 (int)"),
+    ("MAX_OVERFLOW", "5", "must be an int >= 0 (or -1 for no limit), got '5' (str)"),
+    ("TIMEOUT", -1, "must be a number of seconds >= 0, got -1 (int)"),
+    ("TIMEOUT", "30", "must be a number of seconds >= 0, got '30' (str)"),
+    ("TIMEOUT", None, "must be a number of seconds >= 0, got None (NoneType)"),
+    ("RECYCLE", 0, "must be a number of seconds > 0, or None/-1 to never recycle, got 0"),
+    ("RECYCLE", "900", "must be a number of seconds > 0, or None/-1 to never recycle"),
+    ("RECYCLE", False, "must be a number of seconds > 0, or None/-1 to never recycle"),
+    ("PRE_PING", "yes", "must be True or False, got 'yes' (str)"),
+    ("PRE_PING", 1, "must be True or False, got 1 (int)"),
+    ("PRE_PING_INTERVAL", -0.1, "must be a number of seconds >= 0, got -0.1 (float)"),
+    ("RESET_ON_RETURN", "rolback", "must be 'rollback', 'commit', None, or an SQL statement"),
+    ("RESET_ON_RETURN", "", "must be 'rollback', 'commit', None, or an SQL statement"),
+    ("RESET_ON_RETURN", 1, "must be 'rollback', 'commit', None, or an SQL statement"),
+    ("USE_LIFO", "true", "must be True or False, got 'true' (str)"),
+    ("ECHO", "info", "must be True, False or 'debug', got 'info' (str)"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), INVALID)
+def test_invalid_values_name_the_exact_setting(key: str, value: Any, message: str) -> None:
+    with pytest.raises(ImproperlyConfigured) as info:
+        parse({key: value})
+    assert str(info.value).startswith(f"{PATH}[{key!r}] {message}")
+
+
+def test_every_key_has_an_invalid_case() -> None:
+    from django_sapool.conf import VALID_KEYS
+
+    assert {key for key, _, _ in INVALID} == set(VALID_KEYS)
+
+
+def test_unknown_key_suggests_the_right_one() -> None:
+    with pytest.raises(ImproperlyConfigured, match=r"unknown key 'POOL_SIZ'\. Did you mean 'POOL_SIZE'\?"):
+        parse({"POOL_SIZ": 3})
+
+
+def test_lower_case_key_is_refused_with_the_upper_case_name() -> None:
+    with pytest.raises(ImproperlyConfigured, match=r"unknown key 'pool_size'\. Did you mean 'POOL_SIZE'\?"):
+        parse({"pool_size": 3})
+
+
+def test_unknown_key_without_close_match_lists_valid_keys() -> None:
+    with pytest.raises(ImproperlyConfigured, match=r"unknown key 'X'\. Valid keys: POOL_SIZE, "):
+        parse({"X": 1})
+
+
+def test_pool_options_must_be_a_dict() -> None:
+    with pytest.raises(ImproperlyConfigured) as info:
+        parse([("POOL_SIZE", 1)])
+    assert str(info.value).startswith(f"{PATH} must be a dict, got [('POOL_SIZE', 1)] (list)")
+
+
+@pytest.mark.parametrize("max_age", [60, None])
+def test_persistent_connections_are_refused(max_age: Any) -> None:
+    with pytest.raises(ImproperlyConfigured) as info:
+        parse({}, CONN_MAX_AGE=max_age)
+    assert str(info.value).startswith(
+        f"settings.DATABASES['default']['CONN_MAX_AGE'] must be 0 with django_sapool, "
+        f"got {max_age!r}"
+    )
+
+
+def test_djangos_own_pool_is_refused() -> None:
+    with pytest.raises(ImproperlyConfigured, match=r"\['OPTIONS'\]\['pool'\] enables Django's own"):
+        parse({}, OPTIONS={"pool": {"min_size": 2}})
+
+
+def test_options_pool_false_is_fine() -> None:
+    assert parse({}, OPTIONS={"pool": False}) == PoolOptions()

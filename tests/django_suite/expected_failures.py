@@ -1,5 +1,49 @@
-"""Django tests that fail by design with django_sapool."""
+"""Django tests that fail by design with django_sapool, and tests that need extras.
+
+Each entry names one test by its id (``module.Class.method``, as runtests.py
+prints it) and says why it must fail. sapool_runner.py marks these as expected
+failures, so they must keep failing: one that passes is reported as an
+unexpected success and fails the run, which is the cue to drop its entry.
+A listed test that Django skips (another driver, another vendor) just skips.
+"""
 
 from __future__ import annotations
 
-EXPECTED_FAILURES: dict[str, str] = {}
+_HEALTH = "backends.base.test_base.ConnectionHealthChecksTests"
+_PG = "backends.postgresql.tests.Tests"
+
+_PERSISTENT = (
+    "patches settings_dict['CONN_MAX_AGE'] = None to test persistent connections; "
+    "django_sapool refuses CONN_MAX_AGE != 0 (ImproperlyConfigured at connect) "
+    "because the pool, not the thread, keeps connections (conf.check_connection_settings)"
+)
+_DJANGO_POOL = (
+    "turns on Django's own pool with OPTIONS['pool'] and connects; django_sapool refuses "
+    "OPTIONS['pool'] (ImproperlyConfigured at connect): one pool per alias, ours"
+)
+
+EXPECTED_FAILURES: dict[str, str] = {
+    f"{_HEALTH}.test_health_checks_disabled": _PERSISTENT,
+    f"{_HEALTH}.test_health_checks_enabled": _PERSISTENT,
+    f"{_HEALTH}.test_health_checks_enabled_errors_occurred": _PERSISTENT,
+    f"{_HEALTH}.test_set_autocommit_health_checks_enabled": _PERSISTENT,
+    # psycopg 3 only.
+    f"{_PG}.test_connect_pool": _DJANGO_POOL,
+    f"{_PG}.test_connect_pool_with_timezone": _DJANGO_POOL,
+    # psycopg2 only: expects Django's "Database pooling requires psycopg >= 3" and
+    # gets our refusal of OPTIONS['pool'], which is checked first.
+    f"{_PG}.test_connect_pool_setting_ignored_for_psycopg2": (
+        "expects Django's 'Database pooling requires psycopg >= 3' ImproperlyConfigured; "
+        "django_sapool's check_settings() refuses OPTIONS['pool'] first, with its own message"
+    ),
+}
+
+# Tests that import a package from Django's tests/requirements/postgres.txt which
+# this project doesn't install. They are skipped when it is missing; with it
+# installed they run (and two of them are expected failures above).
+REQUIRES_MODULE: dict[str, str] = {
+    f"{_PG}.test_connect_pool": "psycopg_pool",
+    f"{_PG}.test_connect_pool_set_to_true": "psycopg_pool",
+    f"{_PG}.test_connect_pool_with_timezone": "psycopg_pool",
+    f"{_PG}.test_pooling_health_checks": "psycopg_pool",
+}

@@ -1,7 +1,12 @@
-"""The DiscoverRunner used for Django's own tests: marks our expected failures."""
+"""The test runner for Django's own tests (settings.TEST_RUNNER).
+
+A DiscoverRunner that marks the tests of expected_failures.py before they run,
+and prints which backend and driver each alias really uses.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import unittest
 from typing import Any
@@ -9,26 +14,48 @@ from typing import Any
 from django.db import connections
 from django.test.runner import DiscoverRunner
 from django.test.utils import iter_test_cases
-from expected_failures import EXPECTED_FAILURES
+from expected_failures import EXPECTED_FAILURES, REQUIRES_MODULE
 
 
-def mark_expected_failures(suite: unittest.TestSuite) -> list[str]:
-    """Flag each listed test as an expected failure; return the ids found."""
-    found = []
+class _Skip:
+    """Stands in for a test method; a module-level class, so parallel runs can pickle it."""
+
+    __unittest_skip__ = True
+
+    def __init__(self, why: str) -> None:
+        self.__unittest_skip_why__ = why
+
+    def __call__(self) -> None:
+        raise unittest.SkipTest(self.__unittest_skip_why__)
+
+
+def mark_tests(suite: unittest.TestSuite) -> tuple[int, int]:
+    """Mark expected failures and skip tests missing a package; return both counts."""
+    expected = skipped = 0
     for test in iter_test_cases(suite):
-        if test.id() in EXPECTED_FAILURES:
-            # What @unittest.expectedFailure sets, on the instance only: the
-            # test must fail, and passing is reported as an unexpected success.
+        test_id = test.id()
+        module = REQUIRES_MODULE.get(test_id)
+        if module and importlib.util.find_spec(module) is None:
+            name = test._testMethodName  # type: ignore[attr-defined]
+            setattr(test, name, _Skip(f"needs {module}, which is not installed"))
+            skipped += 1
+        elif test_id in EXPECTED_FAILURES:
+            # What @unittest.expectedFailure sets, here on the instance only:
+            # the test must fail, and a pass is an unexpected success (a failure).
             test.__unittest_expecting_failure__ = True  # type: ignore[attr-defined]
-            found.append(test.id())
-    return found
+            expected += 1
+    return expected, skipped
 
 
 class SapoolTestRunner(DiscoverRunner):
     def build_suite(self, *args: Any, **kwargs: Any) -> unittest.TestSuite:
         suite = super().build_suite(*args, **kwargs)
-        found = mark_expected_failures(suite)
-        print(f"django_sapool: {len(found)} test(s) marked as expected failures", file=sys.stderr)
+        expected, skipped = mark_tests(suite)
+        print(
+            f"django_sapool: {expected} test(s) marked as expected failures, "
+            f"{skipped} skipped for a missing package (see expected_failures.py)",
+            file=sys.stderr,
+        )
         return suite
 
     def setup_databases(self, **kwargs: Any) -> Any:
@@ -37,7 +64,7 @@ class SapoolTestRunner(DiscoverRunner):
 
 
 def describe_backends() -> None:
-    """Print which engine and driver each alias really uses (not what we asked for)."""
+    """Print which engine and driver each alias really uses (not what was asked for)."""
     for alias in connections:
         conn = connections[alias]
         line = f"django_sapool: alias {alias!r}: {conn.settings_dict['ENGINE']}"

@@ -386,6 +386,61 @@ def session_state() -> dict[str, Any]:
     return {"dirty_pid": dirty["pid"], **state}
 
 
+def fork(children: int) -> dict[str, Any]:
+    """Fork while holding a connection inside atomic() and an idle pooled one.
+
+    Children serve a request and close all their connections (the usual advice
+    after fork), then exit in different ways. If a child touched an inherited
+    connection, the parent's open transaction would be rolled back under it.
+    """
+    _, idle = request("/pid")  # now idle in the pool
+    token = os.urandom(6).hex()  # the table is shared by the session's scenarios
+    exits = ["return", "sys.exit", "os._exit"]
+    child_pids: list[int] = []
+    with transaction.atomic():
+        parent_pid = _scalar("SELECT pg_backend_pid()")
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO item (name) VALUES (%s)", [f"before-{token}"])
+        for i in range(children):
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # child
+                os.close(read_fd)
+                code, body = request("/pid")
+                connections.close_all()
+                os.write(write_fd, json.dumps(body["pid"] if code == 200 else None).encode())
+                os.close(write_fd)
+                how = exits[i % len(exits)]
+                if how == "os._exit":
+                    os._exit(0)
+                if how == "sys.exit":
+                    sys.exit(0)
+                import gc
+
+                gc.collect()  # let every destructor run, then exit normally
+                raise SystemExit(0)
+            os.close(write_fd)
+            with os.fdopen(read_fd) as pipe:
+                child_pids.append(json.loads(pipe.read() or "null"))
+            os.waitpid(pid, 0)
+        still = _scalar("SELECT pg_backend_pid()")
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO item (name) VALUES (%s)", [f"after-{token}"])
+    observer = Observer()
+    committed = observer.item_count(f"before-{token}") + observer.item_count(f"after-{token}")
+    connection.close()
+    _, after = request("/pid")
+    return {
+        "parent_pid": parent_pid,
+        "parent_pid_after": still,
+        "committed": committed,
+        "idle_pid": idle["pid"],
+        "idle_pid_after": after["pid"],
+        "child_pids": child_pids,
+        "pools": pool_status(),
+    }
+
+
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     f.__name__: f
     for f in (
@@ -398,6 +453,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
         idle_ping,
         recycle,
         session_state,
+        fork,
     )
 }
 

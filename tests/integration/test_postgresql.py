@@ -142,3 +142,17 @@ def test_rollback_reset_keeps_session_state_like_persistent_connections(pg_run: 
     assert facts["pid"] == facts["dirty_pid"]
     assert facts["search_path"] == "dirty, public"
     assert facts["temp_table"] is True
+
+
+def test_forked_children_never_touch_the_parents_sessions(pg_run: Any) -> None:
+    facts = pg_run("fork", params={"children": 6})
+    parent = {facts["parent_pid"], facts["idle_pid"]}
+    # The parent's checked-out session still answers, as the same backend.
+    assert facts["parent_pid_after"] == facts["parent_pid"]
+    assert facts["committed"] == 2  # the parent's transaction was not touched
+    # Its idle pooled session survived the children's exits and is reused.
+    assert facts["idle_pid_after"] == facts["idle_pid"]
+    assert None not in facts["child_pids"]
+    assert not parent & set(facts["child_pids"])
+    (pool,) = facts["pools"]
+    assert pool["connections_invalidated"] == 0

@@ -1,0 +1,137 @@
+"""Registry keying: which settings share a pool, and which must never."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import connections
+
+from django_sapool import pool_status, registry
+from django_sapool.backends.postgresql.base import DatabaseWrapper as PgWrapper
+from django_sapool.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
+
+
+def pg_settings(**overrides: Any) -> dict[str, Any]:
+    raw = {
+        "default": {
+            "ENGINE": "django_sapool.backends.postgresql",
+            "NAME": "app",
+            "USER": "app",
+            "PASSWORD": "pw-one",
+            "HOST": "127.0.0.1",
+            "PORT": "5432",
+            **overrides,
+        }
+    }
+    # Django's own defaults filling (CONN_MAX_AGE, OPTIONS, TIME_ZONE, TEST...).
+    return connections.configure_settings(raw)["default"]
+
+
+@pytest.fixture(autouse=True)
+def clean_registry() -> Iterator[None]:
+    yield
+    registry.dispose()
+
+
+def pool_of(alias: str = "default", **overrides: Any) -> Any:
+    return PgWrapper(pg_settings(**overrides), alias).sapool_pool()
+
+
+def test_same_settings_share_one_pool() -> None:
+    assert pool_of() is pool_of()
+    assert len(pool_status()) == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"NAME": "test_app"},
+        {"USER": "other"},
+        {"PASSWORD": "pw-two"},
+        {"HOST": "db.internal"},
+        {"PORT": "6432"},
+        {"OPTIONS": {"sslmode": "require"}},
+        {"TIME_ZONE": "Europe/Paris"},
+        {"POOL_OPTIONS": {"POOL_SIZE": 3}},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+def test_connect_settings_change_gives_another_pool(change: dict[str, Any]) -> None:
+    assert pool_of() is not pool_of(**change)
+
+
+def test_aliases_never_share_even_with_identical_settings() -> None:
+    assert pool_of("default") is not pool_of("replica")
+
+
+def test_options_order_does_not_matter() -> None:
+    a = pool_of(OPTIONS={"sslmode": "require", "connect_timeout": 3})
+    b = pool_of(OPTIONS={"connect_timeout": 3, "sslmode": "require"})
+    assert a is b
+
+
+def test_key_holds_pid_and_a_keyed_hash_not_the_password() -> None:
+    pool_of()
+    (key,) = [k for k in registry._pools if k.pid == os.getpid()]
+    assert key.alias == "default"
+    assert len(key.fingerprint) == 32
+    assert "pw-one" not in repr(key)
+    # Keyed with a per-process secret: not a plain hash anyone could recompute.
+    import hashlib
+
+    plain = hashlib.blake2b(b"pw-one", digest_size=16).hexdigest()
+    assert key.fingerprint != plain
+
+
+def test_dispose_one_alias_or_database() -> None:
+    pool_of("default")
+    pool_of("replica")
+    pool_of("default", NAME="test_app")
+    assert registry.dispose(database="test_app") == 1
+    assert {s.alias for s in pool_status()} == {"default", "replica"}
+    assert registry.dispose("replica") == 1
+    assert [s.alias for s in pool_status()] == ["default"]
+
+
+def test_forked_child_forgets_parent_pools_but_keeps_them_referenced() -> None:
+    parent_pool = pool_of()
+    key = next(iter(registry._pools))
+    registry._pools[key.__class__(key.pid - 1, "ghost", "x" * 32)] = parent_pool
+    assert registry.forget_inherited_pools() == 1
+    assert parent_pool in registry._inherited
+    assert all(k.pid == os.getpid() for k in registry._pools)
+
+
+def test_nodb_wrapper_is_not_pooled() -> None:
+    wrapper = PgWrapper(pg_settings(NAME=None), "__no_db__")
+    assert wrapper.sapool_enabled() is False
+
+
+def test_in_memory_sqlite_is_not_pooled(tmp_path: Any) -> None:
+    def wrapper(name: str) -> SqliteWrapper:
+        engine = "django_sapool.backends.sqlite3"
+        settings_dict = connections.configure_settings(
+            {"default": {"ENGINE": engine, "NAME": name}}
+        )["default"]
+        return SqliteWrapper(settings_dict, "default")
+
+    memory = wrapper(":memory:")
+    assert memory.sapool_enabled() is False
+    with memory.cursor() as cursor:  # behaves exactly like Django's own backend
+        cursor.execute("CREATE TABLE t (x int)")
+    memory.close()  # Django ignores close() for in-memory databases: data survives
+    with memory.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM t")
+        assert cursor.fetchone() == (0,)
+    assert pool_status() == []
+    assert wrapper(str(tmp_path / "x.db")).sapool_enabled() is True
+
+
+def test_bad_pool_options_fail_when_the_wrapper_is_built() -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured, match=r"\['POOL_SIZE'\] must be an int >= 1"):
+        PgWrapper(pg_settings(POOL_OPTIONS={"POOL_SIZE": "10"}), "default")

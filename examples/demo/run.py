@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import importlib.util
 import json
 import os
 import secrets
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
@@ -44,7 +46,7 @@ REPO_ROOT = DEMO_DIR.parent.parent
 STARTUP_TIMEOUT = 60.0
 #: Seconds a single HTTP request may take before it counts as failed.
 REQUEST_TIMEOUT = 30.0
-#: How many failure messages to show.
+#: How many distinct failure messages to show.
 MAX_ERRORS_SHOWN = 5
 
 
@@ -363,11 +365,14 @@ def run_load(port: int, total: int, concurrency: int, time_limit: float) -> Load
 
 
 def get_stats(port: int) -> dict[str, Any]:
+    """Ask the server for its database statistics (GET /stats/)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
     try:
         conn.request("GET", "/stats/")
         response = conn.getresponse()
         body = response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        raise DemoError(f"GET /stats/ failed ({exc}); did the server die?") from None
     finally:
         conn.close()
     if response.status != 200:
@@ -436,7 +441,7 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def report(outcomes: list[Outcome]) -> str:
-    def row(label: str, cell: Any) -> list[str]:
+    def row(label: str, cell: Callable[[Outcome], object]) -> list[str]:
         return [label, *(str(cell(o)) for o in outcomes)]
 
     rows = [
@@ -469,9 +474,10 @@ def summary(default: Outcome, pooled: Outcome) -> str:
 def print_errors(outcomes: list[Outcome]) -> None:
     for outcome in outcomes:
         if outcome.load.errors:
-            print(f"\n{outcome.contender.title}: {outcome.load.failed} failed requests, e.g.:")
-            for error in outcome.load.errors[:MAX_ERRORS_SHOWN]:
-                print(f"  {error}")
+            print(f"\n{outcome.contender.title}: {outcome.load.failed} failed requests:")
+            counts = Counter(outcome.load.errors).most_common(MAX_ERRORS_SHOWN)
+            for error, count in counts:
+                print(f"  {count:>6} x {error}")
 
 
 # -- main ----------------------------------------------------------------------
@@ -482,6 +488,22 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def check_requirements() -> None:
+    """Fail early, with the fix, when the server's one extra dependency is missing."""
+    if importlib.util.find_spec("waitress") is None:
+        raise DemoError(
+            "the demo serves Django with waitress, which is not installed: "
+            "pip install 'django-sapool[demo]' (or pip install waitress)"
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -501,7 +523,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=positive_int, default=16, help="server threads (16)")
     parser.add_argument(
         "--time-limit",
-        type=float,
+        type=positive_float,
         default=10.0,
         metavar="SECONDS",
         help="stop sending requests to a contender after this long (10)",
@@ -512,6 +534,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        check_requirements()
         with provision(args.database_url) as db:
             print(
                 f"django_sapool demo: {args.requests} POST requests per contender from "

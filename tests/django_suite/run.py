@@ -1,6 +1,6 @@
 """Run Django's own test modules against django_sapool.
 
-    python tests/django_suite/run.py --driver psycopg2 [--parallel 2] [runtests.py args]
+    python tests/django_suite/run.py --driver psycopg2 [--parallel 2] [labels] [runtests args]
 
 Fetches Django's tests (fetch.py), picks the PostgreSQL driver, then runs
 Django's runtests.py in this process for the modules below (or the labels
@@ -27,11 +27,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--driver", choices=("psycopg", "psycopg2"), default="psycopg")
     parser.add_argument("--settings", default="settings_postgresql")
+    # Serial by default: parallel runs need tblib to report a failure readably.
     parser.add_argument("--parallel", default="1", help="runtests.py --parallel (default 1)")
     parser.add_argument("-v", "--verbosity", default="1")
     parser.add_argument("-k", dest="patterns", action="append", default=[])
     parser.add_argument("labels", nargs="*", help=f"default: {' '.join(DEFAULT_MODULES)}")
-    # Other flags (--failfast, --keepdb, --debug-sql, ...) go to runtests.py as they are.
+    # Other flags (--failfast, --debug-sql, ...) go to runtests.py as they are.
     return parser.parse_known_args(argv)
 
 
@@ -50,42 +51,72 @@ def choose_driver(driver: str) -> None:
     print(f"run.py: driver {driver} (is_psycopg3={is_psycopg3})", file=sys.stderr, flush=True)
 
 
+def drop_leftover_databases() -> None:
+    """Drop this run's test databases if a crash kept Django from doing it."""
+    from django.conf import settings
+    from django.db import connections
+
+    import django_sapool
+
+    prefix = f"test_sapool_{settings.RUN_ID}_"
+    django_sapool.dispose()  # our own idle connections would block DROP DATABASE
+    conn = connections["default"]
+    with conn._nodb_cursor() as cursor:
+        cursor.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", [prefix])
+        for (name,) in cursor.fetchall():
+            print(f"run.py: dropping leftover test database {name}", file=sys.stderr)
+            # WITH (FORCE), PostgreSQL >= 13: a crashed worker may still hold it.
+            cursor.execute(f"DROP DATABASE {conn.ops.quote_name(name)} WITH (FORCE)")
+
+
+def run_runtests(tests_dir: Path, argv: list[str]) -> int:
+    """Run runtests.py as ``python runtests.py ARGV`` would, in this process."""
+    runtests = tests_dir / "runtests.py"
+    # Its directory first on sys.path (it imports the test apps by name) and as
+    # the cwd. PYTHONPATH carries our directories to any process it starts.
+    sys.path.insert(0, str(tests_dir))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(SUITE_DIR), str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    os.chdir(tests_dir)
+    sys.argv = [str(runtests), *argv]
+    print("run.py: runtests.py", " ".join(argv), file=sys.stderr, flush=True)
+    try:
+        runpy.run_path(str(runtests), run_name="__main__")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args, rest = parse_args(sys.argv[1:] if argv is None else argv)
     sys.path[:0] = [str(SUITE_DIR), str(REPO_ROOT)]
     from fetch import fetch
 
     tests_dir = fetch()
-    if args.settings.endswith("postgresql"):
+    postgresql = args.settings.endswith("postgresql")
+    if postgresql:
         choose_driver(args.driver)
-
-    runtests = tests_dir / "runtests.py"
-    # As "python runtests.py" would have it: its directory first on sys.path (it
-    # imports the test apps by name) and as the cwd. PYTHONPATH carries our
-    # directories to any process runtests.py starts itself.
-    sys.path.insert(0, str(tests_dir))
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        [str(SUITE_DIR), str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    )
-    os.chdir(tests_dir)
-    sys.argv = [
-        str(runtests),
-        f"--settings={args.settings}",
-        f"--parallel={args.parallel}",
-        f"--verbosity={args.verbosity}",
-        *(arg for pattern in args.patterns for arg in ("-k", pattern)),
-        *rest,
-        *(args.labels or DEFAULT_MODULES),
-    ]
-    print("run.py:", " ".join(sys.argv), file=sys.stderr, flush=True)
     start = time.monotonic()
-    try:
-        runpy.run_path(str(runtests), run_name="__main__")
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    elapsed = time.monotonic() - start
-    print(f"run.py: exit status {code}, {elapsed:.1f}s", file=sys.stderr, flush=True)
+    code = run_runtests(
+        tests_dir,
+        [
+            f"--settings={args.settings}",
+            f"--parallel={args.parallel}",
+            f"--verbosity={args.verbosity}",
+            # Never wait for "type 'yes'" on a stale test database (CI has no stdin).
+            "--noinput",
+            *(arg for pattern in args.patterns for arg in ("-k", pattern)),
+            *rest,
+            *(args.labels or DEFAULT_MODULES),
+        ],
+    )
+    if postgresql:
+        try:
+            drop_leftover_databases()
+        except Exception as exc:  # never hide the tests' own result
+            print(f"run.py: could not check for leftover databases: {exc!r}", file=sys.stderr)
+    print(f"run.py: exit status {code} in {time.monotonic() - start:.1f}s", file=sys.stderr)
     return code
 
 

@@ -12,6 +12,7 @@ PYTHONPATH.
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from urllib.parse import unquote, urlsplit
 
@@ -26,10 +27,10 @@ if os.environ.get("SAPOOL_PG_DRIVER") == "psycopg2":
 _url = urlsplit(os.environ.get("SAPOOL_PG_URL") or DEFAULT_URL)
 
 # One id per run, shared with worker processes through the environment: two
-# concurrent runs (two drivers, two checkouts) must not create, clone or drop
-# each other's test databases. A spawned worker re-imports this module with a
-# different pid, hence setdefault.
-RUN_ID = os.environ.setdefault("SAPOOL_SUITE_RUN_ID", str(os.getpid()))
+# concurrent runs (two drivers, two checkouts, two machines on one server) must
+# not create, clone or drop each other's test databases. A spawned worker
+# re-imports this module, hence setdefault.
+RUN_ID = os.environ.setdefault("SAPOOL_SUITE_RUN_ID", f"{os.getpid()}_{secrets.token_hex(2)}")
 
 
 def _database(alias: str) -> dict[str, object]:

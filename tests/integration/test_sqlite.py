@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+import pytest
 
 
 def test_sequential_requests_reuse_one_connection(sqlite_run: Any) -> None:
@@ -35,3 +38,32 @@ def test_exhaustion(sqlite_run: Any) -> None:
     assert facts["error"]["mro"][1] == "django.db.utils.OperationalError"
     assert 0.25 <= facts["elapsed"] < 1.2
     assert facts["after_code"] == 200
+
+
+def test_connection_of_a_finished_thread_returns_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """In-process, on the conftest's SQLite file database."""
+    import gc
+    import threading
+
+    from django.db import connections
+
+    import django_sapool
+
+    def forgetful() -> None:
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT 1")
+        # No close(): the thread ends with the connection checked out.
+
+    thread = threading.Thread(target=forgetful, name="forgetful-worker")
+    thread.start()
+    thread.join()
+    del thread
+    (status,) = django_sapool.pool_status("default")
+    assert status.checked_out == 1
+    with caplog.at_level(logging.WARNING, logger="django_sapool"):
+        gc.collect()
+    (status,) = django_sapool.pool_status("default")
+    assert (status.checked_out, status.idle) == (0, 1)
+    assert "checked out by thread 'forgetful-worker' was never returned" in caplog.text

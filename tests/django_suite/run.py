@@ -98,25 +98,28 @@ def main(argv: list[str] | None = None) -> int:
     if postgresql:
         choose_driver(args.driver)
     start = time.monotonic()
-    code = run_runtests(
-        tests_dir,
-        [
-            f"--settings={args.settings}",
-            f"--parallel={args.parallel}",
-            f"--verbosity={args.verbosity}",
-            # Never wait for "type 'yes'" on a stale test database (CI has no stdin).
-            "--noinput",
-            *(arg for pattern in args.patterns for arg in ("-k", pattern)),
-            *rest,
-            *(args.labels or DEFAULT_MODULES),
-        ],
-    )
-    if postgresql:
-        try:
-            drop_leftover_databases()
-        except Exception as exc:  # never hide the tests' own result
-            print(f"run.py: could not check for leftover databases: {exc!r}", file=sys.stderr)
-    print(f"run.py: exit status {code} in {time.monotonic() - start:.1f}s", file=sys.stderr)
+    code = 1
+    try:
+        code = run_runtests(
+            tests_dir,
+            [
+                f"--settings={args.settings}",
+                f"--parallel={args.parallel}",
+                f"--verbosity={args.verbosity}",
+                # Never wait for "type 'yes'" on a stale test database (CI has no stdin).
+                "--noinput",
+                *(arg for pattern in args.patterns for arg in ("-k", pattern)),
+                *rest,
+                *(args.labels or DEFAULT_MODULES),
+            ],
+        )
+    finally:
+        if postgresql:
+            try:
+                drop_leftover_databases()
+            except Exception as exc:  # never hide the tests' own result
+                print(f"run.py: could not check for leftover databases: {exc!r}", file=sys.stderr)
+        print(f"run.py: exit status {code} in {time.monotonic() - start:.1f}s", file=sys.stderr)
     return code
 
 

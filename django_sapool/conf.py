@@ -81,8 +81,7 @@ def _recycle(path: str, value: object) -> float:
         return -1.0
     if not _is_number(value) or value <= 0:  # type: ignore[operator]
         raise ImproperlyConfigured(
-            f"{path} must be a number of seconds > 0, or None/-1 to never recycle, "
-            f"{_got(value)}."
+            f"{path} must be a number of seconds > 0, or None/-1 to never recycle, {_got(value)}."
         )
     return float(value)  # type: ignore[arg-type]
 

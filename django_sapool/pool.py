@@ -210,8 +210,9 @@ class ManagedPool:
         ref = None
         if owner is not None:
             pid = self.pid
+            self_ref = weakref.ref(self)  # the callback must not keep the pool alive
 
-            def owner_gone(_ref: Any, self_ref: Any = weakref.ref(self)) -> None:
+            def owner_gone(_ref: Any) -> None:
                 pool = self_ref()
                 if pool is None or pid != os.getpid():
                     return

@@ -65,9 +65,7 @@ def _canonical(value: Any) -> Any:
 
 def fingerprint(settings_dict: Mapping[str, Any], *extra: Any) -> str:
     """Return a keyed hash of the settings that decide the server session."""
-    material = repr(
-        (tuple(_canonical(settings_dict.get(f)) for f in FINGERPRINT_FIELDS), extra)
-    )
+    material = repr((tuple(_canonical(settings_dict.get(f)) for f in FINGERPRINT_FIELDS), extra))
     return hashlib.blake2b(material.encode(), key=_SECRET, digest_size=16).hexdigest()
 
 

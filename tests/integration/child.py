@@ -46,7 +46,6 @@ django.setup()
 
 import django_sapool  # noqa: E402
 
-
 # -- views ---------------------------------------------------------------------
 
 
@@ -346,8 +345,10 @@ def dead_connection(wait: float) -> dict[str, Any]:
     _, first = request("/pid")
     observer.scalar("SELECT pg_terminate_backend(%s)", [first["pid"]])
     gone = wait_until(
-        lambda: not observer.scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [first["pid"]]
+        lambda: (
+            not observer.scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [first["pid"]]
+            )
         )
     )
     time.sleep(wait)

@@ -131,8 +131,12 @@ def pg_run(request: pytest.FixtureRequest, pg: PgServer, pg_database: str) -> An
     driver: str = request.param
     pytest.importorskip(driver)
 
-    def run(scenario: str, engine: str = "django_sapool.backends.postgresql",
-            params: dict[str, Any] | None = None, **db_settings: Any) -> dict[str, Any]:
+    def run(
+        scenario: str,
+        engine: str = "django_sapool.backends.postgresql",
+        params: dict[str, Any] | None = None,
+        **db_settings: Any,
+    ) -> dict[str, Any]:
         app_name = f"sapool-{uuid.uuid4().hex[:12]}"
         db = pg.settings(pg_database, app_name, ENGINE=engine, **db_settings)
         facts = run_child(

@@ -58,8 +58,14 @@ def test_every_key_is_accepted() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("rollback", "rollback"), ("COMMIT", "commit"), (None, None), (True, "rollback"),
-     (False, None), ("  RESET ALL ", "RESET ALL")],
+    [
+        ("rollback", "rollback"),
+        ("COMMIT", "commit"),
+        (None, None),
+        (True, "rollback"),
+        (False, None),
+        ("  RESET ALL ", "RESET ALL"),
+    ],
 )
 def test_reset_on_return_values(value: Any, expected: str | None) -> None:
     assert parse({"RESET_ON_RETURN": value}).reset_on_return == expected
@@ -117,12 +123,16 @@ def test_every_key_has_an_invalid_case() -> None:
 
 
 def test_unknown_key_suggests_the_right_one() -> None:
-    with pytest.raises(ImproperlyConfigured, match=r"unknown key 'POOL_SIZ'\. Did you mean 'POOL_SIZE'\?"):
+    with pytest.raises(
+        ImproperlyConfigured, match=r"unknown key 'POOL_SIZ'\. Did you mean 'POOL_SIZE'\?"
+    ):
         parse({"POOL_SIZ": 3})
 
 
 def test_lower_case_key_is_refused_with_the_upper_case_name() -> None:
-    with pytest.raises(ImproperlyConfigured, match=r"unknown key 'pool_size'\. Did you mean 'POOL_SIZE'\?"):
+    with pytest.raises(
+        ImproperlyConfigured, match=r"unknown key 'pool_size'\. Did you mean 'POOL_SIZE'\?"
+    ):
         parse({"pool_size": 3})
 
 

@@ -24,6 +24,8 @@ logger = logging.getLogger("django_sapool")
 #: ``info`` keys, stored per raw DBAPI connection (they vanish with it).
 LAST_USED = "django_sapool.last_used"
 INITIALIZED = "django_sapool.initialized"
+#: Marks a healthy connection closed only because its pool was disposed.
+RETIRED = "django_sapool.retired"
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,11 @@ class ManagedPool:
         self._count("closed")
 
     def _on_invalidate(self, dbapi_connection: Any, record: Any, exception: Any) -> None:
+        if record is not None and record.info.pop(RETIRED, False):
+            # Not broken: it came back to a disposed pool and is closed on purpose
+            # (the "close" event still counts it).
+            logger.debug("django_sapool: closed a connection of disposed pool %r", self.alias)
+            return
         self._count("invalidated")
         logger.warning(
             "django_sapool: discarded a connection of alias %r (%s)",
@@ -252,6 +259,7 @@ class ManagedPool:
         if self.disposed:
             # Disposed while this one was checked out (test database dropped,
             # dispose() called): don't let it linger in a pool nobody uses.
+            proxy.info[RETIRED] = True
             proxy.invalidate()
             return
         proxy.close()

@@ -32,6 +32,7 @@ def pg_settings(**overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture(autouse=True)
 def clean_registry() -> Iterator[None]:
+    registry.dispose()  # other tests in this process may have left pools
     yield
     registry.dispose()
 

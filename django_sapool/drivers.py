@@ -81,10 +81,13 @@ class Psycopg3Ops(DriverOps):
     def is_closed(self, conn: Any) -> bool:
         return bool(conn.closed or conn.broken)
 
-    def in_transaction(self, conn: Any) -> bool | None:
+    def __init__(self) -> None:
         from psycopg.pq import TransactionStatus
 
-        return conn.info.transaction_status != TransactionStatus.IDLE
+        self._idle = TransactionStatus.IDLE
+
+    def in_transaction(self, conn: Any) -> bool | None:
+        return conn.pgconn.transaction_status != self._idle
 
     def socket_fd(self, conn: Any) -> int | None:
         try:
@@ -114,10 +117,13 @@ class Psycopg2Ops(DriverOps):
     def is_closed(self, conn: Any) -> bool:
         return bool(conn.closed)
 
-    def in_transaction(self, conn: Any) -> bool | None:
+    def __init__(self) -> None:
         import psycopg2.extensions as ext
 
-        return conn.get_transaction_status() != ext.TRANSACTION_STATUS_IDLE
+        self._idle = ext.TRANSACTION_STATUS_IDLE
+
+    def in_transaction(self, conn: Any) -> bool | None:
+        return conn.get_transaction_status() != self._idle
 
     def end_transaction(self, conn: Any, commit: bool) -> None:
         if not conn.autocommit:

@@ -76,10 +76,10 @@ class ManagedPool:
         self.pid = os.getpid()
         self.disposed = False
         self._lock = threading.Lock()
-        # Checked-out connections, by id of the proxy. Strong references: a
-        # connection must never be garbage-collected behind our back (after a
-        # fork the destructor would close the parent's session). The weak
-        # reference to the owning wrapper returns it if its thread died with it.
+        # Checked-out connections by id of the proxy: (proxy, weak reference to
+        # the owning wrapper, thread name). Strong references: a connection must
+        # never be garbage-collected behind our back (after a fork the driver's
+        # destructor would close the parent's session).
         self._out: dict[int, tuple[PoolProxiedConnection, Any, str]] = {}
         self._counters = dict.fromkeys(
             ("opened", "closed", "invalidated", "pings", "pings_failed", "timeouts"), 0
@@ -136,12 +136,13 @@ class ManagedPool:
 
     # -- checkout -------------------------------------------------------------
 
-    def checkout(self, owner: object | None = None) -> PoolProxiedConnection:
+    def checkout(self, owner: weakref.ref[Any] | None = None) -> PoolProxiedConnection:
         """Return a live pooled connection, or raise PoolExhausted after TIMEOUT.
 
-        ``owner`` (a Django wrapper) is watched: if it is garbage-collected with
-        the connection still checked out (its thread ended without closing), the
-        connection is returned with a warning.
+        ``owner`` is a weak reference to the Django wrapper, whose callback calls
+        :meth:`return_abandoned` if the wrapper is garbage-collected with the
+        connection still checked out (its thread ended without closing it). The
+        entry keeps the weak reference alive so that its callback fires.
         """
         options = self.options
         # Enough attempts to get past every stale connection the pool may hold.
@@ -153,7 +154,7 @@ class ManagedPool:
                 self._count("timeouts")
                 raise PoolExhausted(self.exhausted_message()) from None
             if self._usable(proxy):
-                self._track(proxy, owner)
+                self._out[id(proxy)] = (proxy, owner, threading.current_thread().name)
                 return proxy
         raise PoolExhausted(
             f"django_sapool: could not get a working connection for alias {self.alias!r} "
@@ -212,31 +213,21 @@ class ManagedPool:
             f"return connections (django.db.close_old_connections())."
         )
 
-    def _track(self, proxy: PoolProxiedConnection, owner: object | None) -> None:
-        key = id(proxy)
-        ref = None
-        if owner is not None:
-            pid = self.pid
-            self_ref = weakref.ref(self)  # the callback must not keep the pool alive
-
-            def owner_gone(_ref: Any) -> None:
-                pool = self_ref()
-                if pool is None or pid != os.getpid():
-                    return
-                entry = pool._out.get(key)
-                if entry is not None and entry[1] is _ref:
-                    logger.warning(
-                        "django_sapool: a connection of alias %r checked out by thread "
-                        "%r was never returned (the thread ended without "
-                        "connection.close() or close_old_connections()); returning it "
-                        "to the pool.",
-                        pool.alias,
-                        entry[2],
-                    )
-                    pool.checkin(entry[0])
-
-            ref = weakref.ref(owner, owner_gone)
-        self._out[key] = (proxy, ref, threading.current_thread().name)
+    def return_abandoned(self, owner: weakref.ref[Any]) -> int:
+        """Return the connections of a garbage-collected wrapper; return how many."""
+        if self.pid != os.getpid():
+            return 0  # inherited through fork: the parent owns them
+        abandoned = [entry for entry in list(self._out.values()) if entry[1] is owner]
+        for proxy, _, thread_name in abandoned:
+            logger.warning(
+                "django_sapool: a connection of alias %r checked out by thread %r was "
+                "never returned (the thread ended without connection.close() or "
+                "close_old_connections()); returning it to the pool.",
+                self.alias,
+                thread_name,
+            )
+            self.checkin(proxy)
+        return len(abandoned)
 
     # -- checkin --------------------------------------------------------------
 

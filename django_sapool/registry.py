@@ -119,6 +119,12 @@ def pools() -> list[ManagedPool]:
     return [_pools[key] for key in _select(None, None) if key in _pools]
 
 
+def owner_gone(owner: Any) -> None:
+    """Weak-reference callback: a wrapper died; return what it had checked out."""
+    for pool in pools():
+        pool.return_abandoned(owner)
+
+
 def keep_inherited(*objects: Any) -> None:
     """Keep objects inherited from a parent process alive and untouched."""
     _inherited.extend(objects)

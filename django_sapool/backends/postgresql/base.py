@@ -25,5 +25,13 @@ class DatabaseWrapper(PooledDatabaseWrapperMixin, base.DatabaseWrapper):
     def sapool_refresh_session(self) -> None:
         # Free: psycopg reports the session's TimeZone without a round trip; a
         # SET is sent only if someone changed it (override_settings(TIME_ZONE)).
-        if self.ensure_timezone() and not self.get_autocommit():
+        configure = getattr(self, "_configure_timezone", None)  # Django >= 5.1
+        changed = configure(self.connection) if configure else self.ensure_timezone()
+        if changed and not self.get_autocommit():
             self.connection.commit()
+
+    def _set_autocommit(self, autocommit: bool) -> None:
+        # A pooled connection usually has the mode already; psycopg 3 spends
+        # several microseconds on a no-op switch.
+        if self._sapool_proxy is None or self.connection.autocommit != autocommit:
+            super()._set_autocommit(autocommit)  # type: ignore[misc]

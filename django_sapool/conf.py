@@ -12,6 +12,8 @@ from django.core.exceptions import ImproperlyConfigured
 # Reset modes that are not SQL statements.
 RESET_ROLLBACK = "rollback"
 RESET_COMMIT = "commit"
+#: The vendor's full session reset: DISCARD ALL, COM_RESET_CONNECTION.
+RESET_SESSION = "reset"
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class PoolOptions:
     @property
     def reset_query(self) -> str | None:
         """Return the SQL statement to run on return, if RESET_ON_RETURN is one."""
-        if self.reset_on_return in (None, RESET_ROLLBACK, RESET_COMMIT):
+        if self.reset_on_return in (None, RESET_ROLLBACK, RESET_COMMIT, RESET_SESSION):
             return None
         return self.reset_on_return
 
@@ -99,15 +101,16 @@ def _reset(path: str, value: object) -> str | None:
         return RESET_ROLLBACK
     if isinstance(value, str):
         word = value.strip()
-        if word.lower() in (RESET_ROLLBACK, RESET_COMMIT):
+        if word.lower() in (RESET_ROLLBACK, RESET_COMMIT, RESET_SESSION):
             return word.lower()
         # A statement such as "DISCARD ALL" always has a space; a lone word is
         # almost certainly a misspelt mode, which must not be sent as SQL.
         if word and any(ch.isspace() for ch in word):
             return word
     raise ImproperlyConfigured(
-        f"{path} must be 'rollback', 'commit', None, or an SQL statement to run on "
-        f"return such as 'DISCARD ALL', {_got(value)}."
+        f"{path} must be 'rollback', 'commit', 'reset' (the server's full session "
+        f"reset), None, or an SQL statement to run on return such as 'DISCARD ALL', "
+        f"{_got(value)}."
     )
 
 

@@ -60,6 +60,10 @@ class DriverOps:
             if not autocommit:
                 conn.autocommit = False
 
+    def strict_reset(self, conn: Any) -> None:
+        """Clear all session state (RESET_ON_RETURN='reset')."""
+        self.execute(conn, "DISCARD ALL")
+
     def socket_has_news(self, conn: Any) -> bool:
         """Return True if the server sent something (or hung up) while we were idle.
 
@@ -163,3 +167,107 @@ class Sqlite3Ops(DriverOps):
 
     def socket_has_news(self, conn: Any) -> bool:
         return False
+
+    def strict_reset(self, conn: Any) -> None:
+        # A SQLite connection has no server session; temp tables and PRAGMAs
+        # are per connection and would need a new connection to clear.
+        raise NotImplementedError("RESET_ON_RETURN='reset' is not available on SQLite")
+
+
+class _MariaDBClient:
+    """Zero-round-trip access to libmariadb through mysqlclient's native handle.
+
+    mysqlclient exposes neither the server status flags (is a transaction open?)
+    nor ``mysql_reset_connection``; MariaDB Connector/C, which it links on
+    Debian, has both. The server status arrives with every OK packet, so reading
+    it costs nothing. Found lazily; ``None`` where the library is not libmariadb.
+    """
+
+    SERVER_STATUS = 30  # enum mariadb_value: MARIADB_CONNECTION_SERVER_STATUS
+    IN_TRANS = 0x0001
+    AUTOCOMMIT = 0x0002
+
+    def __init__(self) -> None:
+        import ctypes
+        import ctypes.util
+
+        import MySQLdb._mysql as native
+
+        lib = ctypes.CDLL(native.__file__)  # resolves libmariadb's symbols it links
+        self.get_info = lib.mariadb_get_infov
+        self.get_info.restype = ctypes.c_char
+        self._void_p = ctypes.c_void_p
+        self._int = ctypes.c_int
+        self.reset = lib.mysql_reset_connection
+        self.reset.argtypes = [ctypes.c_void_p]
+        self.reset.restype = ctypes.c_int
+        self._capsule = ctypes.pythonapi.PyCapsule_GetPointer
+        self._capsule.restype = ctypes.c_void_p
+        self._capsule.argtypes = [ctypes.py_object, ctypes.c_char_p]
+        self._status = ctypes.c_uint
+        self._byref = ctypes.byref
+
+    def handle(self, conn: Any) -> int:
+        return int(
+            self._capsule(conn._get_native_connection(), b"_mysql.connection.native_connection")
+        )
+
+    def server_status(self, conn: Any) -> int:
+        status = self._status(0)
+        handle = self._void_p(self.handle(conn))
+        if self.get_info(handle, self._int(self.SERVER_STATUS), self._byref(status)) != b"\0":
+            raise OSError("mariadb_get_infov(MARIADB_CONNECTION_SERVER_STATUS) failed")
+        return int(status.value)
+
+
+class MysqlclientOps(DriverOps):
+    name = "mysqlclient"
+
+    def __init__(self) -> None:
+        self._client: _MariaDBClient | None | bool = False  # False: not probed yet
+
+    def client(self, conn: Any) -> _MariaDBClient | None:
+        """Return the libmariadb helper if it works with this driver build, else None."""
+        if self._client is False:
+            try:
+                client = _MariaDBClient()
+                # Sanity check against a flag mysqlclient itself reports.
+                autocommit = bool(client.server_status(conn) & client.AUTOCOMMIT)
+                self._client = client if autocommit == bool(conn.get_autocommit()) else None
+            except Exception:
+                self._client = None
+        return self._client  # type: ignore[return-value]
+
+    def is_closed(self, conn: Any) -> bool:
+        return not conn.open
+
+    def in_transaction(self, conn: Any) -> bool | None:
+        client = self.client(conn)
+        if client is not None:
+            return bool(client.server_status(conn) & client.IN_TRANS)
+        # Without the status flags: autocommit off means Django's atomic() may
+        # have left work behind; in autocommit mode only a raw BEGIN could.
+        return True if not conn.get_autocommit() else None
+
+    def socket_fd(self, conn: Any) -> int | None:
+        return int(conn.fileno())
+
+    def ping(self, conn: Any) -> None:
+        conn.ping()  # COM_PING: no statement, no transaction
+
+    def strict_reset(self, conn: Any) -> None:
+        client = self.client(conn)
+        if client is None:
+            raise NotImplementedError(
+                "RESET_ON_RETURN='reset' needs mysql_reset_connection, which this "
+                "mysqlclient build (not linked with MariaDB Connector/C) does not expose"
+            )
+        if client.reset(client.handle(conn)) != 0:
+            raise OSError("mysql_reset_connection failed")
+
+    def execute(self, conn: Any, sql: str) -> None:
+        cursor = conn.cursor()
+        try:
+            cursor.execute(sql)
+        finally:
+            cursor.close()

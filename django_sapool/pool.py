@@ -15,7 +15,7 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 
-from .conf import RESET_COMMIT, PoolOptions
+from .conf import RESET_COMMIT, RESET_SESSION, PoolOptions
 from .drivers import DriverOps
 from .errors import PoolExhausted
 
@@ -263,10 +263,13 @@ class ManagedPool:
         if in_transaction or (in_transaction is None and options.reset_on_return):
             self.driver.end_transaction(raw, commit=options.reset_on_return == RESET_COMMIT)
         query = options.reset_query
-        if query:
-            self.driver.execute(raw, query)
-            # The statement may have undone Django's session setup (DISCARD ALL
-            # resets the time zone and role): redo it at the next checkout.
+        if query or options.reset_on_return == RESET_SESSION:
+            if query:
+                self.driver.execute(raw, query)
+            else:
+                self.driver.strict_reset(raw)
+            # That undid Django's session setup (time zone, role, isolation
+            # level, sql_mode): redo it at the next checkout.
             info.pop(INITIALIZED, None)
 
     # -- lifecycle ------------------------------------------------------------

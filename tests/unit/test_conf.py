@@ -65,6 +65,7 @@ def test_every_key_is_accepted() -> None:
         (True, "rollback"),
         (False, None),
         ("  RESET ALL ", "RESET ALL"),
+        ("Reset", "reset"),
     ],
 )
 def test_reset_on_return_values(value: Any, expected: str | None) -> None:
@@ -85,6 +86,11 @@ def test_conn_health_checks_imply_pre_ping_unless_set() -> None:
     assert parse({}, CONN_HEALTH_CHECKS=True).pre_ping is True
 
 
+RESET_MESSAGE = (
+    "must be 'rollback', 'commit', 'reset' (the server's full session reset), None, "
+    "or an SQL statement"
+)
+
 INVALID = [
     ("POOL_SIZE", "10", "must be an int >= 1, got '10' (str)"),
     ("POOL_SIZE", 0, "must be an int >= 1, got 0 (int)"),
@@ -101,9 +107,9 @@ INVALID = [
     ("PRE_PING", "yes", "must be True or False, got 'yes' (str)"),
     ("PRE_PING", 1, "must be True or False, got 1 (int)"),
     ("PRE_PING_INTERVAL", -0.1, "must be a number of seconds >= 0, got -0.1 (float)"),
-    ("RESET_ON_RETURN", "rolback", "must be 'rollback', 'commit', None, or an SQL statement"),
-    ("RESET_ON_RETURN", "", "must be 'rollback', 'commit', None, or an SQL statement"),
-    ("RESET_ON_RETURN", 1, "must be 'rollback', 'commit', None, or an SQL statement"),
+    ("RESET_ON_RETURN", "rolback", RESET_MESSAGE),
+    ("RESET_ON_RETURN", "", RESET_MESSAGE),
+    ("RESET_ON_RETURN", 1, RESET_MESSAGE),
     ("USE_LIFO", "true", "must be True or False, got 'true' (str)"),
     ("ECHO", "info", "must be True, False or 'debug', got 'info' (str)"),
 ]

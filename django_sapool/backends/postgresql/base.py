@@ -13,9 +13,12 @@ class DatabaseCreation(PooledCreationMixin, creation.DatabaseCreation):
     pass
 
 
-class DatabaseWrapper(PooledDatabaseWrapperMixin, base.DatabaseWrapper):
-    creation_class = DatabaseCreation
+class PostgresPoolMixin(PooledDatabaseWrapperMixin):
+    """What pooling needs to know about Django's PostgreSQL wrappers (+ PostGIS)."""
+
     sapool_driver = Psycopg3Ops() if is_psycopg3 else Psycopg2Ops()
+    timezone_name: str
+    timezone: object
 
     def sapool_fingerprint_extra(self) -> tuple[object, ...]:
         # USE_TZ and the global TIME_ZONE decide psycopg's adapters and the
@@ -26,8 +29,8 @@ class DatabaseWrapper(PooledDatabaseWrapperMixin, base.DatabaseWrapper):
         # Free: psycopg reports the session's TimeZone without a round trip; a
         # SET is sent only if someone changed it (override_settings(TIME_ZONE)).
         configure = getattr(self, "_configure_timezone", None)  # Django >= 5.1
-        changed = configure(self.connection) if configure else self.ensure_timezone()
-        if changed and not self.get_autocommit():
+        changed = configure(self.connection) if configure else self.ensure_timezone()  # type: ignore[attr-defined]
+        if changed and not self.get_autocommit():  # type: ignore[attr-defined]
             self.connection.commit()
 
     def _set_autocommit(self, autocommit: bool) -> None:
@@ -35,3 +38,7 @@ class DatabaseWrapper(PooledDatabaseWrapperMixin, base.DatabaseWrapper):
         # several microseconds on a no-op switch.
         if self._sapool_proxy is None or self.connection.autocommit != autocommit:
             super()._set_autocommit(autocommit)  # type: ignore[misc]
+
+
+class DatabaseWrapper(PostgresPoolMixin, base.DatabaseWrapper):
+    creation_class = DatabaseCreation

@@ -17,14 +17,19 @@ class DatabaseCreation(PooledCreationMixin, creation.DatabaseCreation):
     pass
 
 
-class DatabaseWrapper(PooledDatabaseWrapperMixin, base.DatabaseWrapper):
-    creation_class = DatabaseCreation
+class SQLitePoolMixin(PooledDatabaseWrapperMixin):
+    """What pooling needs to know about Django's SQLite wrappers (+ SpatiaLite)."""
+
     sapool_driver = Sqlite3Ops()
 
     def sapool_enabled(self) -> bool:
-        return super().sapool_enabled() and not self.is_in_memory_db()
+        return super().sapool_enabled() and not self.is_in_memory_db()  # type: ignore[attr-defined]
 
     def sapool_fingerprint_extra(self) -> tuple[object, ...]:
         from django.conf import settings
 
         return (settings.USE_TZ,)
+
+
+class DatabaseWrapper(SQLitePoolMixin, base.DatabaseWrapper):
+    creation_class = DatabaseCreation

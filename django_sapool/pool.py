@@ -98,8 +98,11 @@ class ManagedPool:
             logging_name=alias,
             pre_ping=False,
         )
+        # Every raw connection this pool opened and has not closed, by id.
+        self._raw: dict[int, Any] = {}
         event.listen(self._pool, "connect", self._on_connect)
         event.listen(self._pool, "close", self._on_close)
+        event.listen(self._pool, "close_detached", self._on_close_detached)
         event.listen(self._pool, "invalidate", self._on_invalidate)
 
     def __repr__(self) -> str:
@@ -116,10 +119,15 @@ class ManagedPool:
 
     def _on_connect(self, dbapi_connection: Any, record: Any) -> None:
         record.info[LAST_USED] = time.monotonic()
+        self._raw[id(dbapi_connection)] = dbapi_connection
         self._count("opened")
 
     def _on_close(self, dbapi_connection: Any, record: Any) -> None:
+        self._raw.pop(id(dbapi_connection), None)
         self._count("closed")
+
+    def _on_close_detached(self, dbapi_connection: Any) -> None:
+        self._raw.pop(id(dbapi_connection), None)
 
     def _on_invalidate(self, dbapi_connection: Any, record: Any, exception: Any) -> None:
         if record is not None and record.info.pop(RETIRED, False):
@@ -273,6 +281,30 @@ class ManagedPool:
             info.pop(INITIALIZED, None)
 
     # -- lifecycle ------------------------------------------------------------
+
+    def disarm_inherited(self) -> int:
+        """In a forked child, point this (parent's) pool's sockets at /dev/null.
+
+        The child's copies of the parent's sockets are the only way the child
+        can hurt the parent's sessions: a driver's destructor (mysqlclient sends
+        COM_QUIT, libpq a Terminate message) or a stray reset would go over
+        them. Replacing the child's file descriptors with /dev/null makes every
+        such write harmless, whatever runs at exit; the parent's own
+        descriptors are untouched. Return how many sockets were disarmed.
+        """
+        if self.pid == os.getpid():
+            return 0
+        disarmed = 0
+        devnull = os.open(os.devnull, os.O_RDWR)
+        try:
+            for raw in list(self._raw.values()):
+                fd = self.driver.socket_fd(raw)
+                if fd is not None and fd >= 0:
+                    os.dup2(devnull, fd)
+                    disarmed += 1
+        finally:
+            os.close(devnull)
+        return disarmed
 
     def dispose(self) -> None:
         """Close idle connections; connections in use are closed when returned."""

@@ -142,4 +142,7 @@ def forget_inherited_pools() -> int:
     foreign = [key for key in _pools if key.pid != pid]
     for key in foreign:
         _inherited.append(_pools.pop(key))
+    for pool in _inherited:
+        if isinstance(pool, ManagedPool):
+            pool.disarm_inherited()
     return len(foreign)

@@ -56,9 +56,11 @@ def _scalar(sql: str, params: Any = None) -> Any:
 
 
 def backend_id() -> Any:
-    """Identify the server session (PostgreSQL) or raw connection (SQLite)."""
+    """Identify the server session (PostgreSQL, MySQL) or raw connection (SQLite)."""
     if connection.vendor == "postgresql":
         return _scalar("SELECT pg_backend_pid()")
+    if connection.vendor == "mysql":
+        return _scalar("SELECT CONNECTION_ID()")
     connection.ensure_connection()
     return id(connection.connection)
 
@@ -102,13 +104,38 @@ def view_raw_begin(request: HttpRequest) -> HttpResponse:
 
 def view_dirty_session(request: HttpRequest) -> HttpResponse:
     with connection.cursor() as cursor:
-        cursor.execute("SET search_path TO dirty, public")
-        cursor.execute("CREATE TEMP TABLE leftover (x int)")
-        cursor.execute("SET TIME ZONE 'America/Chicago'")
+        if connection.vendor == "postgresql":
+            cursor.execute("SET search_path TO dirty, public")
+            cursor.execute("CREATE TEMP TABLE leftover (x int)")
+            cursor.execute("SET TIME ZONE 'America/Chicago'")
+        else:
+            cursor.execute("SET @leftover = 42")
+            cursor.execute("CREATE TEMPORARY TABLE leftover (x int)")
+            cursor.execute("SET SESSION sql_auto_is_null = 1")
+            cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE")
     return JsonResponse({"pid": backend_id()})
 
 
+def _mysql_temp_table_exists() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM leftover")
+        return True
+    except Exception:
+        return False
+
+
 def view_session_state(request: HttpRequest) -> HttpResponse:
+    if connection.vendor == "mysql":
+        return JsonResponse(
+            {
+                "pid": backend_id(),
+                "user_variable": _scalar("SELECT @leftover"),
+                "sql_auto_is_null": _scalar("SELECT @@session.sql_auto_is_null"),
+                "isolation": _scalar("SELECT @@session.tx_isolation"),
+                "temp_table": _mysql_temp_table_exists(),
+            }
+        )
     return JsonResponse(
         {
             "pid": backend_id(),
@@ -168,20 +195,44 @@ def pool_status() -> list[dict[str, Any]]:
 
 
 class Observer:
-    """A separate, unpooled server session that watches ours (PostgreSQL only)."""
+    """A separate, unpooled server session that watches ours (PostgreSQL, MySQL)."""
 
     def __init__(self) -> None:
-        database = connection.Database  # the driver Django picked: psycopg or psycopg2
-        self.conn = database.connect(CONFIG["admin_conninfo"])
-        self.conn.autocommit = True
+        self.mysql = connection.vendor == "mysql"
+        self.conn = self._connect(CONFIG["admin_conninfo"])
+        if self.mysql:
+            self.conn.autocommit(True)
+        else:
+            self.conn.autocommit = True
         self.lock = threading.Lock()
 
+    def _connect(self, conninfo: Any) -> Any:
+        # The driver Django picked (psycopg, psycopg2 or MySQLdb); MySQLdb takes kwargs.
+        database = connection.Database
+        return database.connect(**conninfo) if self.mysql else database.connect(conninfo)
+
     def scalar(self, sql: str, params: Any = None) -> Any:
-        with self.lock, self.conn.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchone()[0]
+        with self.lock:
+            cursor = self.conn.cursor()
+            try:
+                cursor.execute(sql, params)
+                return cursor.fetchone()[0]
+            finally:
+                cursor.close()
 
     def our_sessions(self, state: str | None = None) -> int:
+        if self.mysql:
+            # Our sessions are the ones using the test's own database;
+            # "idle in transaction" is a session with an open InnoDB transaction.
+            if state is None:
+                sql = "SELECT count(*) FROM information_schema.processlist WHERE db = %s"
+            else:
+                sql = (
+                    "SELECT count(*) FROM information_schema.innodb_trx t JOIN "
+                    "information_schema.processlist p ON p.id = t.trx_mysql_thread_id "
+                    "WHERE p.db = %s"
+                )
+            return int(self.scalar(sql, [CONFIG["dbname"]]))
         sql = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
         params: list[Any] = [CONFIG["app_name"]]
         if state is not None:
@@ -189,7 +240,41 @@ class Observer:
             params.append(state)
         return int(self.scalar(sql, params))
 
+    def session_alive(self, pid: int) -> bool:
+        if self.mysql:
+            sql = "SELECT count(*) FROM information_schema.processlist WHERE id = %s"
+        else:
+            sql = "SELECT count(*) FROM pg_stat_activity WHERE pid = %s"
+        return bool(self.scalar(sql, [pid]))
+
+    def kill(self, pid: int) -> None:
+        if self.mysql:
+            self._execute(f"KILL {int(pid)}")
+        else:
+            self.scalar("SELECT pg_terminate_backend(%s)", [pid])
+
+    def _execute(self, sql: str) -> None:
+        with self.lock:
+            cursor = self.conn.cursor()
+            try:
+                cursor.execute(sql)
+            finally:
+                cursor.close()
+
+    def _mysql_status(self, name: str) -> int:
+        with self.lock:
+            cursor = self.conn.cursor()
+            try:
+                cursor.execute("SHOW GLOBAL STATUS LIKE %s", [name])
+                return int(cursor.fetchone()[1])
+            finally:
+                cursor.close()
+
     def statements(self) -> int:
+        if self.mysql:
+            # Statements (and COM_PINGs, counted apart) from every client; the
+            # caller subtracts the observer's own SHOW statements.
+            return self._mysql_status("Questions")
         return int(
             self.scalar(
                 "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s "
@@ -198,13 +283,16 @@ class Observer:
             )
         )
 
+    def pings(self) -> int:
+        return self._mysql_status("Com_admin_commands") if self.mysql else 0
+
     def item_count(self, name: str) -> int:
         # Committed rows only: asked from a fresh session of our own, outside the pool.
-        conn = connection.Database.connect(CONFIG["test_conninfo"])
+        conn = self._connect(CONFIG["test_conninfo"])
         try:
-            with conn.cursor() as cursor:
-                cursor.execute("SELECT count(*) FROM item WHERE name = %s", [name])
-                return int(cursor.fetchone()[0])
+            cursor = conn.cursor()
+            cursor.execute("SELECT count(*) FROM item WHERE name = %s", [name])
+            return int(cursor.fetchone()[0])
         finally:
             conn.close()
 
@@ -222,6 +310,11 @@ def setup_table() -> None:
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("CREATE TABLE IF NOT EXISTS item (id serial PRIMARY KEY, name text)")
+        elif connection.vendor == "mysql":
+            cursor.execute(
+                "CREATE TABLE IF NOT EXISTS item "
+                "(id int AUTO_INCREMENT PRIMARY KEY, name varchar(100)) ENGINE=InnoDB"
+            )
         else:
             cursor.execute(
                 "CREATE TABLE IF NOT EXISTS item (id integer PRIMARY KEY AUTOINCREMENT, name text)"
@@ -241,7 +334,7 @@ def sequential(n: int) -> dict[str, Any]:
         else:
             failures += 1
     facts: dict[str, Any] = {"distinct": len(ids), "failures": failures, "pools": pool_status()}
-    if connection.vendor == "postgresql":
+    if connection.vendor != "sqlite":
         observer = Observer()
         facts["server_sessions"] = observer.our_sessions()
         facts["server_pids"] = sorted(ids)
@@ -249,7 +342,7 @@ def sequential(n: int) -> dict[str, Any]:
 
 
 def threads(n_threads: int, cycles: int) -> dict[str, Any]:
-    observer = Observer() if connection.vendor == "postgresql" else None
+    observer = Observer() if connection.vendor != "sqlite" else None
     done = threading.Event()
     peak = [0]
 
@@ -334,23 +427,26 @@ def statements(n: int) -> dict[str, Any]:
     observer = Observer()
     for _ in range(3):  # warm up: the first connection's setup is not per request
         request("/one")
-    before = observer.statements()
+    # The observer's own status queries count on MySQL: measure them idle.
+    idle = observer.statements()
+    idle = observer.statements() - idle
+    before, pings_before = observer.statements(), observer.pings()
     codes = [request("/one")[0] for _ in range(n)]
-    after = observer.statements()
-    return {"per_request": (after - before) / n, "ok": codes.count(200), "pools": pool_status()}
+    after, pings_after = observer.statements(), observer.pings()
+    own = 2 * idle if observer.mysql else 0  # the statements() and pings() calls
+    return {
+        "per_request": (after - before - own) / n,
+        "pings_per_request": (pings_after - pings_before) / n,
+        "ok": codes.count(200),
+        "pools": pool_status(),
+    }
 
 
 def dead_connection(wait: float) -> dict[str, Any]:
     observer = Observer()
     _, first = request("/pid")
-    observer.scalar("SELECT pg_terminate_backend(%s)", [first["pid"]])
-    gone = wait_until(
-        lambda: (
-            not observer.scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [first["pid"]]
-            )
-        )
-    )
+    observer.kill(first["pid"])
+    gone = wait_until(lambda: not observer.session_alive(first["pid"]))
     time.sleep(wait)
     code, second = request("/pid")
     return {
@@ -375,9 +471,7 @@ def recycle(wait: float) -> dict[str, Any]:
     _, first = request("/pid")
     time.sleep(wait)
     _, second = request("/pid")
-    first_alive = observer.scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [first["pid"]]
-    )
+    first_alive = observer.session_alive(first["pid"])
     return {"first": first["pid"], "second": second["pid"], "first_alive": first_alive}
 
 
@@ -399,7 +493,7 @@ def fork(children: int) -> dict[str, Any]:
     exits = ["return", "sys.exit", "os._exit"]
     child_pids: list[int] = []
     with transaction.atomic():
-        parent_pid = _scalar("SELECT pg_backend_pid()")
+        parent_pid = backend_id()
         with connection.cursor() as cursor:
             cursor.execute("INSERT INTO item (name) VALUES (%s)", [f"before-{token}"])
         for i in range(children):
@@ -424,7 +518,7 @@ def fork(children: int) -> dict[str, Any]:
             with os.fdopen(read_fd) as pipe:
                 child_pids.append(json.loads(pipe.read() or "null"))
             os.waitpid(pid, 0)
-        still = _scalar("SELECT pg_backend_pid()")
+        still = backend_id()
         with connection.cursor() as cursor:
             cursor.execute("INSERT INTO item (name) VALUES (%s)", [f"after-{token}"])
     observer = Observer()

@@ -157,6 +157,103 @@ def pg_run(request: pytest.FixtureRequest, pg: PgServer, pg_database: str) -> An
     return run
 
 
+MYSQL_URL = os.environ.get("SAPOOL_MYSQL_URL", "mysql://root@127.0.0.1:3306/")
+
+
+@dataclass(frozen=True)
+class MySQLServer:
+    host: str
+    port: int
+    user: str
+    password: str
+
+    def conninfo(self, dbname: str | None = None) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+        }
+        if dbname:
+            info["database"] = dbname
+        return info
+
+    def settings(self, dbname: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "ENGINE": "django_sapool.backends.mysql",
+            "NAME": dbname,
+            "USER": self.user,
+            "PASSWORD": self.password,
+            "HOST": self.host,
+            "PORT": self.port,
+            **extra,
+        }
+
+
+@pytest.fixture(scope="session")
+def mysql() -> MySQLServer:
+    url = urlsplit(MYSQL_URL)
+    server = MySQLServer(
+        host=url.hostname or "127.0.0.1",
+        port=url.port or 3306,
+        user=unquote(url.username or "root"),
+        password=unquote(url.password or ""),
+    )
+    try:
+        import MySQLdb
+    except ImportError as exc:
+        unavailable(f"mysqlclient is not installed: {exc}")
+    try:
+        MySQLdb.connect(**server.conninfo(), connect_timeout=5).close()
+    except MySQLdb.OperationalError as exc:
+        unavailable(f"MySQL/MariaDB at {server.host}:{server.port} is unreachable: {exc}")
+    return server
+
+
+def _mysql_admin(mysql: MySQLServer) -> Any:
+    import MySQLdb
+
+    conn = MySQLdb.connect(**mysql.conninfo())
+    conn.autocommit(True)
+    return conn
+
+
+@pytest.fixture
+def mysql_database(mysql: MySQLServer) -> Iterator[str]:
+    """A fresh database per test: our sessions are found by database name."""
+    name = f"sapool_it_{uuid.uuid4().hex[:10]}"
+    conn = _mysql_admin(mysql)
+    try:
+        conn.cursor().execute(f"CREATE DATABASE `{name}`")
+        yield name
+    finally:
+        conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.close()
+
+
+@pytest.fixture
+def mysql_run(mysql: MySQLServer, mysql_database: str) -> Any:
+    def run(
+        scenario: str,
+        engine: str = "django_sapool.backends.mysql",
+        params: dict[str, Any] | None = None,
+        **db_settings: Any,
+    ) -> dict[str, Any]:
+        db = mysql.settings(mysql_database, ENGINE=engine, **db_settings)
+        return run_child(
+            {
+                "scenario": scenario,
+                "params": params or {},
+                "databases": {"default": db},
+                "dbname": mysql_database,
+                "admin_conninfo": mysql.conninfo(),
+                "test_conninfo": mysql.conninfo(mysql_database),
+            }
+        )
+
+    return run
+
+
 @pytest.fixture
 def sqlite_run(tmp_path: Path) -> Any:
     def run(scenario: str, params: dict[str, Any] | None = None, **db_settings: Any) -> Any:

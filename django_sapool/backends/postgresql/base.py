@@ -18,12 +18,11 @@ class PostgresPoolMixin(PooledDatabaseWrapperMixin):
 
     sapool_driver = Psycopg3Ops() if is_psycopg3 else Psycopg2Ops()
     timezone_name: str
-    timezone: object
 
     def sapool_fingerprint_extra(self) -> tuple[object, ...]:
         # USE_TZ and the global TIME_ZONE decide psycopg's adapters and the
         # session time zone, and live outside settings_dict.
-        return (self.timezone_name, str(self.timezone))
+        return (self.timezone_name, str(self.timezone))  # type: ignore[attr-defined]
 
     def sapool_refresh_session(self) -> None:
         # Free: psycopg reports the session's TimeZone without a round trip; a

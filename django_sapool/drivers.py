@@ -221,14 +221,23 @@ class _MariaDBClient:
 
 
 class MysqlclientOps(DriverOps):
+    """mysqlclient, and PyMySQL installed as MySQLdb (``pymysql.install_as_MySQLdb()``)."""
+
     name = "mysqlclient"
+    COM_RESET_CONNECTION = 0x1F
 
     def __init__(self) -> None:
         self._client: _MariaDBClient | None | bool = False  # False: not probed yet
 
+    @staticmethod
+    def is_pymysql(conn: Any) -> bool:
+        return type(conn).__module__.startswith("pymysql")
+
     def client(self, conn: Any) -> _MariaDBClient | None:
         """Return the libmariadb helper if it works with this driver build, else None."""
         if self._client is False:
+            if self.is_pymysql(conn):
+                return None
             try:
                 client = _MariaDBClient()
                 # Sanity check against a flag mysqlclient itself reports.
@@ -242,6 +251,8 @@ class MysqlclientOps(DriverOps):
         return not conn.open
 
     def in_transaction(self, conn: Any) -> bool | None:
+        if self.is_pymysql(conn):
+            return bool(conn.server_status & _MariaDBClient.IN_TRANS)
         client = self.client(conn)
         if client is not None:
             return bool(client.server_status(conn) & client.IN_TRANS)
@@ -250,12 +261,26 @@ class MysqlclientOps(DriverOps):
         return True if not conn.get_autocommit() else None
 
     def socket_fd(self, conn: Any) -> int | None:
-        return int(conn.fileno())
+        sock = getattr(conn, "_sock", None)  # PyMySQL
+        try:
+            return int(sock.fileno() if sock is not None else conn.fileno())
+        except Exception:
+            return None
 
     def ping(self, conn: Any) -> None:
-        conn.ping()  # COM_PING: no statement, no transaction
+        # COM_PING: no statement, no transaction. Never let the driver reconnect
+        # behind Django's back (PyMySQL would): a dead connection is replaced.
+        if self.is_pymysql(conn):
+            conn.ping(reconnect=False)
+        else:
+            conn.ping()
 
     def strict_reset(self, conn: Any) -> None:
+        if self.is_pymysql(conn):
+            # PyMySQL has no public call for it; the protocol command is simple.
+            conn._execute_command(self.COM_RESET_CONNECTION, b"")
+            conn._read_ok_packet()
+            return
         client = self.client(conn)
         if client is None:
             raise NotImplementedError(

@@ -23,6 +23,10 @@ from typing import Any
 CONFIG: dict[str, Any] = json.loads(os.environ.get("SAPOOL_CHILD", "{}"))
 if CONFIG.get("driver") == "psycopg2":
     sys.modules["psycopg"] = None  # type: ignore[assignment]  # Django falls back to psycopg2
+elif CONFIG.get("driver") == "pymysql":
+    import pymysql
+
+    pymysql.install_as_MySQLdb()
 
 import django  # noqa: E402
 from django.conf import settings  # noqa: E402
@@ -557,6 +561,8 @@ def main() -> None:
     setup_table()
     facts = SCENARIOS[CONFIG["scenario"]](**CONFIG.get("params", {}))
     facts["driver"] = connection.Database.__name__
+    if connection.vendor == "mysql":
+        facts["driver"] = type(connection.connection or connection.Database).__module__
     print("SAPOOL-RESULT " + json.dumps(facts, default=str))
 
 

@@ -231,8 +231,12 @@ def mysql_database(mysql: MySQLServer) -> Iterator[str]:
         conn.close()
 
 
-@pytest.fixture
-def mysql_run(mysql: MySQLServer, mysql_database: str) -> Any:
+@pytest.fixture(params=["mysqlclient", "pymysql"])
+def mysql_run(request: pytest.FixtureRequest, mysql: MySQLServer, mysql_database: str) -> Any:
+    """Run a scenario against MySQL with mysqlclient, then PyMySQL installed as MySQLdb."""
+    driver: str = request.param
+    pytest.importorskip("MySQLdb" if driver == "mysqlclient" else driver)
+
     def run(
         scenario: str,
         engine: str = "django_sapool.backends.mysql",
@@ -242,6 +246,7 @@ def mysql_run(mysql: MySQLServer, mysql_database: str) -> Any:
         db = mysql.settings(mysql_database, ENGINE=engine, **db_settings)
         return run_child(
             {
+                "driver": driver,
                 "scenario": scenario,
                 "params": params or {},
                 "databases": {"default": db},

@@ -1,0 +1,55 @@
+"""Views that report which server session served them, sync and async."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from typing import Any
+
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+import django_sapool
+
+from .models import Item
+
+# Touching the database at import time, as some apps do: with gunicorn --preload
+# this runs in the master before the workers fork.
+if os.environ.get("SAPOOL_SITE_QUERY_AT_IMPORT"):
+    Item.objects.exists()
+
+
+def session_id() -> Any:
+    """The server's id for the current session (or the raw connection's, on SQLite)."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_backend_pid()")
+        elif connection.vendor == "mysql":
+            cursor.execute("SELECT CONNECTION_ID()")
+        else:
+            return id(connection.connection)
+        return cursor.fetchone()[0]
+
+
+def pid(request: HttpRequest) -> HttpResponse:
+    """One query through the ORM plus the session id: a typical small sync view."""
+    count = Item.objects.count()
+    return JsonResponse({"session": session_id(), "worker": os.getpid(), "count": count})
+
+
+def write(request: HttpRequest) -> HttpResponse:
+    item = Item.objects.create(name=request.GET.get("name", "x"))
+    return JsonResponse({"id": item.pk, "worker": os.getpid()})
+
+
+async def apid(request: HttpRequest) -> HttpResponse:
+    """The async ORM API (Django runs the queries in its sync thread)."""
+    count = await Item.objects.acount()
+    await Item.objects.filter(name="never").aexists()
+    return JsonResponse({"worker": os.getpid(), "count": count})
+
+
+def stats(request: HttpRequest) -> HttpResponse:
+    return JsonResponse(
+        {"worker": os.getpid(), "pools": [asdict(s) for s in django_sapool.pool_status()]}
+    )

@@ -124,7 +124,7 @@ def test_rollback_reset_keeps_session_state_like_persistent_connections(
 
 
 def test_forked_children_never_touch_the_parents_sessions(mysql_run: Any) -> None:
-    facts = mysql_run("fork", params={"children": 6})
+    facts = mysql_run("fork", params={"children": 8})
     assert facts["parent_pid_after"] == facts["parent_pid"]
     assert facts["committed"] == 2
     assert facts["idle_pid_after"] == facts["idle_pid"]

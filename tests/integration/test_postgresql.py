@@ -145,7 +145,7 @@ def test_rollback_reset_keeps_session_state_like_persistent_connections(pg_run: 
 
 
 def test_forked_children_never_touch_the_parents_sessions(pg_run: Any) -> None:
-    facts = pg_run("fork", params={"children": 6})
+    facts = pg_run("fork", params={"children": 8})
     parent = {facts["parent_pid"], facts["idle_pid"]}
     # The parent's checked-out session still answers, as the same backend.
     assert facts["parent_pid_after"] == facts["parent_pid"]

@@ -306,6 +306,10 @@ class ManagedPool:
             os.close(devnull)
         return disarmed
 
+    def has_connections(self) -> bool:
+        """Return whether any raw connection this pool opened is still open."""
+        return bool(self._raw)
+
     def dispose(self) -> None:
         """Close idle connections; connections in use are closed when returned."""
         self.disposed = True

@@ -46,6 +46,10 @@ _pools: dict[PoolKey, ManagedPool] = {}
 # would send a goodbye over the parent's socket and end the parent's session.
 # So they are kept referenced, untouched, until the process exits.
 _inherited: list[Any] = []
+# Disposed pools that still have connections open (checked out when dispose()
+# ran; each is closed when returned). They are out of _pools, but after a fork
+# their sockets are the parent's too: forget_inherited_pools() must find them.
+_disposed: list[ManagedPool] = []
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,8 @@ def dispose(alias: str | None = None, *, database: str | None = None) -> int:
         victims = [_pools.pop(key) for key in _select(alias, database)]
     for pool in victims:
         pool.dispose()
+    with _lock:
+        _disposed[:] = [p for p in (*_disposed, *victims) if p.has_connections()]
     return len(victims)
 
 
@@ -142,6 +148,8 @@ def forget_inherited_pools() -> int:
     foreign = [key for key in _pools if key.pid != pid]
     for key in foreign:
         _inherited.append(_pools.pop(key))
+    _inherited.extend(p for p in _disposed if p.pid != pid)
+    _disposed[:] = [p for p in _disposed if p.pid == pid]
     for pool in _inherited:
         if isinstance(pool, ManagedPool):
             pool.disarm_inherited()

@@ -61,6 +61,7 @@ class PooledDatabaseWrapperMixin:
     _sapool_proxy: Any = None
     _sapool_pool: ManagedPool | None = None
     _sapool_owner: weakref.ref[Any] | None = None
+    _sapool_reused = False  # set by get_new_connection, read by init_connection_state
     # (connect settings snapshot, OPTIONS copy, POOL_OPTIONS copy, pool)
     _sapool_cache: tuple[Any, Any, Any, ManagedPool] | None = None
 
@@ -153,19 +154,29 @@ class PooledDatabaseWrapperMixin:
             _connecting.connect = None
         self._sapool_proxy = proxy
         self._sapool_pool = pool
+        self._sapool_reused = bool(proxy.info.get(INITIALIZED))
         return proxy.dbapi_connection
 
     def init_connection_state(self) -> None:
-        proxy = self._sapool_proxy
-        if proxy is not None and proxy.info.get(INITIALIZED):
+        # Skip Django's session setup only inside connect(), for a server
+        # connection that already has it; an explicit call still runs it.
+        reused, self._sapool_reused = self._sapool_reused, False
+        if reused:
             self.sapool_refresh_session()
             return
         super().init_connection_state()  # type: ignore[misc]
-        if proxy is not None:
-            proxy.info[INITIALIZED] = True
+        if self._sapool_proxy is not None:
+            self._sapool_proxy.info[INITIALIZED] = True
 
     def sapool_refresh_session(self) -> None:
         """Re-check session state that may have changed, without a round trip."""
+
+    def is_usable(self) -> bool:
+        # _close() leaves self.connection = None; Django's MySQL is_usable()
+        # would call None.ping() (PostgreSQL's checks since Django's own pool).
+        if self.connection is None:
+            return False
+        return super().is_usable()  # type: ignore[misc,no-any-return]
 
     def close_if_unusable_or_obsolete(self) -> None:
         if self._sapool_proxy is None:

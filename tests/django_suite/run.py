@@ -4,7 +4,8 @@
 
 Fetches Django's tests (fetch.py), picks the PostgreSQL driver, then runs
 Django's runtests.py in this process for the modules below (or the labels
-given), with settings_postgresql (or --settings settings_sqlite). The exit
+given), with settings_postgresql (or --settings settings_mysql, settings_sqlite,
+settings_postgis, settings_spatialite, settings_mysql_gis). The exit
 status is runtests.py's: 0 when every test passed, was skipped, or failed as
 listed in expected_failures.py.
 """
@@ -53,20 +54,28 @@ def choose_driver(driver: str) -> None:
 
 def drop_leftover_databases() -> None:
     """Drop this run's test databases if a crash kept Django from doing it."""
-    from django.conf import settings
     from django.db import connections
+    from suite_common import TEST_DB_PREFIX
 
     import django_sapool
 
-    prefix = f"test_sapool_{settings.RUN_ID}_"
-    django_sapool.dispose()  # our own idle connections would block DROP DATABASE
     conn = connections["default"]
+    if conn.vendor not in ("postgresql", "mysql"):
+        return  # SQLite files live in a temporary directory removed at exit
+    django_sapool.dispose()  # our own idle connections would block DROP DATABASE
     with conn._nodb_cursor() as cursor:
-        cursor.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", [prefix])
-        for (name,) in cursor.fetchall():
-            print(f"run.py: dropping leftover test database {name}", file=sys.stderr)
+        if conn.vendor == "postgresql":
+            cursor.execute("SELECT datname FROM pg_database")
             # WITH (FORCE), PostgreSQL >= 13: a crashed worker may still hold it.
-            cursor.execute(f"DROP DATABASE {conn.ops.quote_name(name)} WITH (FORCE)")
+            drop = "DROP DATABASE {} WITH (FORCE)"
+        else:
+            cursor.execute("SHOW DATABASES")
+            drop = "DROP DATABASE {}"
+        # Filtered here, not with LIKE, where "_" in the prefix is a wildcard.
+        names = [row[0] for row in cursor.fetchall() if row[0].startswith(TEST_DB_PREFIX)]
+        for name in names:
+            print(f"run.py: dropping leftover test database {name}", file=sys.stderr)
+            cursor.execute(drop.format(conn.ops.quote_name(name)))
 
 
 def run_runtests(tests_dir: Path, argv: list[str]) -> int:
@@ -94,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     from fetch import fetch
 
     tests_dir = fetch()
-    postgresql = args.settings.endswith("postgresql")
-    if postgresql:
+    # settings_postgresql and settings_postgis; the others need no driver choice.
+    if args.settings.startswith("settings_postg"):
         choose_driver(args.driver)
     start = time.monotonic()
     code = 1
@@ -114,11 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
     finally:
-        if postgresql:
-            try:
-                drop_leftover_databases()
-            except Exception as exc:  # never hide the tests' own result
-                print(f"run.py: could not check for leftover databases: {exc!r}", file=sys.stderr)
+        try:
+            drop_leftover_databases()
+        except Exception as exc:  # never hide the tests' own result
+            print(f"run.py: could not check for leftover databases: {exc!r}", file=sys.stderr)
         print(f"run.py: exit status {code} in {time.monotonic() - start:.1f}s", file=sys.stderr)
     return code
 

@@ -14,6 +14,10 @@ import os
 import shutil
 import tempfile
 
+from suite_common import *  # noqa: F403 - TEST_RUNNER, SECRET_KEY, ...
+
+ENGINE = "django_sapool.backends.sqlite3"
+
 RUN_DIR = os.environ.get("SAPOOL_SQLITE_DIR", "")
 if not RUN_DIR:
     # Only the process that made the directory removes it (workers inherit it).
@@ -21,24 +25,15 @@ if not RUN_DIR:
     atexit.register(shutil.rmtree, RUN_DIR, ignore_errors=True)
 
 
-def _database(alias: str) -> dict[str, object]:
+def databases(engine: str) -> dict[str, dict[str, object]]:
     return {
-        "ENGINE": "django_sapool.backends.sqlite3",
-        "NAME": os.path.join(RUN_DIR, f"{alias}.sqlite3"),
-        "TEST": {"NAME": os.path.join(RUN_DIR, f"test_{alias}.sqlite3")},
+        alias: {
+            "ENGINE": engine,
+            "NAME": os.path.join(RUN_DIR, f"{alias}.sqlite3"),
+            "TEST": {"NAME": os.path.join(RUN_DIR, f"test_{alias}.sqlite3")},
+        }
+        for alias in ("default", "other")
     }
 
 
-DATABASES = {alias: _database(alias) for alias in ("default", "other")}
-
-# Marks the tests in expected_failures.py and reports the backend in use.
-TEST_RUNNER = "sapool_runner.SapoolTestRunner"
-
-SECRET_KEY = "django_tests_secret_key"
-
-# Use a fast hasher to speed up tests.
-PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
-
-USE_TZ = False
+DATABASES = databases(ENGINE)

@@ -1,4 +1,8 @@
-"""Django's own test modules (backends, transactions, transaction_hooks) on our backends.
+"""Django's own test modules on our backends.
+
+``backends``, ``transactions`` and ``transaction_hooks`` on PostgreSQL (psycopg 3,
+psycopg2, parallel), MySQL/MariaDB and SQLite; ``gis_tests`` on PostGIS,
+SpatiaLite and MySQL/MariaDB spatial.
 
 Each run is a subprocess: tests/django_suite/run.py fetches the installed
 Django's test suite (once, into .django-tests/) and runs it with runtests.py.
@@ -7,6 +11,7 @@ Tests that fail by design are listed in tests/django_suite/expected_failures.py.
 
 from __future__ import annotations
 
+import ctypes.util
 import os
 import re
 import signal
@@ -18,9 +23,10 @@ from typing import Any
 
 import pytest
 
+from .conftest import IN_CI, unavailable
+
 SUITE_DIR = Path(__file__).resolve().parents[1] / "django_suite"
 TIMEOUT = 900  # seconds per run; a run takes well under a minute
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Per-run state that run.py and the settings pass to their own children through
 # the environment; a value inherited from elsewhere would make two runs share it.
 RUN_STATE = ("SAPOOL_SUITE_RUN_ID", "SAPOOL_PG_DRIVER", "SAPOOL_SQLITE_DIR")
@@ -107,3 +113,78 @@ def test_django_suite_postgresql_parallel(pg: Any, django_tests: None) -> None:
 def test_django_suite_sqlite(django_tests: None) -> None:
     """SQLite file databases (in-memory ones are not pooled, so not worth running)."""
     run_suite("--settings", "settings_sqlite")
+
+
+@pytest.mark.mysql
+def test_django_suite_mysql(mysql: Any, django_tests: None) -> None:
+    """MySQL/MariaDB with mysqlclient."""
+    # mysql (conftest.py) skips when the server is unreachable, and fails under CI.
+    output = run_suite("--settings", "settings_mysql")
+    assert "django_sapool.backends.mysql, driver mysqlclient" in output
+
+
+@pytest.mark.mysql
+def test_django_suite_mysql_parallel(mysql: Any, django_tests: None) -> None:
+    """Two workers: the test database is cloned with mysqldump while pools exist."""
+    output = run_suite("--settings", "settings_mysql", "--parallel", "2")
+    assert "Cloning test database for alias 'default'" in output
+
+
+# -- gis_tests: every GIS backend runs the whole of Django's gis_tests (~10 s each).
+
+
+def require_gis_libraries() -> None:
+    """GEOS and GDAL, which every Django GIS backend loads (scripts/ensure-gis)."""
+    missing = [lib for lib in ("geos_c", "gdal") if ctypes.util.find_library(lib) is None]
+    if missing:
+        unavailable(f"GIS libraries missing: {', '.join(missing)} (run scripts/ensure-gis)")
+
+
+def require_spatialite() -> None:
+    """GEOS and GDAL, and an SQLite module that loads mod_spatialite (see suite_common.py)."""
+    require_gis_libraries()
+    import importlib
+    import sqlite3
+
+    sqlite: Any = sqlite3
+    if not hasattr(sqlite3.Connection, "enable_load_extension"):
+        try:
+            # What the suite and gis_child use then.
+            sqlite = importlib.import_module("pysqlite3.dbapi2")
+        except ImportError:
+            unavailable("this Python's sqlite3 cannot load extensions and pysqlite3 is missing")
+    conn = sqlite.connect(":memory:")
+    try:
+        conn.enable_load_extension(True)
+        conn.load_extension("mod_spatialite")
+    except (AttributeError, sqlite.Error) as exc:
+        unavailable(f"cannot load SpatiaLite ({exc!r}); run scripts/ensure-gis, scripts/bootstrap")
+    finally:
+        conn.close()
+
+
+@pytest.mark.postgresql
+def test_django_suite_postgis(pg: Any, django_tests: None) -> None:
+    require_gis_libraries()
+    import psycopg
+
+    with psycopg.connect(pg.conninfo(pg.admin_db)) as conn:
+        row = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'postgis'")
+        if row.fetchone() is None:
+            unavailable(f"PostGIS is not installed on {pg.host}:{pg.port} (scripts/ensure-gis)")
+    output = run_suite("--settings", "settings_postgis", "gis_tests")
+    assert "django_sapool.backends.postgis, driver psycopg" in output
+
+
+def test_django_suite_spatialite(django_tests: None) -> None:
+    """SpatiaLite file databases; pysqlite3 stands in where sqlite3 cannot load extensions."""
+    require_spatialite()
+    output = run_suite("--settings", "settings_spatialite", "gis_tests")
+    assert "django_sapool.backends.spatialite, driver " in output
+
+
+@pytest.mark.mysql
+def test_django_suite_mysql_gis(mysql: Any, django_tests: None) -> None:
+    require_gis_libraries()
+    output = run_suite("--settings", "settings_mysql_gis", "gis_tests")
+    assert "django_sapool.backends.mysql_gis, driver mysqlclient" in output

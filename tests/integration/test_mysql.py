@@ -59,7 +59,7 @@ def test_no_transaction_survives_a_request(mysql_run: Any) -> None:
 
 
 def test_one_query_request_costs_one_statement_and_no_ping(mysql_run: Any) -> None:
-    facts = mysql_run("statements", params={"n": 100})
+    facts = mysql_run("statements", params={"n": 100, "scope": "session"})
     assert facts["ok"] == 100
     assert facts["per_request"] == 1.0
     assert facts["pings_per_request"] == 0.0
@@ -69,7 +69,9 @@ def test_statement_counts_of_djangos_modes(mysql_run: Any) -> None:
     """Django's own modes, for comparison (reported, and sanity-checked)."""
     engine = "django.db.backends.mysql"
     default = mysql_run("statements", engine=engine, params={"n": 100})
-    persistent = mysql_run("statements", engine=engine, params={"n": 100}, CONN_MAX_AGE=None)
+    persistent = mysql_run(
+        "statements", engine=engine, params={"n": 100, "scope": "session"}, CONN_MAX_AGE=None
+    )
     print(
         f"\nMySQL statements per one-query request: default={default['per_request']} "
         f"persistent={persistent['per_request']}"

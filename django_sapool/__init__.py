@@ -6,8 +6,11 @@ Switch ``ENGINE`` to ``django_sapool.backends.<vendor>``; tune with
 
 from __future__ import annotations
 
-from .errors import PoolExhausted
-from .pool import PoolStatus
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .errors import PoolExhausted
+    from .pool import PoolStatus
 
 __version__ = "0.1.0"
 
@@ -43,6 +46,31 @@ def after_fork() -> None:
     Celery's ``worker_process_init`` or a ``multiprocessing`` initializer as well;
     it is idempotent.
     """
-    from .wrapper import after_fork as _after_fork
+    import sys
 
-    _after_fork()
+    wrapper = sys.modules.get("django_sapool.wrapper")
+    if wrapper is None:
+        # No backend of ours was loaded in this process or its parent, so nothing
+        # can have been inherited. Importing one here would import django.db, and
+        # gunicorn runs post_fork before its gevent/eventlet worker monkey-patches:
+        # Django's per-thread connections would then be one connection shared by
+        # every greenlet.
+        return
+    wrapper.after_fork()
+
+
+def __getattr__(name: str) -> Any:
+    # PoolExhausted and PoolStatus are loaded on first use: both import django.db,
+    # and "import django_sapool" must stay free of that. gunicorn runs post_fork
+    # (where after_fork() is called) before a gevent worker monkey-patches; a
+    # django.db imported then keeps real thread-locals, and every greenlet would
+    # share one connection.
+    if name == "PoolExhausted":
+        from .errors import PoolExhausted
+
+        return PoolExhausted
+    if name == "PoolStatus":
+        from .pool import PoolStatus
+
+        return PoolStatus
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,20 @@ Every check here is local (no round trip) unless its name says ``ping``.
 from __future__ import annotations
 
 import select
+import sys
 from typing import Any
+
+
+def _nonblocking_poll() -> Any:
+    """select.poll, unpatched: a zero-timeout poll never blocks, so it needs no hub.
+
+    gevent's patched poll() switches to its hub even with timeout 0, letting other
+    greenlets run while this one holds a checked-out connection.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("select"):
+        return monkey.get_original("select", "poll")()
+    return select.poll()
 
 
 class DriverOps:
@@ -74,7 +87,7 @@ class DriverOps:
         fd = self.socket_fd(conn)
         if fd is None or fd < 0:
             return True
-        poller = select.poll()
+        poller = _nonblocking_poll()
         poller.register(fd, select.POLLIN | select.POLLPRI)
         return bool(poller.poll(0))
 

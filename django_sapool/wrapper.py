@@ -19,6 +19,7 @@ the cursor and transaction machinery are untouched. We fill four hooks:
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -236,10 +237,13 @@ class PooledCreationMixin:
 def _forget_inherited_connections() -> None:
     """In a forked child, drop the parent's pools and this thread's connections."""
     registry.forget_inherited_pools()
+    # Never import django.db here (see after_fork() in __init__.py): if it isn't
+    # loaded, no wrapper can hold a connection.
+    db = sys.modules.get("django.db")
+    if db is None:
+        return
     try:
-        from django.db import connections
-
-        wrappers = connections.all(initialized_only=True)
+        wrappers = db.connections.all(initialized_only=True)
     except Exception:  # settings not configured, or Django < 4.1
         return
     for wrapper in wrappers:

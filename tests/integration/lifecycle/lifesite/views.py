@@ -13,11 +13,6 @@ import django_sapool
 
 from .models import Item
 
-# Touching the database at import time, as some apps do: with gunicorn --preload
-# this runs in the master before the workers fork.
-if os.environ.get("SAPOOL_SITE_QUERY_AT_IMPORT"):
-    Item.objects.exists()
-
 
 def session_id() -> Any:
     """The server's id for the current session (or the raw connection's, on SQLite)."""

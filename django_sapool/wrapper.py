@@ -205,7 +205,8 @@ class PooledDatabaseWrapperMixin:
 
     def sapool_forget(self) -> None:
         """Drop an inherited connection without closing it (after fork)."""
-        if self._sapool_proxy is not None:
+        pool = self._sapool_pool
+        if self._sapool_proxy is not None and pool is not None and pool.pid != os.getpid():
             registry.keep_inherited(self._sapool_proxy, self.connection)
             self._sapool_proxy = self._sapool_pool = None
             self.connection = None

@@ -53,6 +53,36 @@ VENDOR_EXPECTED_FAILURES: dict[str, dict[str, str]] = {
     "mysql": {},
 }
 
+# PostgreSQL through PgBouncer in transaction pooling mode (settings_pgbouncer.py,
+# whose runner marks this key instead of "postgresql"): the PostgreSQL entries,
+# plus the tests that assert server-side cursors are used. settings_pgbouncer sets
+# DISABLE_SERVER_SIDE_CURSORS=True because transaction pooling needs it (see
+# docs/pgbouncer.md); test_server_side_cursors_setting, which turns them back on
+# inside the test's transaction, passes.
+_SSC = "backends.postgresql.test_server_side_cursors.ServerSideCursorsPostgres"
+_NO_SERVER_SIDE_CURSORS = (
+    "asserts that QuerySet.iterator() opens a server-side cursor (pg_cursors); "
+    "settings_pgbouncer sets DISABLE_SERVER_SIDE_CURSORS=True as transaction pooling "
+    "requires: a cursor declared in autocommit is WITH HOLD and outlives its "
+    "transaction, and PgBouncer may send the next FETCH to another server connection"
+)
+VENDOR_EXPECTED_FAILURES["pgbouncer"] = {
+    **VENDOR_EXPECTED_FAILURES["postgresql"],
+    f"{_SSC}.test_server_side_cursor": _NO_SERVER_SIDE_CURSORS,
+    f"{_SSC}.test_server_side_cursor_many_cursors": _NO_SERVER_SIDE_CURSORS,
+    f"{_SSC}.test_values": _NO_SERVER_SIDE_CURSORS,
+    f"{_SSC}.test_values_list": _NO_SERVER_SIDE_CURSORS,
+    f"{_SSC}.test_values_list_fields_not_equal_to_names": _NO_SERVER_SIDE_CURSORS,
+    f"{_SSC}.test_values_list_flat": _NO_SERVER_SIDE_CURSORS,
+    # psycopg 3 only.
+    f"{_SSC}.test_server_side_binding": (
+        "expects psycopg 3's server-side binding (OPTIONS['server_side_binding']=True) to "
+        "fail on a named cursor with ProgrammingError; with DISABLE_SERVER_SIDE_CURSORS=True "
+        "(required by transaction pooling) iterator() uses no named cursor, so the query "
+        "succeeds"
+    ),
+}
+
 # Tests that import a package from Django's tests/requirements/postgres.txt which
 # this project doesn't install. They are skipped when it is missing; with it
 # installed they run (and two of them are expected failures above).

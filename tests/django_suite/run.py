@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tests_dir = fetch()
     # settings_postgresql and settings_postgis; the others need no driver choice.
-    if args.settings.startswith("settings_postg"):
+    if args.settings.startswith(("settings_postg", "settings_pgbouncer")):
         choose_driver(args.driver)
     start = time.monotonic()
     code = 1

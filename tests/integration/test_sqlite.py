@@ -67,3 +67,20 @@ def test_connection_of_a_finished_thread_returns_with_a_warning(
     (status,) = django_sapool.pool_status("default")
     assert (status.checked_out, status.idle) == (0, 1)
     assert "checked out by thread 'forgetful-worker' was never returned" in caplog.text
+
+
+def test_after_fork_in_the_same_process_keeps_connections() -> None:
+    """after_fork() called where nothing was forked (an initializer run in-process)."""
+    from django.db import connections
+
+    import django_sapool
+
+    conn = connections["default"]
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    raw = conn.connection
+    django_sapool.after_fork()
+    assert conn.connection is raw  # not forgotten: this process owns it
+    conn.close()
+    (status,) = django_sapool.pool_status("default")
+    assert status.checked_out == 0

@@ -138,6 +138,11 @@ VALID_KEYS = tuple(_PARSERS)
 def parse_pool_options(alias: str, settings_dict: Mapping[str, Any]) -> PoolOptions:
     """Validate the pool-related settings of one alias; raise ImproperlyConfigured."""
     check_connection_settings(alias, settings_dict)
+    return read_pool_options(alias, settings_dict)
+
+
+def read_pool_options(alias: str, settings_dict: Mapping[str, Any]) -> PoolOptions:
+    """Validate POOL_OPTIONS alone (not CONN_MAX_AGE or OPTIONS['pool'])."""
     raw = settings_dict.get("POOL_OPTIONS")
     if raw is None:
         raw = {}
@@ -159,21 +164,38 @@ def parse_pool_options(alias: str, settings_dict: Mapping[str, Any]) -> PoolOpti
     return PoolOptions(**values)
 
 
+def conn_max_age_error(alias: str, settings_dict: Mapping[str, Any]) -> str | None:
+    """Return why CONN_MAX_AGE is refused, or None when it is 0."""
+    max_age = settings_dict.get("CONN_MAX_AGE", 0)
+    if max_age == 0:
+        return None
+    return (
+        f"settings.DATABASES[{alias!r}]['CONN_MAX_AGE'] must be 0 with django_sapool, "
+        f"got {max_age!r}: the pool keeps connections open, and a persistent "
+        f"connection would pin one pooled connection to each thread. Remove "
+        f"CONN_MAX_AGE (or set it to 0) and size the pool with POOL_OPTIONS."
+    )
+
+
+def django_pool_error(alias: str, settings_dict: Mapping[str, Any]) -> str | None:
+    """Return why OPTIONS['pool'] is refused, or None when it is not set."""
+    options = settings_dict.get("OPTIONS") or {}
+    if not (isinstance(options, Mapping) and options.get("pool")):
+        return None
+    return (
+        f"settings.DATABASES[{alias!r}]['OPTIONS']['pool'] enables Django's own "
+        f"connection pool, which cannot be combined with django_sapool. Remove "
+        f"OPTIONS['pool'] and put its sizes in "
+        f"settings.DATABASES[{alias!r}]['POOL_OPTIONS']."
+    )
+
+
 def check_connection_settings(alias: str, settings_dict: Mapping[str, Any]) -> None:
     """Refuse Django settings that defeat or fight the pool."""
-    max_age = settings_dict.get("CONN_MAX_AGE", 0)
-    if max_age != 0:
-        raise ImproperlyConfigured(
-            f"settings.DATABASES[{alias!r}]['CONN_MAX_AGE'] must be 0 with django_sapool, "
-            f"got {max_age!r}: the pool keeps connections open, and a persistent "
-            f"connection would pin one pooled connection to each thread. Remove "
-            f"CONN_MAX_AGE (or set it to 0) and size the pool with POOL_OPTIONS."
-        )
+    # Django runs this at every connect(), i.e. every checkout: test inline, and
+    # build a message only when there is something to refuse.
+    if settings_dict.get("CONN_MAX_AGE", 0) != 0:
+        raise ImproperlyConfigured(conn_max_age_error(alias, settings_dict))
     options = settings_dict.get("OPTIONS") or {}
     if isinstance(options, Mapping) and options.get("pool"):
-        raise ImproperlyConfigured(
-            f"settings.DATABASES[{alias!r}]['OPTIONS']['pool'] enables Django's own "
-            f"connection pool, which cannot be combined with django_sapool. Remove "
-            f"OPTIONS['pool'] and put its sizes in "
-            f"settings.DATABASES[{alias!r}]['POOL_OPTIONS']."
-        )
+        raise ImproperlyConfigured(django_pool_error(alias, settings_dict))

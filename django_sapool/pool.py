@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,11 +29,26 @@ LAST_USED = "django_sapool.last_used"
 INITIALIZED = "django_sapool.initialized"
 #: Marks a healthy connection closed only because its pool was disposed.
 RETIRED = "django_sapool.retired"
+#: Marks a connection being invalidated (broken), between the two events that say so.
+INVALIDATING = "django_sapool.invalidating"
+
+#: How many of the most recent checkout waits the wait-time percentiles cover.
+WAIT_WINDOW = 1024
+
+_DEBUG = logging.DEBUG
 
 
 @dataclass(frozen=True)
 class PoolStatus:
-    """A snapshot of one pool. ``size`` counts open connections (idle + checked out)."""
+    """A snapshot of one pool. ``size`` counts open connections (idle + checked out).
+
+    Counters run from the pool's creation. ``waiting`` is the number of threads
+    waiting for a connection now; ``checkout_waits`` counts the checkouts that
+    found the pool exhausted (no idle connection, no overflow left) and had to
+    wait, and the ``wait_ms_*`` fields describe those waits (timed-out ones
+    included): the total, and percentiles over the last ``WAIT_WINDOW`` waits
+    (0.0 while none has waited).
+    """
 
     alias: str
     vendor: str
@@ -48,6 +66,22 @@ class PoolStatus:
     pings: int
     pings_failed: int
     timeouts: int
+    waiting: int
+    connections_recycled: int
+    checkouts: int
+    checkout_waits: int
+    wait_ms_total: float
+    wait_ms_p50: float
+    wait_ms_p95: float
+    wait_ms_p99: float
+    wait_ms_max: float
+
+
+def percentile(ordered: Sequence[float], fraction: float) -> float:
+    """Return the nearest-rank percentile of sorted values (0.0 when empty)."""
+    if not ordered:
+        return 0.0
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
 class ManagedPool:
@@ -75,15 +109,41 @@ class ManagedPool:
         self.driver = driver
         self.pid = os.getpid()
         self.disposed = False
-        self._lock = threading.Lock()
+        # Reentrant: SQLAlchemy's "close" event may fire from a garbage-collected
+        # connection's finalizer while this thread is inside one of our locked
+        # sections.
+        self._lock = threading.RLock()
         # Checked-out connections by id of the proxy: (proxy, weak reference to
         # the owning wrapper, thread name). Strong references: a connection must
         # never be garbage-collected behind our back (after a fork the driver's
         # destructor would close the parent's session).
         self._out: dict[int, tuple[PoolProxiedConnection, Any, str]] = {}
         self._counters = dict.fromkeys(
-            ("opened", "closed", "invalidated", "pings", "pings_failed", "timeouts"), 0
+            (
+                "opened",
+                "closed",
+                "invalidated",
+                "recycled",
+                "pings",
+                "pings_failed",
+                "timeouts",
+                "checkout_waits",
+            ),
+            0,
         )
+        # Checkouts are counted on the hot path without a lock: next() on an
+        # itertools.count is one atomic C call. status() reads the count by
+        # drawing from it too, and subtracts its own draws (under _lock).
+        self._checkout_seq = itertools.count()
+        self._checkout_seq_reads = 0
+        self._waiting = 0
+        self._wait_ms_total = 0.0
+        # deque.append with maxlen is atomic: waits are recorded without a lock.
+        self._wait_ms: deque[float] = deque(maxlen=WAIT_WINDOW)
+        # Records whose connection was closed while they stay in the pool: a
+        # later "connect" on one of them is a recycle (RECYCLE exceeded, or
+        # retired by a pool-wide invalidation), not a new connection.
+        self._closed_records: weakref.WeakSet[Any] = weakref.WeakSet()
         self._pool = QueuePool(
             creator,
             pool_size=options.pool_size,
@@ -100,6 +160,16 @@ class ManagedPool:
         )
         # Every raw connection this pool opened and has not closed, by id.
         self._raw: dict[int, Any] = {}
+        # SQLAlchemy waits for a connection exactly when its overflow is used up
+        # and no connection is idle (QueuePool._do_get). Reading the same two
+        # fields before connect() tells a waiting checkout from a quick one for
+        # the price of two attribute reads; if a SQLAlchemy release renames
+        # them, waits go uncounted rather than checkouts failing.
+        idle = getattr(getattr(self._pool, "_pool", None), "queue", None)
+        self._idle: deque[Any] = deque()
+        self._wait_limit = -1  # -1: never counts a wait
+        if isinstance(idle, deque) and hasattr(self._pool, "_overflow"):
+            self._idle, self._wait_limit = idle, options.max_overflow
         event.listen(self._pool, "connect", self._on_connect)
         event.listen(self._pool, "close", self._on_close)
         event.listen(self._pool, "close_detached", self._on_close_detached)
@@ -120,11 +190,30 @@ class ManagedPool:
     def _on_connect(self, dbapi_connection: Any, record: Any) -> None:
         record.info[LAST_USED] = time.monotonic()
         self._raw[id(dbapi_connection)] = dbapi_connection
-        self._count("opened")
+        with self._lock:
+            self._counters["opened"] += 1
+            recycled = record in self._closed_records
+            if recycled:
+                self._closed_records.discard(record)
+                self._counters["recycled"] += 1
+        if recycled:
+            logger.debug(
+                "django_sapool: recycled a connection of alias %r (RECYCLE=%g s exceeded, "
+                "or retired after another connection was found dead)",
+                self.alias,
+                self.options.recycle,
+            )
 
     def _on_close(self, dbapi_connection: Any, record: Any) -> None:
         self._raw.pop(id(dbapi_connection), None)
-        self._count("closed")
+        with self._lock:
+            self._counters["closed"] += 1
+            # A broken connection (invalidated) is counted as such, and the
+            # closes of dispose() and of returned overflow connections drop
+            # their record: none of those is followed by a reconnect we count.
+            if record is not None and not record.info.pop(INVALIDATING, False):
+                if not self.disposed:
+                    self._closed_records.add(record)
 
     def _on_close_detached(self, dbapi_connection: Any) -> None:
         self._raw.pop(id(dbapi_connection), None)
@@ -135,6 +224,8 @@ class ManagedPool:
             # (the "close" event still counts it).
             logger.debug("django_sapool: closed a connection of disposed pool %r", self.alias)
             return
+        if record is not None:
+            record.info[INVALIDATING] = True
         self._count("invalidated")
         logger.warning(
             "django_sapool: discarded a connection of alias %r (%s)",
@@ -153,21 +244,59 @@ class ManagedPool:
         entry keeps the weak reference alive so that its callback fires.
         """
         options = self.options
+        pool = self._pool
+        limit = self._wait_limit
         # Enough attempts to get past every stale connection the pool may hold.
         attempts = options.pool_size + max(options.max_overflow, 0) + 1
         for _ in range(attempts):
             try:
-                proxy = self._pool.connect()
+                if limit >= 0 and pool._overflow >= limit and not self._idle:
+                    proxy = self._connect_waiting()
+                else:
+                    proxy = pool.connect()
             except sa_exc.TimeoutError:
                 self._count("timeouts")
                 raise PoolExhausted(self.exhausted_message()) from None
             if self._usable(proxy):
-                self._out[id(proxy)] = (proxy, owner, threading.current_thread().name)
+                thread_name = threading.current_thread().name
+                self._out[id(proxy)] = (proxy, owner, thread_name)
+                next(self._checkout_seq)
+                if logger.isEnabledFor(_DEBUG):
+                    logger.debug(
+                        "django_sapool: checked out a connection of alias %r in thread %r "
+                        "(%d checked out, %d idle)",
+                        self.alias,
+                        thread_name,
+                        pool.checkedout(),
+                        pool.checkedin(),
+                    )
                 return proxy
         raise PoolExhausted(
             f"django_sapool: could not get a working connection for alias {self.alias!r} "
             f"after {attempts} attempts; every pooled connection failed its ping."
         )
+
+    def _connect_waiting(self) -> PoolProxiedConnection:
+        """Check out of an exhausted pool: count the waiting thread and time its wait."""
+        with self._lock:
+            self._waiting += 1
+            self._counters["checkout_waits"] += 1
+        started = time.perf_counter()
+        try:
+            return self._pool.connect()
+        finally:
+            waited = (time.perf_counter() - started) * 1000.0
+            self._wait_ms.append(waited)
+            with self._lock:
+                self._waiting -= 1
+                self._wait_ms_total += waited
+            if logger.isEnabledFor(_DEBUG):
+                logger.debug(
+                    "django_sapool: waited %.1f ms for a connection of alias %r "
+                    "(all POOL_SIZE + MAX_OVERFLOW connections were checked out)",
+                    waited,
+                    self.alias,
+                )
 
     def _usable(self, proxy: PoolProxiedConnection) -> bool:
         """Check a connection before handing it out, with a round trip only if needed.
@@ -241,7 +370,8 @@ class ManagedPool:
 
     def checkin(self, proxy: PoolProxiedConnection) -> None:
         """Reset a connection per RESET_ON_RETURN and return it; discard it if broken."""
-        if self._out.pop(id(proxy), None) is None:
+        entry = self._out.pop(id(proxy), None)
+        if entry is None:
             return  # already returned
         raw = proxy.dbapi_connection
         if raw is None:  # already invalidated
@@ -262,6 +392,15 @@ class ManagedPool:
             proxy.invalidate()
             return
         proxy.close()
+        if logger.isEnabledFor(_DEBUG):
+            logger.debug(
+                "django_sapool: returned a connection of alias %r checked out in thread %r "
+                "(%d checked out, %d idle)",
+                self.alias,
+                entry[2],
+                self._pool.checkedout(),
+                self._pool.checkedin(),
+            )
 
     def _reset(self, raw: Any, info: dict[str, Any]) -> None:
         options = self.options
@@ -317,11 +456,19 @@ class ManagedPool:
         logger.info("django_sapool: disposed pool for alias %r (%s)", self.alias, self.database)
 
     def status(self) -> PoolStatus:
+        """Return a snapshot: sizes now, counters, and the recent waits' percentiles."""
         pool = self._pool
         idle = pool.checkedin()
         checked_out = pool.checkedout()
         with self._lock:
             counters = dict(self._counters)
+            checkouts = next(self._checkout_seq) - self._checkout_seq_reads
+            self._checkout_seq_reads += 1
+            waiting = self._waiting
+            wait_ms_total = self._wait_ms_total
+        # Copying a deque of floats runs in C without releasing the GIL, so a
+        # concurrent append cannot interleave.
+        window = sorted(self._wait_ms)
         return PoolStatus(
             alias=self.alias,
             vendor=self.vendor,
@@ -339,4 +486,13 @@ class ManagedPool:
             pings=counters["pings"],
             pings_failed=counters["pings_failed"],
             timeouts=counters["timeouts"],
+            waiting=waiting,
+            connections_recycled=counters["recycled"],
+            checkouts=checkouts,
+            checkout_waits=counters["checkout_waits"],
+            wait_ms_total=round(wait_ms_total, 3),
+            wait_ms_p50=round(percentile(window, 0.50), 3),
+            wait_ms_p95=round(percentile(window, 0.95), 3),
+            wait_ms_p99=round(percentile(window, 0.99), 3),
+            wait_ms_max=round(window[-1] if window else 0.0, 3),
         )

@@ -1,0 +1,195 @@
+"""``manage.py sapool --check`` against real servers, in its own Django process.
+
+The command runs as ``python -m django sapool`` with a settings module written for
+the test (django_sapool in INSTALLED_APPS, as a project would have it). Its numbers
+are compared with what the server itself says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import ROOT, MySQLServer, PgServer
+
+# Trust authentication ignores it; it must still never be shown.
+PASSWORD = "Zebra-4711-do-not-leak"
+
+DRIVER_SETUP = {
+    "psycopg": "",
+    "psycopg2": "import sys\nsys.modules['psycopg'] = None  # Django falls back to psycopg2\n",
+    "mysqlclient": "",
+    "pymysql": "import pymysql\npymysql.install_as_MySQLdb()\n",
+}
+
+
+def manage(tmp_path: Path, driver: str, databases: dict[str, Any], *args: str) -> Any:
+    """Run ``manage.py sapool ARGS`` for these DATABASES; return the finished process."""
+    module = f"sapool_settings_{driver}"
+    (tmp_path / f"{module}.py").write_text(
+        DRIVER_SETUP[driver]
+        + textwrap.dedent(
+            f"""
+            SECRET_KEY = "not-secret"
+            INSTALLED_APPS = ["django_sapool"]
+            USE_TZ = True
+            DATABASES = {databases!r}
+            """
+        )
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+        "DJANGO_SETTINGS_MODULE": module,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "django", "sapool", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert PASSWORD not in proc.stdout + proc.stderr
+    return proc
+
+
+def row(text: str, label: str) -> list[str]:
+    """Return the cells of the table row that starts with label."""
+    for line in text.splitlines():
+        if line.startswith(label + "  "):
+            return line[len(label) :].split()
+    raise AssertionError(f"no row {label!r} in:\n{text}")
+
+
+def expected_verdict(total: int, max_connections: int) -> str:
+    if total > max_connections:
+        return "exceeds"
+    return "tight" if total > 0.8 * max_connections else "ok"
+
+
+@pytest.fixture(params=["psycopg", "psycopg2"])
+def pg_driver(request: pytest.FixtureRequest) -> str:
+    pytest.importorskip(request.param)
+    return str(request.param)
+
+
+def pg_settings(pg: PgServer, dbname: str, **pool_options: Any) -> dict[str, Any]:
+    db = pg.settings(dbname, "sapool-observability", POOL_OPTIONS=pool_options)
+    db["PASSWORD"] = PASSWORD
+    return db
+
+
+@pytest.mark.postgresql
+def test_check_workers_on_postgresql(
+    pg: PgServer, pg_database: str, pg_driver: str, tmp_path: Path
+) -> None:
+    import psycopg
+
+    with psycopg.connect(pg.conninfo(pg.admin_db)) as admin:
+        server_max = int(admin.execute("SHOW max_connections").fetchone()[0])  # type: ignore[index]
+        version = admin.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+    databases = {
+        "default": pg_settings(pg, pg_database, POOL_SIZE=5, MAX_OVERFLOW=5),
+        # Same server: its pool adds up with default's.
+        "replica": pg_settings(pg, pg_database, POOL_SIZE=2, MAX_OVERFLOW=0),
+    }
+    proc = manage(tmp_path, pg_driver, databases, "--check", "--workers", "4")
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert row(text, "result") == ["ok", "ok"]
+    assert row(text, "max_connections") == [str(server_max)] * 2
+    assert f"PostgreSQL {version}" in text
+    in_use = [int(n) for n in row(text, "connections in use")]
+    assert all(n >= 1 for n in in_use)  # at least the check's own session
+    server = f"postgresql {pg.host}:{pg.port}"
+    total = 4 * (5 + 5 + 2)
+    capacity = row(text, server)
+    assert capacity[:4] == ["default,", "replica", "12", str(total)]
+    assert capacity[4] == str(server_max)
+    verdict = expected_verdict(total, server_max)
+    prefix = "OK: " if verdict == "ok" else "WARNING: "
+    line = next(ln for ln in text.splitlines() if ln.startswith(prefix + server))
+    assert f"at most 4 processes x (default 5+5 + replica 2+0) = {total} connections" in line
+    assert f"max_connections={server_max}" in line
+    # The pools the check itself used, in the command's own process.
+    assert row(text, "vendor") == ["postgresql", "postgresql"]
+    assert row(text, "checkouts") == ["1", "1"]
+
+    as_json = manage(tmp_path, pg_driver, databases, "--check", "--workers", "4", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    data = json.loads(as_json.stdout)
+    (capacity_json,) = data["capacity"]["servers"]
+    assert capacity_json["max_connections"] == server_max
+    assert (capacity_json["per_process"], capacity_json["total"]) == (12, total)
+    assert capacity_json["verdict"] == verdict
+    assert [c["max_connections"] for c in data["checks"]] == [server_max, server_max]
+    assert {d["user"] for d in data["databases"]} == {pg.user}
+
+
+@pytest.mark.postgresql
+def test_exceeding_max_connections_is_a_warning(
+    pg: PgServer, pg_database: str, tmp_path: Path
+) -> None:
+    databases = {"default": pg_settings(pg, pg_database, POOL_SIZE=100, MAX_OVERFLOW=100)}
+    proc = manage(tmp_path, "psycopg", databases, "--check", "--workers", "50", "--json")
+    assert proc.returncode == 0, proc.stderr  # the check passed; the verdict warns
+    (server,) = json.loads(proc.stdout)["capacity"]["servers"]
+    assert server["verdict"] == "exceeds"
+    assert server["total"] == 50 * 200
+    assert server["message"].startswith("WARNING: ")
+
+
+@pytest.mark.postgresql
+def test_unreachable_server_fails_the_check(pg: PgServer, tmp_path: Path) -> None:
+    db = pg_settings(pg, "postgres")
+    db.update(PORT=1, OPTIONS={"connect_timeout": 2})
+    proc = manage(tmp_path, "psycopg", {"default": db}, "--check")
+    assert proc.returncode == 1
+    assert row(proc.stdout, "result") == ["FAILED"]
+    assert "CommandError: django_sapool: live check failed for alias 'default'" in proc.stderr
+    plain = manage(tmp_path, "psycopg", {"default": db})
+    assert plain.returncode == 0, plain.stderr  # without --check nothing connects
+
+
+@pytest.fixture(params=["mysqlclient", "pymysql"])
+def mysql_driver(request: pytest.FixtureRequest) -> str:
+    pytest.importorskip("MySQLdb" if request.param == "mysqlclient" else str(request.param))
+    return str(request.param)
+
+
+@pytest.mark.mysql
+def test_check_workers_on_mysql(
+    mysql: MySQLServer, mysql_database: str, mysql_driver: str, tmp_path: Path
+) -> None:
+    import MySQLdb
+
+    admin = MySQLdb.connect(**mysql.conninfo())
+    try:
+        cursor = admin.cursor()
+        cursor.execute("SELECT @@max_connections, VERSION()")
+        server_max, version = cursor.fetchone()
+    finally:
+        admin.close()
+    databases = {"default": mysql.settings(mysql_database, POOL_OPTIONS={"POOL_SIZE": 3})}
+    proc = manage(tmp_path, mysql_driver, databases, "--check", "--workers", "4", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    (check,) = data["checks"]
+    assert check["ok"] is True
+    assert check["max_connections"] == int(server_max)
+    assert version in check["server_version"]
+    assert check["connections_in_use"] >= 1
+    (server,) = data["capacity"]["servers"]
+    assert server["server"] == f"mysql {mysql.host}:{mysql.port}"
+    assert (server["per_process"], server["total"]) == (13, 52)
+    assert server["verdict"] == expected_verdict(52, int(server_max))
+    text = manage(tmp_path, mysql_driver, databases, "--check", "--workers", "4").stdout
+    assert row(text, "max_connections") == [str(server_max)]
+    assert row(text, "vendor") == ["mysql"]

@@ -1,0 +1,218 @@
+"""System checks: each id fires on the settings it is about, and only there."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core import checks as django_checks
+from django.test import override_settings
+
+from django_sapool.checks import TAG, check_database_settings, check_databases, register_checks
+
+PG = {
+    "ENGINE": "django_sapool.backends.postgresql",
+    "NAME": "app",
+    "USER": "app",
+    "PASSWORD": "secret",
+    "HOST": "db",
+    "PORT": 5432,
+}
+
+
+def ids(**databases: dict[str, Any]) -> list[str]:
+    return [message.id or "" for message in check_database_settings(databases)]
+
+
+def messages(**databases: dict[str, Any]) -> list[django_checks.CheckMessage]:
+    return check_database_settings(databases)
+
+
+def test_a_clean_configuration_has_no_message() -> None:
+    assert ids(default=PG, other={**PG, "POOL_OPTIONS": {"POOL_SIZE": 5, "TIMEOUT": 2}}) == []
+    assert ids(default={**PG, "CONN_MAX_AGE": 0, "OPTIONS": {"pool": False}}) == []
+
+
+@pytest.mark.parametrize("max_age", [60, None])
+def test_e001_conn_max_age(max_age: int | None) -> None:
+    (message,) = messages(default={**PG, "CONN_MAX_AGE": max_age})
+    assert (message.id, message.level) == ("sapool.E001", django_checks.ERROR)
+    assert "settings.DATABASES['default']['CONN_MAX_AGE'] must be 0" in message.msg
+
+
+def test_e002_djangos_own_pool() -> None:
+    (message,) = messages(default={**PG, "OPTIONS": {"pool": {"min_size": 2}}})
+    assert message.id == "sapool.E002"
+    assert "settings.DATABASES['default']['OPTIONS']['pool']" in message.msg
+
+
+def test_e003_reports_every_bad_key_with_the_backends_message() -> None:
+    found = messages(default={**PG, "POOL_OPTIONS": {"POOL_SIZ": 3, "TIMEOUT": "x"}})
+    assert [m.id for m in found] == ["sapool.E003", "sapool.E003"]
+    assert "has an unknown key 'POOL_SIZ'. Did you mean 'POOL_SIZE'?" in found[0].msg
+    assert (
+        "settings.DATABASES['default']['POOL_OPTIONS']['TIMEOUT'] must be a number of "
+        "seconds >= 0, got 'x' (str)." == found[1].msg
+    )
+
+
+def test_e003_pool_options_not_a_dict() -> None:
+    (message,) = messages(default={**PG, "POOL_OPTIONS": [("POOL_SIZE", 3)]})
+    assert message.id == "sapool.E003"
+    assert "['POOL_OPTIONS'] must be a dict" in message.msg
+
+
+def test_errors_combine_per_alias() -> None:
+    assert ids(
+        default={**PG, "CONN_MAX_AGE": 5, "OPTIONS": {"pool": True}, "POOL_OPTIONS": {"X": 1}},
+        fine=PG,
+    ) == ["sapool.E001", "sapool.E002", "sapool.E003"]
+
+
+@pytest.mark.parametrize("name", [":memory:", "file:memdb1?mode=memory&cache=shared"])
+def test_w001_in_memory_sqlite(name: str) -> None:
+    sqlite = {"ENGINE": "django_sapool.backends.sqlite3", "NAME": name, "CONN_MAX_AGE": 60}
+    (message,) = messages(default=sqlite)
+    assert (message.id, message.level) == ("sapool.W001", django_checks.WARNING)
+    assert "not pool" in message.msg
+    # Not pooled, so it behaves like Django's sqlite3: CONN_MAX_AGE is allowed there.
+    spatialite = {"ENGINE": "django_sapool.backends.spatialite", "NAME": ":memory:"}
+    assert ids(default=spatialite) == ["sapool.W001"]
+
+
+def test_w001_not_for_file_databases(tmp_path: Path) -> None:
+    assert ids(default={"ENGINE": "django_sapool.backends.sqlite3", "NAME": "/srv/app.db"}) == []
+    path = {"ENGINE": "django_sapool.backends.sqlite3", "NAME": tmp_path / "app.db"}
+    assert ids(default=path) == []
+
+
+@pytest.mark.parametrize(
+    ("pool_options", "mentions"),
+    [
+        ({"MAX_OVERFLOW": -1}, "['MAX_OVERFLOW'] is -1"),
+        ({"POOL_SIZE": 101}, "['POOL_SIZE'] is 101"),
+        ({"TIMEOUT": 0}, "['TIMEOUT'] is 0"),
+    ],
+)
+def test_w002_suspicious_sizes(pool_options: dict[str, Any], mentions: str) -> None:
+    (message,) = messages(default={**PG, "POOL_OPTIONS": pool_options})
+    assert (message.id, message.level) == ("sapool.W002", django_checks.WARNING)
+    assert mentions in message.msg
+    assert message.hint
+
+
+def test_w002_limits_and_precedence() -> None:
+    assert ids(default={**PG, "POOL_OPTIONS": {"POOL_SIZE": 100, "TIMEOUT": 0.01}}) == []
+    every = {"POOL_SIZE": 500, "MAX_OVERFLOW": -1, "TIMEOUT": 0}
+    assert ids(default={**PG, "POOL_OPTIONS": every}) == ["sapool.W002"] * 3
+    # Invalid options are an E003, not a guess at what was meant.
+    assert ids(default={**PG, "POOL_OPTIONS": {**every, "USE_LIFO": 1}}) == ["sapool.E003"]
+
+
+@pytest.mark.parametrize(
+    ("engine", "ours"),
+    [
+        ("django.db.backends.postgresql", "django_sapool.backends.postgresql"),
+        ("django.db.backends.sqlite3", "django_sapool.backends.sqlite3"),
+        ("django.contrib.gis.db.backends.mysql", "django_sapool.backends.mysql_gis"),
+    ],
+)
+def test_w003_pool_options_on_djangos_backend(engine: str, ours: str) -> None:
+    (message,) = messages(default={**PG, "ENGINE": engine, "POOL_OPTIONS": {"POOL_SIZE": 5}})
+    assert (message.id, message.level) == ("sapool.W003", django_checks.WARNING)
+    assert "ignores it" in message.msg
+    assert message.hint is not None and repr(ours) in message.hint
+
+
+def test_other_backends_are_left_alone() -> None:
+    django_pg = {**PG, "ENGINE": "django.db.backends.postgresql", "CONN_MAX_AGE": 60}
+    other_pool = {**PG, "ENGINE": "dj_db_conn_pool.backends.postgresql", "POOL_OPTIONS": {}}
+    memory = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+    assert ids(a=django_pg, b=other_pool, c=memory, d={"ENGINE": ""}) == []
+
+
+def test_a_projects_subclass_of_our_backend_is_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "myproject_db"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "base.py").write_text(
+        "from django_sapool.backends.sqlite3.base import DatabaseWrapper as Base\n"
+        "class DatabaseWrapper(Base):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    engine = "myproject_db"
+    assert ids(default={"ENGINE": engine, "NAME": ":memory:"}) == ["sapool.W001"]
+    assert ids(default={"ENGINE": engine, "NAME": "/srv/a.db", "CONN_MAX_AGE": 9}) == [
+        "sapool.E001"
+    ]
+
+
+@pytest.fixture
+def registered() -> Iterator[None]:
+    register_checks()
+    yield
+    django_checks.registry.registry.registered_checks.discard(check_databases)
+
+
+def test_registered_check_reads_settings_databases(registered: None) -> None:
+    assert TAG in django_checks.registry.registry.tags_available()
+    bad = {**PG, "POOL_OPTIONS": {"POOL_SIZE": 0}}
+    with (
+        pytest.warns(UserWarning, match="DATABASES"),
+        override_settings(DATABASES={"default": bad}),
+    ):
+        found = django_checks.run_checks(tags=[TAG])
+    assert [m.id for m in found] == ["sapool.E003"]
+
+
+def test_app_config_registers_the_checks() -> None:
+    from django.apps import apps
+
+    with override_settings(INSTALLED_APPS=["django_sapool"]):
+        config = apps.get_app_config("django_sapool")
+        assert config.label == "django_sapool"
+        assert check_databases in django_checks.registry.registry.get_checks()
+    django_checks.registry.registry.registered_checks.discard(check_databases)
+
+
+def test_manage_py_check_reports_instead_of_crashing(tmp_path: Path) -> None:
+    (tmp_path / "badsettings.py").write_text(
+        textwrap.dedent(
+            f"""
+            SECRET_KEY = "x"
+            INSTALLED_APPS = ["django_sapool"]
+            DATABASES = {{
+                "default": {{
+                    "ENGINE": "django_sapool.backends.sqlite3",
+                    "NAME": {str(tmp_path / "db.sqlite3")!r},
+                    "CONN_MAX_AGE": 60,
+                    "POOL_OPTIONS": {{"POOL_SIZE": "10", "TIMOUT": 3}},
+                }},
+            }}
+            """
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "DJANGO_SETTINGS_MODULE": "badsettings"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "django", "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "(sapool.E001) settings.DATABASES['default']['CONN_MAX_AGE'] must be 0" in proc.stderr
+    assert "(sapool.E003) settings.DATABASES['default']['POOL_OPTIONS']['POOL_SIZE']" in (
+        proc.stderr
+    )
+    assert "unknown key 'TIMOUT'. Did you mean 'TIMEOUT'?" in proc.stderr
+    assert "System check identified 3 issues" in proc.stderr

@@ -1,0 +1,147 @@
+"""Log levels of the django_sapool logger: lifecycle INFO, traffic DEBUG, trouble WARNING."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+from django.db import connections
+
+from django_sapool import registry
+from django_sapool.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
+
+LOGGER = "django_sapool"
+
+
+@pytest.fixture(autouse=True)
+def clean_registry() -> Iterator[None]:
+    registry.dispose()
+    yield
+    registry.dispose()
+
+
+def sqlite_settings(tmp_path: Path, **pool_options: Any) -> dict[str, Any]:
+    raw = {
+        "default": {
+            "ENGINE": "django_sapool.backends.sqlite3",
+            "NAME": str(tmp_path / "log.sqlite3"),
+            "POOL_OPTIONS": pool_options,
+        }
+    }
+    return connections.configure_settings(raw)["default"]
+
+
+def ours(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno == level]
+
+
+def test_checkout_and_return_are_debug(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    wrapper = SqliteWrapper(sqlite_settings(tmp_path), "default")
+    wrapper.ensure_connection()
+    wrapper.close()
+    debug = ours(caplog, logging.DEBUG)
+    thread = threading.current_thread().name
+    assert (
+        f"django_sapool: checked out a connection of alias 'default' in thread {thread!r} "
+        f"(1 checked out, 0 idle)" in debug
+    )
+    assert (
+        f"django_sapool: returned a connection of alias 'default' checked out in thread "
+        f"{thread!r} (0 checked out, 1 idle)" in debug
+    )
+    assert any("created pool for alias 'default'" in m for m in ours(caplog, logging.INFO))
+
+
+def test_above_debug_the_hot_path_does_not_even_format(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    wrapper = SqliteWrapper(sqlite_settings(tmp_path), "default")
+    wrapper.ensure_connection()
+    wrapper.close()
+    from django_sapool import pool as pool_module
+
+    with mock.patch.object(pool_module.logger, "debug") as debug:
+        for _ in range(3):
+            wrapper.ensure_connection()
+            wrapper.close()
+    debug.assert_not_called()
+    assert not any("checked out" in r.getMessage() for r in caplog.records)
+
+
+def test_pool_creation_and_disposal_are_info(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    wrapper = SqliteWrapper(sqlite_settings(tmp_path, POOL_SIZE=3), "default")
+    wrapper.ensure_connection()
+    wrapper.close()
+    registry.dispose()
+    info = ours(caplog, logging.INFO)
+    created = [m for m in info if m.startswith("django_sapool: created pool for alias 'default'")]
+    assert len(created) == 1 and "POOL_SIZE=3" in created[0]
+    assert any(m.startswith("django_sapool: disposed pool for alias 'default'") for m in info)
+
+
+def test_a_wait_is_logged_at_debug(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    settings_dict = sqlite_settings(tmp_path, POOL_SIZE=1, MAX_OVERFLOW=0)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        wrapper = SqliteWrapper(settings_dict, "default")
+        wrapper.ensure_connection()
+        holding.set()
+        release.wait(5)
+        wrapper.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert holding.wait(5)
+    threading.Timer(0.1, release.set).start()
+    wrapper = SqliteWrapper(settings_dict, "default")
+    wrapper.ensure_connection()
+    wrapper.close()
+    thread.join(5)
+    waits = [m for m in ours(caplog, logging.DEBUG) if m.startswith("django_sapool: waited ")]
+    assert len(waits) == 1 and "for a connection of alias 'default'" in waits[0]
+
+
+def test_invalidation_is_a_warning(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    wrapper = SqliteWrapper(sqlite_settings(tmp_path), "default")
+    wrapper.ensure_connection()
+    raw = wrapper.connection
+    wrapper.close()
+    raw.close()  # dies while idle: discarded at the next checkout
+    wrapper.ensure_connection()
+    wrapper.close()
+    warnings = ours(caplog, logging.WARNING)
+    assert warnings == ["django_sapool: discarded a connection of alias 'default' (unusable)"]
+
+
+def test_a_leaked_connection_is_a_warning(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    settings_dict = sqlite_settings(tmp_path)
+
+    def leak() -> None:
+        wrapper = SqliteWrapper(settings_dict, "default")
+        wrapper.ensure_connection()  # never closed; the wrapper dies with the thread
+
+    thread = threading.Thread(target=leak, name="leaky-worker")
+    thread.start()
+    thread.join(5)
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while not ours(caplog, logging.WARNING) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (warning,) = ours(caplog, logging.WARNING)
+    assert "checked out by thread 'leaky-worker' was never returned" in warning

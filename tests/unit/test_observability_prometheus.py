@@ -1,0 +1,153 @@
+"""The optional Prometheus collector (prometheus_client; required under CI)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connections
+
+from django_sapool import registry
+from django_sapool.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
+
+IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+if not IN_CI:  # under CI a missing prometheus_client fails the run
+    pytest.importorskip("prometheus_client", reason="pip install prometheus_client")
+
+from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+import django_sapool.prometheus as sapool_prometheus  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def clean_registry() -> Iterator[None]:
+    registry.dispose()
+    yield
+    registry.dispose()
+
+
+def samples(metrics_registry: CollectorRegistry) -> dict[tuple[str, tuple[Any, ...]], float]:
+    text = generate_latest(metrics_registry).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_collector_reports_sizes_counters_and_wait_quantiles(tmp_path: Path) -> None:
+    name = str(tmp_path / "prom.sqlite3")
+    settings_dict = connections.configure_settings(
+        {
+            "default": {
+                "ENGINE": "django_sapool.backends.sqlite3",
+                "NAME": name,
+                "POOL_OPTIONS": {"POOL_SIZE": 1, "MAX_OVERFLOW": 0},
+            }
+        }
+    )["default"]
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        wrapper = SqliteWrapper(settings_dict, "default")
+        wrapper.ensure_connection()
+        holding.set()
+        release.wait(5)
+        wrapper.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(5)
+    threading.Timer(0.1, release.set).start()
+    wrapper = SqliteWrapper(settings_dict, "default")
+    wrapper.ensure_connection()  # waits for the holder
+    holder.join(5)
+
+    metrics = CollectorRegistry()
+    collector = sapool_prometheus.register(metrics)
+    assert sapool_prometheus.register(metrics) is collector  # once per registry
+    got = samples(metrics)
+    labels = (("alias", "default"), ("database", name), ("vendor", "sqlite"))
+    status = wrapper.sapool_pool().status()
+
+    def value(metric: str, **extra: str) -> float:
+        return got[(metric, tuple(sorted((*labels, *extra.items()))))]
+
+    assert value("django_sapool_pool_size") == 1
+    assert value("django_sapool_pool_max_overflow") == 0
+    assert value("django_sapool_connections_open") == 1
+    assert value("django_sapool_connections_checked_out") == 1
+    assert value("django_sapool_connections_idle") == 0
+    assert value("django_sapool_checkout_waiting") == 0
+    assert value("django_sapool_connections_opened_total") == 1
+    assert value("django_sapool_connections_recycled_total") == 0
+    assert value("django_sapool_checkouts_total") == 2
+    assert value("django_sapool_checkout_waits_total") == 1
+    assert value("django_sapool_checkout_timeouts_total") == 0
+    assert value("django_sapool_checkout_wait_seconds_count") == 1
+    waited = value("django_sapool_checkout_wait_seconds", quantile="0.99")
+    assert 0.05 <= waited < 5
+    assert waited == pytest.approx(status.wait_ms_p99 / 1000)
+    assert value("django_sapool_checkout_wait_seconds", quantile="0.5") == waited
+    assert value("django_sapool_checkout_wait_seconds_sum") == pytest.approx(waited)
+    assert value("django_sapool_checkout_wait_max_seconds") == waited
+    wrapper.close()
+
+
+def test_pools_of_one_alias_and_database_fold_into_one_series(tmp_path: Path) -> None:
+    name = str(tmp_path / "fold.sqlite3")
+
+    def cycle(**pool_options: Any) -> None:
+        settings_dict = connections.configure_settings(
+            {
+                "default": {
+                    "ENGINE": "django_sapool.backends.sqlite3",
+                    "NAME": name,
+                    "POOL_OPTIONS": pool_options,
+                }
+            }
+        )["default"]
+        wrapper = SqliteWrapper(settings_dict, "default")
+        wrapper.ensure_connection()
+        wrapper.close()
+
+    cycle(POOL_SIZE=2)
+    cycle(POOL_SIZE=3)  # other connect settings: a second pool, same labels
+    metrics = CollectorRegistry()
+    sapool_prometheus.register(metrics)
+    got = samples(metrics)
+    key = (("alias", "default"), ("database", name), ("vendor", "sqlite"))
+    assert got[("django_sapool_pool_size", key)] == 5
+    assert got[("django_sapool_checkouts_total", key)] == 2
+
+
+def test_no_pool_no_samples_and_no_duplicate_names() -> None:
+    metrics = CollectorRegistry()
+    sapool_prometheus.register(metrics)
+    text = generate_latest(metrics).decode()
+    assert "# TYPE django_sapool_checkouts_total counter" in text
+    assert 'alias="' not in text
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        metrics.register(sapool_prometheus.SapoolCollector())
+
+
+def test_importing_django_sapool_does_not_need_prometheus_client() -> None:
+    code = (
+        "import sys; sys.modules['prometheus_client'] = None\n"
+        "import django_sapool, django_sapool.prometheus\n"
+        "try:\n"
+        "    django_sapool.prometheus.register()\n"
+        "except ImportError:\n"
+        "    print('register needs prometheus_client')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert proc.stdout.strip() == "register needs prometheus_client"

@@ -1,0 +1,236 @@
+"""PoolStatus statistics: checkouts, waits (counted, timed, percentiles), recycles."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connections
+from sqlalchemy.pool import QueuePool
+
+from django_sapool import PoolExhausted, registry
+from django_sapool.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
+from django_sapool.pool import WAIT_WINDOW, ManagedPool, PoolStatus, percentile
+
+
+@pytest.fixture(autouse=True)
+def clean_registry() -> Iterator[None]:
+    registry.dispose()
+    yield
+    registry.dispose()
+
+
+def sqlite_settings(tmp_path: Path, **pool_options: Any) -> dict[str, Any]:
+    raw = {
+        "default": {
+            "ENGINE": "django_sapool.backends.sqlite3",
+            "NAME": str(tmp_path / "stats.sqlite3"),
+            "POOL_OPTIONS": pool_options,
+        }
+    }
+    return connections.configure_settings(raw)["default"]
+
+
+def status_of(wrapper: SqliteWrapper) -> PoolStatus:
+    return wrapper.sapool_pool().status()
+
+
+def cycle(wrapper: SqliteWrapper) -> None:
+    wrapper.ensure_connection()
+    wrapper.close()
+
+
+class Holder:
+    """A thread that checks out a connection and keeps it until released."""
+
+    def __init__(self, settings_dict: dict[str, Any]) -> None:
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(settings_dict,))
+        self.thread.start()
+        assert self.holding.wait(5)
+
+    def _run(self, settings_dict: dict[str, Any]) -> None:
+        # A Django wrapper belongs to the thread that made it.
+        wrapper = SqliteWrapper(settings_dict, "default")
+        wrapper.ensure_connection()
+        self.holding.set()
+        self.release.wait(10)
+        wrapper.close()
+
+    def stop(self) -> None:
+        self.release.set()
+        self.thread.join(10)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def test_new_fields_start_at_zero(tmp_path: Path) -> None:
+    status = status_of(SqliteWrapper(sqlite_settings(tmp_path), "default"))
+    assert (status.waiting, status.checkouts, status.checkout_waits) == (0, 0, 0)
+    assert status.connections_recycled == 0
+    assert (status.wait_ms_total, status.wait_ms_p50, status.wait_ms_max) == (0.0, 0.0, 0.0)
+
+
+def test_quick_checkouts_count_but_never_wait(tmp_path: Path) -> None:
+    wrapper = SqliteWrapper(sqlite_settings(tmp_path, POOL_SIZE=1, MAX_OVERFLOW=0), "default")
+    for _ in range(5):
+        cycle(wrapper)
+    status = status_of(wrapper)
+    assert (status.checkouts, status.checkout_waits, status.waiting) == (5, 0, 0)
+    # Reading the status draws from the lock-free checkout counter: reads don't count.
+    assert status_of(wrapper).checkouts == 5
+    assert status.wait_ms_max == 0.0
+
+
+def test_a_checkout_that_opens_overflow_does_not_wait(tmp_path: Path) -> None:
+    settings_dict = sqlite_settings(tmp_path, POOL_SIZE=1, MAX_OVERFLOW=1)
+    holder = Holder(settings_dict)
+    try:
+        wrapper = SqliteWrapper(settings_dict, "default")
+        cycle(wrapper)
+    finally:
+        holder.stop()
+    status = status_of(wrapper)
+    assert (status.checkouts, status.checkout_waits, status.connections_opened) == (2, 0, 2)
+
+
+def test_a_checkout_on_an_exhausted_pool_waits_and_is_timed(tmp_path: Path) -> None:
+    settings_dict = sqlite_settings(tmp_path, POOL_SIZE=1, MAX_OVERFLOW=0, TIMEOUT=10)
+    holder = Holder(settings_dict)
+    wrapper = SqliteWrapper(settings_dict, "default")
+    pool = wrapper.sapool_pool()
+    seen_waiting: list[int] = []
+
+    def watch_then_release() -> None:
+        if wait_until(lambda: pool.status().waiting == 1):
+            seen_waiting.append(pool.status().waiting)
+        time.sleep(0.2)
+        holder.stop()
+
+    watcher = threading.Thread(target=watch_then_release)
+    watcher.start()
+    try:
+        started = time.perf_counter()
+        wrapper.ensure_connection()  # blocks until the holder returns its connection
+        waited_ms = (time.perf_counter() - started) * 1000
+        wrapper.close()
+    finally:
+        watcher.join(10)
+        holder.stop()
+    status = pool.status()
+    assert seen_waiting == [1]
+    assert (status.waiting, status.checkout_waits, status.checkouts) == (0, 1, 2)
+    assert (status.timeouts, status.connections_opened) == (0, 1)
+    assert 150 <= status.wait_ms_max <= waited_ms + 1
+    # One wait: every percentile is that wait.
+    assert status.wait_ms_p50 == status.wait_ms_p95 == status.wait_ms_p99 == status.wait_ms_max
+    assert status.wait_ms_total == status.wait_ms_max
+
+
+def test_a_timed_out_wait_counts_as_wait_and_timeout(tmp_path: Path) -> None:
+    settings_dict = sqlite_settings(tmp_path, POOL_SIZE=1, MAX_OVERFLOW=0, TIMEOUT=0.1)
+    holder = Holder(settings_dict)
+    try:
+        wrapper = SqliteWrapper(settings_dict, "default")
+        with pytest.raises(PoolExhausted):
+            wrapper.ensure_connection()
+    finally:
+        holder.stop()
+    status = status_of(wrapper)
+    assert (status.timeouts, status.checkout_waits, status.waiting) == (1, 1, 0)
+    assert status.checkouts == 1  # the holder's; the timed-out one got nothing
+    assert 90 <= status.wait_ms_max < 2000
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.50) == 50.0
+    assert percentile(values, 0.95) == 95.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile(values, 1.0) == 100.0
+    assert percentile([7.0], 0.5) == 7.0
+    assert percentile([], 0.99) == 0.0
+
+
+def test_percentiles_cover_the_last_wait_window_only(tmp_path: Path) -> None:
+    pool = SqliteWrapper(sqlite_settings(tmp_path), "default").sapool_pool()
+    for ms in range(1, 2001):  # what _connect_waiting records, without 2000 real waits
+        pool._wait_ms.append(float(ms))
+    window = [float(ms) for ms in range(2001 - WAIT_WINDOW, 2001)]
+    status = pool.status()
+    assert status.wait_ms_max == 2000.0
+    assert status.wait_ms_p50 == percentile(window, 0.50) == 1488.0
+    assert status.wait_ms_p99 == percentile(window, 0.99)
+
+
+def test_recycle_after_recycle_seconds_is_counted(tmp_path: Path) -> None:
+    wrapper = SqliteWrapper(sqlite_settings(tmp_path, RECYCLE=0.05), "default")
+    cycle(wrapper)
+    time.sleep(0.15)
+    cycle(wrapper)
+    status = status_of(wrapper)
+    assert status.connections_recycled == 1
+    assert (status.connections_opened, status.connections_closed) == (2, 1)
+    assert status.connections_invalidated == 0
+
+
+def test_siblings_retired_by_an_invalidation_count_as_recycled(tmp_path: Path) -> None:
+    settings_dict = sqlite_settings(tmp_path, POOL_SIZE=2, MAX_OVERFLOW=0)
+    first, second = (SqliteWrapper(settings_dict, "default") for _ in range(2))
+    first.ensure_connection()
+    second.ensure_connection()
+    dead = first.connection
+    first.close()  # returned first: handed out first (FIFO)
+    second.close()
+    dead.close()  # dies while idle in the pool
+    time.sleep(0.05)  # SQLAlchemy compares time.time() stamps
+    third = SqliteWrapper(settings_dict, "default")
+    third.ensure_connection()  # the dead one is discarded, the other one retired
+    status = status_of(third)
+    assert (status.connections_invalidated, status.connections_recycled) == (1, 1)
+    # The discarded connection's slot reconnects later: that is not a recycle.
+    fourth = SqliteWrapper(settings_dict, "default")
+    fourth.ensure_connection()
+    status = status_of(fourth)
+    assert (status.connections_invalidated, status.connections_recycled) == (1, 1)
+    assert status.connections_opened == 4
+    third.close()
+    fourth.close()
+
+
+def test_dispose_and_overflow_closes_are_not_recycles(tmp_path: Path) -> None:
+    settings_dict = sqlite_settings(tmp_path, POOL_SIZE=1, MAX_OVERFLOW=1)
+    holder = Holder(settings_dict)
+    try:
+        wrapper = SqliteWrapper(settings_dict, "default")
+        cycle(wrapper)  # an overflow connection, closed when returned
+    finally:
+        holder.stop()
+    pool = wrapper.sapool_pool()
+    registry.dispose()
+    status = pool.status()
+    assert status.connections_closed == 2
+    assert status.connections_recycled == 0
+
+
+def test_sqlalchemy_internals_we_read_are_there(tmp_path: Path) -> None:
+    # Waits are detected from QueuePool._overflow and its queue's deque; if a
+    # SQLAlchemy release renames them, waits silently stop being counted. Fail here.
+    pool = SqliteWrapper(sqlite_settings(tmp_path), "default").sapool_pool()
+    assert isinstance(pool, ManagedPool)
+    assert isinstance(pool._pool, QueuePool)
+    assert isinstance(pool._pool._overflow, int)
+    assert pool._idle is pool._pool._pool.queue  # type: ignore[attr-defined]
+    assert pool._wait_limit == pool.options.max_overflow

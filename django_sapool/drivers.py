@@ -50,28 +50,23 @@ class DriverOps:
 
     def ping(self, conn: Any) -> None:
         """Make one round trip; raise if the connection is unusable."""
+        self.execute(conn, "SELECT 1")
+
+    def execute(self, conn: Any, sql: str) -> None:
+        """Run one statement outside any transaction (pings, reset queries)."""
         autocommit = conn.autocommit
         if not autocommit:
-            # Don't leave a transaction open behind the ping.
+            # Don't leave a transaction open behind the statement.
             conn.autocommit = True
         try:
-            with conn.cursor() as cursor:
-                cursor.execute("SELECT 1")
+            self._run(conn, sql)
         finally:
             if not autocommit:
                 conn.autocommit = False
 
-    def execute(self, conn: Any, sql: str) -> None:
-        """Run one statement outside any transaction (used for reset queries)."""
-        autocommit = conn.autocommit
-        if not autocommit:
-            conn.autocommit = True
-        try:
-            with conn.cursor() as cursor:
-                cursor.execute(sql)
-        finally:
-            if not autocommit:
-                conn.autocommit = False
+    def _run(self, conn: Any, sql: str) -> None:
+        with conn.cursor() as cursor:
+            cursor.execute(sql)
 
     def strict_reset(self, conn: Any) -> None:
         """Clear all session state (RESET_ON_RETURN='reset')."""
@@ -117,15 +112,8 @@ class Psycopg3Ops(DriverOps):
         # transaction and leaves no trace in pg_stat_statements.
         self.execute(conn, "")
 
-    def execute(self, conn: Any, sql: str) -> None:
-        autocommit = conn.autocommit
-        if not autocommit:
-            conn.autocommit = True
-        try:
-            conn.execute(sql)
-        finally:
-            if not autocommit:
-                conn.autocommit = False
+    def _run(self, conn: Any, sql: str) -> None:
+        conn.execute(sql)
 
 
 class Psycopg2Ops(DriverOps):

@@ -103,11 +103,20 @@ def pg_database(pg: PgServer) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
-def run_child(config: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
-    """Run one scenario in a fresh Django process and return its facts."""
-    env = {**os.environ, "SAPOOL_CHILD": json.dumps(config)}
+def run_child(
+    config: dict[str, Any],
+    timeout: float = 300,
+    module: str = "tests.integration.child",
+    env_var: str = "SAPOOL_CHILD",
+) -> dict[str, Any]:
+    """Run one scenario in a fresh Django process and return its facts.
+
+    The child module reads its JSON config from ``env_var`` and prints its facts
+    as JSON on a line starting with ``SAPOOL-RESULT``.
+    """
+    env = {**os.environ, env_var: json.dumps(config)}
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.integration.child"],
+        [sys.executable, "-m", module],
         cwd=ROOT,
         env=env,
         capture_output=True,

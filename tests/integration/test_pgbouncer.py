@@ -321,7 +321,7 @@ if __name__ == "__main__":
 
 import pytest  # noqa: E402
 
-from .conftest import PgServer, unavailable  # noqa: E402
+from .conftest import PgServer, run_child, unavailable  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -448,22 +448,7 @@ def _databases(pgbouncer: PgBouncer, dbname: str, **extra: Any) -> dict[str, Any
 
 
 def _run_child(config: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
-    env = {**os.environ, CHILD_ENV: json.dumps(config)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.integration.test_pgbouncer"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("SAPOOL-RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise AssertionError(
-            f"scenario {config['scenario']} failed (exit {proc.returncode}):\n"
-            f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-        )
-    facts: dict[str, Any] = json.loads(lines[-1].removeprefix("SAPOOL-RESULT "))
+    facts = run_child(config, timeout, module="tests.integration.test_pgbouncer", env_var=CHILD_ENV)
     assert facts["driver"] == config["driver"]
     return facts
 

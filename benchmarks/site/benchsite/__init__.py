@@ -1,0 +1,1 @@
+"""The benchmark's Django site: three views over two small tables, settings from the environment."""

@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("one", views.one),
+    path("ten", views.ten),
+    path("write", views.write),
+]

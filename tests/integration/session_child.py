@@ -164,7 +164,7 @@ def view_dirty(request: HttpRequest) -> HttpResponse:
         _execute(
             alias,
             f"SET ROLE `{CONFIG['role']}`",
-            f"SET SESSION sql_mode = '{CONFIG['dirty_sql_mode']}'",
+            "SET SESSION time_zone = '+05:00'",
             "SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE",
             "SET @sapool_x = 1",
             "CREATE TEMPORARY TABLE sapool_tmp (x int)",
@@ -212,7 +212,7 @@ def view_observe(request: HttpRequest) -> HttpResponse:
             "in_transaction": _scalar(alias, "SELECT @@in_transaction"),
             "own_rows": _scalar(alias, "SELECT count(*) FROM item WHERE name = %s", [token]),
             "current_role": _scalar(alias, "SELECT CURRENT_ROLE()"),
-            "sql_mode": _scalar(alias, "SELECT @@session.sql_mode"),
+            "time_zone": _scalar(alias, "SELECT @@session.time_zone"),
             "isolation": _scalar(alias, "SELECT @@session.tx_isolation"),
             "variable": _scalar(alias, "SELECT @sapool_x"),
             "temp_table": not _fails(alias, "SELECT count(*) FROM sapool_tmp"),
@@ -391,9 +391,15 @@ class Sessions:
 
     def sample(self) -> None:
         if self.observer.mysql:
-            sql = "SELECT id, user FROM information_schema.processlist WHERE db = %s"
+            sql = (
+                "SELECT id, user FROM information_schema.processlist "
+                "WHERE db = %s AND id <> CONNECTION_ID()"
+            )
         else:
-            sql = "SELECT pid, usename FROM pg_stat_activity WHERE datname = %s"
+            sql = (
+                "SELECT pid, usename FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()"
+            )
         for pid, user in self.observer.rows(sql, [CONFIG["dbname"]]):
             self.users.setdefault(int(pid), set()).add(str(user))
         self.samples += 1
@@ -411,6 +417,7 @@ class Sessions:
         self._stop.set()
         self._thread.join()
         self.sample()
+        self.observer.close()
 
 
 def interleave(aliases: list[str], threads: int, rounds: int) -> list[dict[str, Any]]:
@@ -484,6 +491,7 @@ def users(threads: int, rounds: int) -> dict[str, Any]:
     facts["new_password_pools"] = len(pool_status("b"))
     facts["b_pools_before"] = b_pools_before
     shared_b["PASSWORD"] = good_password
+    facts["restored_b"] = interleave(["b"], 2, 10)
 
     # override_settings(DATABASES=...) is what a test would try. Django warns
     # and its connection handler keeps the settings it read at startup.
@@ -494,24 +502,24 @@ def users(threads: int, rounds: int) -> dict[str, Any]:
 
     overridden = {k: dict(v) for k, v in settings.DATABASES.items()}
     overridden["a"].update(USER=CONFIG["user_c"], PASSWORD=CONFIG["password_c"])
-    with warnings.catch_warnings(record=True) as caught, override_settings(DATABASES=overridden):
+    whoami = (
+        "SELECT current_user, pg_backend_pid()"
+        if vendor == "postgresql"
+        else "SELECT SUBSTRING_INDEX(CURRENT_USER(), '@', 1), CONNECTION_ID()"
+    )
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        facts["override_warned"] = any("DATABASES" in str(w.message) for w in caught)
-        facts["override_existing"] = get("/whoami?alias=a")
-        facts["override_existing_settings_user"] = connections["a"].settings_dict["USER"]
-        # A new handler (a new process or a fresh ConnectionHandler) reads the override.
-        fresh = ConnectionHandler()
-        try:
-            user, pid = (
-                _fresh_rows(fresh["a"], "SELECT current_user, pg_backend_pid()")
-                if vendor == "postgresql"
-                else _fresh_rows(
-                    fresh["a"], "SELECT SUBSTRING_INDEX(CURRENT_USER(), '@', 1), CONNECTION_ID()"
-                )
-            )
-        finally:
-            fresh.close_all()
-        facts["override_fresh"] = {"user": user, "pid": pid}
+        with override_settings(DATABASES=overridden):
+            facts["override_existing"] = get("/whoami?alias=a")
+            facts["override_existing_settings_user"] = connections["a"].settings_dict["USER"]
+            # A new handler (as in a new process) reads the overridden settings.
+            fresh = ConnectionHandler()
+            try:
+                user, pid = _fresh_rows(fresh["a"], whoami)
+            finally:
+                fresh.close_all()
+            facts["override_fresh"] = {"user": user, "pid": pid}
+    facts["override_warned"] = any("DATABASES" in str(w.message) for w in caught)
     connections.close_all()
     sessions = Sessions(vendor)
     sessions.sample()
@@ -574,7 +582,30 @@ def _command(texts: list[str], *args: str) -> dict[str, Any]:
 
 
 def leak() -> dict[str, Any]:
-    """Everything the library can say about aliases with a password, at DEBUG."""
+    """Everything the library can say about aliases with a password, at DEBUG.
+
+    File descriptor 1 goes to a file meanwhile, so that whatever writes to stdout
+    (SQLAlchemy's echo handler, a C library) is captured too; fd 2 is captured by
+    the parent.
+    """
+    import tempfile
+
+    sys.stdout.flush()
+    saved_stdout = os.dup(1)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 1)
+        try:
+            facts = _leak()
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved_stdout, 1)
+            os.close(saved_stdout)
+        captured.seek(0)
+        facts["stdout"] = captured.read().decode("utf-8", "replace")
+    return facts
+
+
+def _leak() -> dict[str, Any]:
     from django_sapool import registry
 
     handler = Collect()

@@ -70,7 +70,7 @@ EXPECTED: dict[str, dict[str, dict[str, str]]] = {
         "open transaction (START TRANSACTION; INSERT)": _row(R, COMMITTED, R, R, R),
         # MariaDB's COM_RESET_CONNECTION leaves the active role alone.
         "SET ROLE": _row(K, K, K, K, K),
-        "SET SESSION sql_mode": _row(K, K, K, C, K),
+        "SET SESSION time_zone": _row(K, K, K, C, K),
         "SET SESSION TRANSACTION ISOLATION LEVEL": _row(K, K, K, RESTORED, RESTORED),
         "SET @x": _row(K, K, K, C, K),
         "temporary table": _row(K, K, K, C, K),
@@ -90,7 +90,6 @@ PG_DB_TIME_ZONE = "America/Chicago"  # the database's default: not Django's UTC
 PG_STATEMENT_TIMEOUT = "4321ms"  # a startup parameter, through OPTIONS['options']
 MY_ISOLATION = "read committed"  # Django's default; MariaDB's is REPEATABLE-READ
 MY_INIT_SQL_MODE = "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION"  # not the server's default
-MY_DIRTY_SQL_MODE = "NO_ENGINE_SUBSTITUTION"
 
 
 def _reset_on_return(vendor: str, mode: str) -> str | None:
@@ -285,7 +284,6 @@ def mysql_matrix(mysql: MySQLServer, mysql_env: dict[str, Any]) -> Callable[[str
             databases,
             observer=mysql.conninfo(mysql_env["dbname"]),
             role=mysql_env["role"],
-            dirty_sql_mode=MY_DIRTY_SQL_MODE,
         )
 
     return _cached({}, run)
@@ -377,7 +375,7 @@ def mysql_outcomes(run: dict[str, Any], env: dict[str, Any]) -> dict[str, str]:
     return {
         "open transaction (START TRANSACTION; INSERT)": COMMITTED if out["rows"] else ROLLED_BACK,
         "SET ROLE": _kept(obs["current_role"], env["role"], None),
-        "SET SESSION sql_mode": KEPT if obs["sql_mode"] == MY_DIRTY_SQL_MODE else CLEARED,
+        "SET SESSION time_zone": _kept(obs["time_zone"], "+05:00", "SYSTEM"),
         "SET SESSION TRANSACTION ISOLATION LEVEL": isolation[obs["isolation"]],
         "SET @x": _kept(obs["variable"], 1, None),
         "temporary table": _kept(obs["temp_table"], True, False),

@@ -6,7 +6,9 @@ Run it through ``./scripts/bench`` (which makes the venv and installs wrk/pgboun
 * makes a database ``sapool_bench`` on the system PostgreSQL and MariaDB, and on a
   PostgreSQL 15 cluster of its own with TLS (``ssl=on``, self-signed certificate,
   ``hostssl`` only) on port 5499; starts a PgBouncer of its own (transaction pooling,
-  ``scripts/ensure-pgbouncer`` on port 6439);
+  ``scripts/ensure-pgbouncer`` on port 6439). ``BENCH_PG_URL=own`` puts the plain
+  PostgreSQL target on a cluster of its own too (port 5498), for machines whose
+  system server does not preload pg_stat_statements;
 * for each round, each target (pg, mariadb, pg-tls) and each gunicorn worker type,
   runs every contender once, in an order rotated from round to round: start gunicorn
   with that contender's ``DATABASES``, warm up every view, then measure each view with
@@ -60,7 +62,9 @@ DBNAME = "sapool_bench"
 HTTP_PORT = int(os.environ.get("BENCH_HTTP_PORT", "8765"))
 TLS_PORT = int(os.environ.get("BENCH_TLS_PORT", "5499"))
 PGBOUNCER_PORT = int(os.environ.get("BENCH_PGBOUNCER_PORT", "6439"))
+#: "own": the pg target runs on a plain cluster of our own (OwnCluster) on OWN_PG_PORT.
 PG_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+OWN_PG_PORT = int(os.environ.get("BENCH_OWN_PG_PORT", "5498"))
 MYSQL_URL = os.environ.get("BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/")
 
 sys.path.insert(0, str(SITE))
@@ -334,12 +338,19 @@ def run_quiet(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]
     return result
 
 
-class TlsCluster:
-    """Our own PostgreSQL cluster with ssl=on, accepting TLS connections only."""
+class OwnCluster:
+    """A PostgreSQL cluster of our own (initdb in /tmp, run as ``postgres``).
 
-    def __init__(self, port: int = TLS_PORT) -> None:
-        self.port = port
-        self.dir = WORK / f"pgtls-{port}"
+    ``tls=True``: ssl=on with a self-signed certificate, TLS connections only (the
+    pg-tls target). ``tls=False``: plain TCP, for the pg target when
+    ``BENCH_PG_URL=own`` (a machine whose system server cannot preload
+    pg_stat_statements, or must not be used). Both preload pg_stat_statements.
+    """
+
+    def __init__(self, port: int = TLS_PORT, tls: bool = True) -> None:
+        self.port, self.tls = port, tls
+        self.kind = "TLS" if tls else "plain"
+        self.dir = WORK / f"pg{'tls' if tls else 'own'}-{port}"
         self.data = self.dir / "data"
         self.bin = self._bindir()
 
@@ -366,7 +377,7 @@ class TlsCluster:
 
     def stop(self) -> None:
         if self.running():
-            log(f"stop the TLS PostgreSQL cluster on port {self.port}")
+            log(f"stop our {self.kind} PostgreSQL cluster on port {self.port}")
             with contextlib.suppress(RuntimeError):
                 self._as_postgres(
                     str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"
@@ -382,7 +393,7 @@ class TlsCluster:
         os.chown(self.dir, pg.pw_uid, pg.pw_gid)
         log(
             f"initdb a PostgreSQL {self.bin.parent.name} cluster in {self.data} "
-            f"(TLS, port {self.port})"
+            f"({self.kind}, port {self.port})"
         )
         self._as_postgres(
             str(self.bin / "initdb"),
@@ -397,6 +408,39 @@ class TlsCluster:
             "--locale=C.UTF-8",
         )
         key, cert = self.dir / "server.key", self.dir / "server.crt"
+        if self.tls:
+            self._certificate(key, cert)
+        with open(self.data / "postgresql.conf", "a") as conf:
+            conf.write(
+                f"\n# sapool benchmark: {self.kind} cluster\n"
+                f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
+                f"unix_socket_directories = '{self.dir}'\n"
+                "shared_preload_libraries = 'pg_stat_statements'\n"
+                "max_connections = 100\nautovacuum = off\n"
+            )
+            if self.tls:
+                conf.write(f"ssl = on\nssl_cert_file = '{cert}'\nssl_key_file = '{key}'\n")
+        # TLS: TCP only over TLS (hostssl), a plain connection is refused, so
+        # sslmode=require is real. Plain: no TLS offered at all.
+        (self.data / "pg_hba.conf").write_text(
+            "local all postgres trust\n"
+            + ("hostssl" if self.tls else "host")
+            + " all all 127.0.0.1/32 trust\n"
+        )
+        self._as_postgres(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.dir / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+
+    def _certificate(self, key: Path, cert: Path) -> None:
+        pg = pwd.getpwnam("postgres")
         run_quiet(
             [
                 "openssl",
@@ -418,30 +462,6 @@ class TlsCluster:
         for path in (key, cert):
             os.chown(path, pg.pw_uid, pg.pw_gid)
             path.chmod(0o600)
-        with open(self.data / "postgresql.conf", "a") as conf:
-            conf.write(
-                "\n# sapool benchmark: TLS cluster\n"
-                f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
-                f"unix_socket_directories = '{self.dir}'\n"
-                f"ssl = on\nssl_cert_file = '{cert}'\nssl_key_file = '{key}'\n"
-                "shared_preload_libraries = 'pg_stat_statements'\n"
-                "max_connections = 100\nautovacuum = off\n"
-            )
-        # TCP only over TLS: a plain connection is refused, so sslmode=require is real.
-        (self.data / "pg_hba.conf").write_text(
-            "local all postgres trust\nhostssl all all 127.0.0.1/32 trust\n"
-        )
-        self._as_postgres(
-            str(self.bin / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.dir / "server.log"),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
 
 
 class PgBouncer:
@@ -849,23 +869,33 @@ def run(opts: Options) -> dict[str, Any]:
         old.unlink()
     started = datetime.datetime.now(datetime.UTC)
     servers: dict[str, PgServer | MysqlServer] = {}
-    tls_cluster: TlsCluster | None = None
+    where: dict[str, str] = {}
     bouncer: PgBouncer | None = None
     records: list[dict[str, Any]] = []
     meta: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         if "pg" in targets:
-            servers["pg"] = pg = PgServer(parse_url(PG_URL, 5432, "postgres"))
+            pg_url = PG_URL
+            if PG_URL == "own":
+                own = OwnCluster(OWN_PG_PORT, tls=False)
+                stack.callback(own.stop)
+                own.start()
+                pg_url = f"postgresql://postgres@127.0.0.1:{OWN_PG_PORT}/postgres"
+            servers["pg"] = pg = PgServer(parse_url(pg_url, 5432, "postgres"))
             stack.callback(pg.close)
+            where["pg"] = f"{pg.conn.host}:{pg.conn.port}" + (
+                " (a cluster of the harness's own, BENCH_PG_URL=own)" if PG_URL == "own" else ""
+            )
             if "pgbouncer" in contenders:
-                bouncer = PgBouncer(PG_URL)
+                bouncer = PgBouncer(pg_url)
                 stack.callback(bouncer.stop)
                 bouncer.start()
         if "mariadb" in targets:
-            servers["mariadb"] = MysqlServer(parse_url(MYSQL_URL, 3306, "root"))
-            stack.callback(servers["mariadb"].close)
+            servers["mariadb"] = my = MysqlServer(parse_url(MYSQL_URL, 3306, "root"))
+            stack.callback(my.close)
+            where["mariadb"] = f"{my.conn.host}:{my.conn.port}"
         if "pg-tls" in targets:
-            tls_cluster = TlsCluster()
+            tls_cluster = OwnCluster(TLS_PORT, tls=True)
             stack.callback(tls_cluster.stop)
             tls_cluster.start()
             servers["pg-tls"] = tls = PgServer(
@@ -874,6 +904,7 @@ def run(opts: Options) -> dict[str, Any]:
             stack.callback(tls.close)
             if not tls.ssl:
                 raise RuntimeError("the TLS cluster's observer connection is not encrypted")
+            where["pg-tls"] = f"127.0.0.1:{TLS_PORT} (a cluster of the harness's own, TLS only)"
         for name, server in servers.items():
             server.create_database()
             stack.callback(server.drop_database)
@@ -885,6 +916,7 @@ def run(opts: Options) -> dict[str, Any]:
                 servers.get("mariadb"),
                 bouncer,  # type: ignore[arg-type]
             ),
+            "servers": where,
             "statements_errors": {
                 n: s.statements_error for n, s in servers.items() if s.statements_error
             },
@@ -952,15 +984,17 @@ def prepare(target: Target, server: PgServer | MysqlServer) -> None:
 
 
 def cleanup() -> None:
-    """Stop and drop what a (crashed) run may have left: gunicorn, TLS cluster, PgBouncer, DBs."""
+    """Stop and drop what a (crashed) run left: gunicorn, own clusters, PgBouncer, databases."""
     kill_leftover_gunicorn()
-    with contextlib.suppress(RuntimeError):
-        TlsCluster().stop()
+    for cluster in (OwnCluster(TLS_PORT, tls=True), OwnCluster(OWN_PG_PORT, tls=False)):
+        with contextlib.suppress(RuntimeError):
+            cluster.stop()
     PgBouncer(PG_URL).stop()
-    with contextlib.suppress(Exception):
-        pg = PgServer(parse_url(PG_URL, 5432, "postgres"))
-        pg.drop_database()
-        pg.close()
+    if PG_URL != "own":
+        with contextlib.suppress(Exception):
+            pg = PgServer(parse_url(PG_URL, 5432, "postgres"))
+            pg.drop_database()
+            pg.close()
     with contextlib.suppress(Exception):
         my = MysqlServer(parse_url(MYSQL_URL, 3306, "root"))
         my.drop_database()

@@ -245,6 +245,8 @@ def markdown(data: dict[str, Any], cells: dict[Cell, dict[str, dict[str, Any]]])
         f"- Date: {data['started']} – {data['finished']} (UTC)",
         f"- Machine: {m['cpu']}, {m['cpus']} CPUs, {m['memory']}; {m['os']}, Linux {m['kernel']}",
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        "- Servers: "
+        + "; ".join(f"{name} at {at}" for name, at in data.get("servers", {}).items()),
         f"- git: {data['git']['commit']}"
         + (
             " (with uncommitted changes in django_sapool/)"

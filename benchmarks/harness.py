@@ -1001,6 +1001,24 @@ def cleanup() -> None:
         my.close()
 
 
+def command_line() -> str:
+    """The command that made these results, with the BENCH_* settings it ran under."""
+    command = os.environ.get("BENCH_COMMAND") or "python benchmarks/harness.py " + " ".join(
+        sys.argv[1:]
+    )
+    settings = []
+    for name in sorted(os.environ):
+        if not name.startswith("BENCH_") or name in ("BENCH_COMMAND", "BENCH_DB_PASSWORD"):
+            continue
+        value = os.environ[name]
+        if name.endswith("_URL") and "://" in value:
+            u = urlsplit(value)
+            if u.password:  # never record a password
+                value = value.replace(f":{u.password}@", ":***@", 1)
+        settings.append(f"{name}={value}")
+    return " ".join([*settings, command])
+
+
 def _terminate(signum: int, frame: Any) -> None:
     raise SystemExit(f"stopped by signal {signum}")
 
@@ -1068,8 +1086,7 @@ def main(argv: list[str] | None = None) -> None:
         filters=Filters.parse(args.only),
         out=out,
         quick=args.quick,
-        command=os.environ.get("BENCH_COMMAND")
-        or "python benchmarks/harness.py " + " ".join(sys.argv[1:]),
+        command=command_line(),
     )
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)

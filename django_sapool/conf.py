@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -27,8 +28,12 @@ class PoolOptions:
     pre_ping: bool = True
     pre_ping_interval: float = 0.5
     reset_on_return: str | None = RESET_ROLLBACK
-    use_lifo: bool = False
+    use_lifo: bool = True
     echo: bool | str = False
+    idle_timeout: float | None = 600.0
+    min_idle: int = 1
+    leak_timeout: float | None = None
+    recycle_jitter: float = 0.1
 
     @property
     def reset_query(self) -> str | None:
@@ -52,7 +57,10 @@ def _got(value: object) -> str:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float; bools, strings, NaN and infinity are not numbers here."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value)
 
 
 def _int_at_least(minimum: int) -> Callable[[str, object], int]:
@@ -84,6 +92,25 @@ def _recycle(path: str, value: object) -> float:
     if not _is_number(value) or value <= 0:  # type: ignore[operator]
         raise ImproperlyConfigured(
             f"{path} must be a number of seconds > 0, or None/-1 to never recycle, {_got(value)}."
+        )
+    return float(value)  # type: ignore[arg-type]
+
+
+def _optional_seconds(path: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if not _is_number(value) or value <= 0:  # type: ignore[operator]
+        raise ImproperlyConfigured(
+            f"{path} must be a number of seconds > 0, or None to turn it off, {_got(value)}."
+        )
+    return float(value)  # type: ignore[arg-type]
+
+
+def _fraction(path: str, value: object) -> float:
+    if not _is_number(value) or not 0 <= value <= 0.5:  # type: ignore[operator]
+        raise ImproperlyConfigured(
+            f"{path} must be a number from 0 to 0.5 (the fraction of RECYCLE by which "
+            f"a connection may be recycled early; 0 turns jitter off), {_got(value)}."
         )
     return float(value)  # type: ignore[arg-type]
 
@@ -130,6 +157,10 @@ _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "RESET_ON_RETURN": _reset,
     "USE_LIFO": _bool,
     "ECHO": _echo,
+    "IDLE_TIMEOUT": _optional_seconds,
+    "MIN_IDLE": _int_at_least(0),
+    "LEAK_TIMEOUT": _optional_seconds,
+    "RECYCLE_JITTER": _fraction,
 }
 
 VALID_KEYS = tuple(_PARSERS)
@@ -161,7 +192,13 @@ def read_pool_options(alias: str, settings_dict: Mapping[str, Any]) -> PoolOptio
         values[key.lower()] = parser(_path(alias, key), value)
     if "PRE_PING" not in raw and settings_dict.get("CONN_HEALTH_CHECKS"):
         values["pre_ping"] = True
-    return PoolOptions(**values)
+    options = PoolOptions(**values)
+    if options.min_idle > options.pool_size:
+        raise ImproperlyConfigured(
+            f"{_path(alias, 'MIN_IDLE')} must not exceed POOL_SIZE ({options.pool_size}): "
+            f"at most POOL_SIZE idle connections are kept, got {options.min_idle}."
+        )
+    return options
 
 
 def conn_max_age_error(alias: str, settings_dict: Mapping[str, Any]) -> str | None:

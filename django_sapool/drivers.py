@@ -22,6 +22,16 @@ def _nonblocking_poll() -> Any:
     return select.poll()
 
 
+class _AlwaysNews:
+    """A stand-in poll object for connections without a visible socket."""
+
+    def poll(self, timeout: float = 0) -> list[tuple[int, int]]:
+        return [(-1, select.POLLIN)]
+
+
+_ALWAYS_NEWS = _AlwaysNews()
+
+
 class DriverOps:
     """Driver-specific operations on a raw DBAPI connection."""
 
@@ -36,6 +46,11 @@ class DriverOps:
     def in_transaction(self, conn: Any) -> bool | None:
         """Return whether a transaction is open, or None when the driver can't tell."""
         return None
+
+    def autocommit(self, conn: Any) -> bool | None:
+        """Return the connection's autocommit mode (None: unknown, set it again)."""
+        value = getattr(conn, "autocommit", None)
+        return value if isinstance(value, bool) else None
 
     def socket_fd(self, conn: Any) -> int | None:
         """Return the connection's socket file descriptor, if the driver exposes it."""
@@ -79,12 +94,20 @@ class DriverOps:
         closed it (restart, pg_terminate_backend, idle timeout) or sent a notice;
         either way only a real ping can tell, and it is worth one.
         """
+        return bool(self.poller(conn).poll(0))
+
+    def poller(self, conn: Any) -> Any:
+        """Return a poll object watching the connection's socket (cache it per connection).
+
+        When the driver exposes no socket, the returned object always reports
+        news, so that a ping is made.
+        """
         fd = self.socket_fd(conn)
         if fd is None or fd < 0:
-            return True
+            return _ALWAYS_NEWS
         poller = _nonblocking_poll()
         poller.register(fd, select.POLLIN | select.POLLPRI)
-        return bool(poller.poll(0))
+        return poller
 
 
 class Psycopg3Ops(DriverOps):
@@ -159,6 +182,10 @@ class Sqlite3Ops(DriverOps):
 
     def in_transaction(self, conn: Any) -> bool | None:
         return bool(conn.in_transaction)
+
+    def autocommit(self, conn: Any) -> bool | None:
+        # Django's SQLite backend switches autocommit through isolation_level.
+        return conn.isolation_level is None
 
     def ping(self, conn: Any) -> None:
         conn.execute("SELECT 1").fetchall()
@@ -250,6 +277,9 @@ class MysqlclientOps(DriverOps):
 
     def is_closed(self, conn: Any) -> bool:
         return not conn.open
+
+    def autocommit(self, conn: Any) -> bool | None:
+        return bool(conn.get_autocommit())
 
     def in_transaction(self, conn: Any) -> bool | None:
         if self.is_pymysql(conn):

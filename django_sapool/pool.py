@@ -6,8 +6,11 @@ import itertools
 import logging
 import math
 import os
+import random
+import sys
 import threading
 import time
+import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -16,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.pool import PoolProxiedConnection, QueuePool
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from .conf import RESET_COMMIT, RESET_SESSION, PoolOptions
 from .drivers import DriverOps
@@ -31,6 +34,12 @@ INITIALIZED = "django_sapool.initialized"
 RETIRED = "django_sapool.retired"
 #: Marks a connection being invalidated (broken), between the two events that say so.
 INVALIDATING = "django_sapool.invalidating"
+#: When (time.monotonic()) the connection is due for recycling: RECYCLE, minus jitter.
+EXPIRES = "django_sapool.expires"
+#: A poll object watching the connection's socket (made once per connection).
+POLLER = "django_sapool.poller"
+#: Marks a connection closed by the pool on purpose (idle, expired), not broken.
+SWEPT = "django_sapool.swept"
 
 #: How many of the most recent checkout waits the wait-time percentiles cover.
 WAIT_WINDOW = 1024
@@ -75,6 +84,8 @@ class PoolStatus:
     wait_ms_p95: float
     wait_ms_p99: float
     wait_ms_max: float
+    connections_idle_closed: int = 0
+    leaks: int = 0
 
 
 def percentile(ordered: Sequence[float], fraction: float) -> float:
@@ -117,7 +128,9 @@ class ManagedPool:
         # the owning wrapper, thread name). Strong references: a connection must
         # never be garbage-collected behind our back (after a fork the driver's
         # destructor would close the parent's session).
-        self._out: dict[int, tuple[PoolProxiedConnection, Any, str]] = {}
+        # Checked-out connections by id of the record: (record, weak reference to
+        # the owning wrapper, thread, checkout time, checkout stack or None).
+        self._out: dict[int, tuple[Any, Any, threading.Thread, float, Any]] = {}
         self._counters = dict.fromkeys(
             (
                 "opened",
@@ -128,8 +141,26 @@ class ManagedPool:
                 "pings_failed",
                 "timeouts",
                 "checkout_waits",
+                "idle_closed",
+                "leaks",
             ),
             0,
+        )
+        # Hot-path copies of options.
+        self._attempts = options.pool_size + max(options.max_overflow, 0) + 1
+        self._pre_ping = options.pre_ping and driver.networked
+        self._pre_ping_interval = options.pre_ping_interval
+        self._leak_timeout = options.leak_timeout
+        # ids of checked-out records reported as leaked, with when they were.
+        self._leaks_reported: dict[int, float] = {}
+        # Idle connections are closed (IDLE_TIMEOUT, RECYCLE) and leaks reported
+        # every this many seconds, from checkins and from the housekeeper thread.
+        timeouts = [t for t in (options.idle_timeout, options.leak_timeout) if t]
+        if options.recycle > 0:
+            timeouts.append(options.recycle)
+        self.housekeeping_interval = min(30.0, max(0.05, min(timeouts) / 4)) if timeouts else 0.0
+        self._next_housekeeping = (
+            time.monotonic() + self.housekeeping_interval if timeouts else math.inf
         )
         # Checkouts are counted on the hot path without a lock: next() on an
         # itertools.count is one atomic C call. status() reads the count by
@@ -149,7 +180,8 @@ class ManagedPool:
             pool_size=options.pool_size,
             max_overflow=options.max_overflow,
             timeout=options.timeout,
-            recycle=options.recycle,  # type: ignore[arg-type]
+            # RECYCLE is ours (with jitter, see checkout() and housekeep()).
+            recycle=-1,
             use_lifo=options.use_lifo,
             # Resets are ours (see checkin): SQLAlchemy's would send a ROLLBACK
             # that some drivers don't skip when no transaction is open.
@@ -174,6 +206,10 @@ class ManagedPool:
         event.listen(self._pool, "close", self._on_close)
         event.listen(self._pool, "close_detached", self._on_close_detached)
         event.listen(self._pool, "invalidate", self._on_invalidate)
+        if self.housekeeping_interval:
+            from . import housekeeper
+
+            housekeeper.register(self)
 
     def __repr__(self) -> str:
         return (
@@ -188,7 +224,17 @@ class ManagedPool:
             self._counters[name] += 1
 
     def _on_connect(self, dbapi_connection: Any, record: Any) -> None:
-        record.info[LAST_USED] = time.monotonic()
+        now = time.monotonic()
+        info = record.info
+        info[LAST_USED] = now
+        recycle = self.options.recycle
+        if recycle > 0:
+            # Up to RECYCLE_JITTER early, so that connections opened together
+            # (a fleet started at once, a pool refilled after a restart) are not
+            # all replaced in the same second.
+            info[EXPIRES] = now + recycle * (1.0 - random.random() * self.options.recycle_jitter)
+        else:
+            info[EXPIRES] = math.inf
         self._raw[id(dbapi_connection)] = dbapi_connection
         with self._lock:
             self._counters["opened"] += 1
@@ -212,7 +258,9 @@ class ManagedPool:
             # closes of dispose() and of returned overflow connections drop
             # their record: none of those is followed by a reconnect we count.
             if record is not None and not record.info.pop(INVALIDATING, False):
-                if not self.disposed:
+                if record.info.pop(SWEPT, False):
+                    self._counters["idle_closed"] += 1
+                elif not self.disposed:
                     self._closed_records.add(record)
 
     def _on_close_detached(self, dbapi_connection: Any) -> None:
@@ -235,55 +283,78 @@ class ManagedPool:
 
     # -- checkout -------------------------------------------------------------
 
-    def checkout(self, owner: weakref.ref[Any] | None = None) -> PoolProxiedConnection:
-        """Return a live pooled connection, or raise PoolExhausted after TIMEOUT.
+    def checkout(self, owner: weakref.ref[Any] | None = None) -> ConnectionPoolEntry:
+        """Return a live pooled connection's record, or raise PoolExhausted after TIMEOUT.
+
+        The hot path works on SQLAlchemy's connection records directly (the
+        QueuePool's own queue, overflow, timeout and invalidation logic), without
+        the per-checkout ``_ConnectionFairy`` proxy, its weak reference and its
+        finalizer: the Django wrapper holds the record until it returns it.
 
         ``owner`` is a weak reference to the Django wrapper, whose callback calls
         :meth:`return_abandoned` if the wrapper is garbage-collected with the
         connection still checked out (its thread ended without closing it). The
         entry keeps the weak reference alive so that its callback fires.
         """
-        options = self.options
         pool = self._pool
         limit = self._wait_limit
-        # Enough attempts to get past every stale connection the pool may hold.
-        attempts = options.pool_size + max(options.max_overflow, 0) + 1
-        for _ in range(attempts):
+        for _ in range(self._attempts):
             try:
                 if limit >= 0 and pool._overflow >= limit and not self._idle:
-                    proxy = self._connect_waiting()
+                    record = self._get_waiting()
                 else:
-                    proxy = pool.connect()
+                    record = pool._do_get()
             except sa_exc.TimeoutError:
                 self._count("timeouts")
                 raise PoolExhausted(self.exhausted_message()) from None
-            if self._usable(proxy):
-                thread_name = threading.current_thread().name
-                self._out[id(proxy)] = (proxy, owner, thread_name)
+            raw = self._connection(record)
+            info = record.info
+            now = time.monotonic()
+            if now >= info[EXPIRES]:
+                # Older than RECYCLE (minus its jitter): replace it now.
+                record.close()
+                raw = self._connection(record)
+            if self._usable(record, raw, info, now):
+                thread = threading.current_thread()
+                stack = self._checkout_stack() if self._leak_timeout else None
+                self._out[id(record)] = (record, owner, thread, now, stack)
                 next(self._checkout_seq)
                 if logger.isEnabledFor(_DEBUG):
                     logger.debug(
                         "django_sapool: checked out a connection of alias %r in thread %r "
                         "(%d checked out, %d idle)",
                         self.alias,
-                        thread_name,
+                        thread.name,
                         pool.checkedout(),
                         pool.checkedin(),
                     )
-                return proxy
+                return record
         raise PoolExhausted(
             f"django_sapool: could not get a working connection for alias {self.alias!r} "
-            f"after {attempts} attempts; every pooled connection failed its ping."
+            f"after {self._attempts} attempts; every pooled connection failed its ping."
         )
 
-    def _connect_waiting(self) -> PoolProxiedConnection:
+    @staticmethod
+    def _connection(record: Any) -> Any:
+        """Return the record's raw connection, connecting (or reconnecting) if needed.
+
+        When connecting fails the record goes back to the pool, as SQLAlchemy's
+        own checkout does, so a down server never uses up the pool.
+        """
+        try:
+            return record.get_connection()
+        except BaseException as err:
+            record._checkin_failed(err, _fairy_was_created=False)
+            raise
+
+    def _get_waiting(self) -> Any:
         """Check out of an exhausted pool: count the waiting thread and time its wait."""
         with self._lock:
             self._waiting += 1
             self._counters["checkout_waits"] += 1
         started = time.perf_counter()
         try:
-            return self._pool.connect()
+            return self._pool._do_get()
         finally:
             waited = (time.perf_counter() - started) * 1000.0
             self._wait_ms.append(waited)
@@ -298,7 +369,7 @@ class ManagedPool:
                     self.alias,
                 )
 
-    def _usable(self, proxy: PoolProxiedConnection) -> bool:
+    def _usable(self, record: Any, raw: Any, info: dict[str, Any], now: float) -> bool:
         """Check a connection before handing it out, with a round trip only if needed.
 
         A connection used within PRE_PING_INTERVAL seconds, whose socket has
@@ -306,37 +377,50 @@ class ManagedPool:
         the socket makes it readable, so restarts and killed backends are still
         caught at no cost. After a longer idle time a real ping is made.
         """
-        raw = proxy.dbapi_connection
         driver = self.driver
         if driver.is_closed(raw):
-            self._discard(proxy, None)
+            self._discard(record, None)
             return False
-        if not self.options.pre_ping or not driver.networked:
+        if not self._pre_ping:
             return True
-        idle_for = time.monotonic() - proxy.info.get(LAST_USED, 0.0)
-        if idle_for <= self.options.pre_ping_interval and not driver.socket_has_news(raw):
-            return True
+        if now - info[LAST_USED] <= self._pre_ping_interval:
+            poller = info.get(POLLER)
+            if poller is None:
+                poller = info[POLLER] = driver.poller(raw)
+            if not poller.poll(0):
+                return True
         self._count("pings")
         try:
             driver.ping(raw)
         except Exception as exc:
             self._count("pings_failed")
-            self._discard(proxy, exc)
+            self._discard(record, exc)
             return False
         return True
 
-    def _discard(self, proxy: PoolProxiedConnection, exc: BaseException | None) -> None:
+    @staticmethod
+    def _checkout_stack() -> traceback.StackSummary:
+        """Where the connection is being checked out (for LEAK_TIMEOUT reports).
+
+        Source lines are looked up only if a leak is reported.
+        """
+        frame = sys._getframe(3)  # the caller of Django's connect()/get_new_connection()
+        return traceback.StackSummary.extract(
+            traceback.walk_stack(frame), limit=40, lookup_lines=False
+        )
+
+    def _discard(self, record: Any, exc: BaseException | None) -> None:
         """Close a dead connection, and retire every older one on its next checkout.
 
         A dead connection usually means a restarted or failed-over server, which
         killed its siblings too: SQLAlchemy's invalidation timestamp makes the
         pool reconnect those lazily instead of failing once per connection.
         """
-        invalidate_all = getattr(self._pool, "_invalidate", None)
-        if invalidate_all is not None:
-            invalidate_all(proxy, exc)  # type: ignore[arg-type]
-        else:  # pragma: no cover - SQLAlchemy removed the private hook
-            proxy.invalidate(exc)  # type: ignore[arg-type]
+        self._pool._invalidate(record, exc, _checkin=False)  # type: ignore[arg-type]
+        try:
+            record.invalidate(exc)
+        finally:
+            record.checkin(_fairy_was_created=False)
 
     def exhausted_message(self) -> str:
         o = self.options
@@ -355,52 +439,58 @@ class ManagedPool:
         if self.pid != os.getpid():
             return 0  # inherited through fork: the parent owns them
         abandoned = [entry for entry in list(self._out.values()) if entry[1] is owner]
-        for proxy, _, thread_name in abandoned:
+        for record, _, thread, _, _ in abandoned:
             logger.warning(
                 "django_sapool: a connection of alias %r checked out by thread %r was "
                 "never returned (the thread ended without connection.close() or "
                 "close_old_connections()); returning it to the pool.",
                 self.alias,
-                thread_name,
+                thread.name,
             )
-            self.checkin(proxy)
+            self.checkin(record)
         return len(abandoned)
 
     # -- checkin --------------------------------------------------------------
 
-    def checkin(self, proxy: PoolProxiedConnection) -> None:
+    def checkin(self, record: ConnectionPoolEntry) -> None:
         """Reset a connection per RESET_ON_RETURN and return it; discard it if broken."""
-        entry = self._out.pop(id(proxy), None)
+        entry = self._out.pop(id(record), None)
         if entry is None:
             return  # already returned
-        raw = proxy.dbapi_connection
+        if self._leaks_reported and id(record) in self._leaks_reported:
+            self._leak_returned(record, entry, time.monotonic())
+        raw = record.dbapi_connection
         if raw is None:  # already invalidated
-            proxy.close()
+            record.checkin(_fairy_was_created=False)  # type: ignore[attr-defined]
             return
+        info = record.info
         try:
             if self.driver.is_closed(raw):
                 raise ConnectionError("connection closed")
-            self._reset(raw, proxy.info)
+            self._reset(raw, info)
         except Exception as exc:
-            self._discard(proxy, exc)
+            self._discard(record, exc)
             return
-        proxy.info[LAST_USED] = time.monotonic()
+        now = info[LAST_USED] = time.monotonic()
         if self.disposed:
             # Disposed while this one was checked out (test database dropped,
             # dispose() called): don't let it linger in a pool nobody uses.
-            proxy.info[RETIRED] = True
-            proxy.invalidate()
+            info[RETIRED] = True
+            record.invalidate()
+            record.checkin(_fairy_was_created=False)  # type: ignore[attr-defined]
             return
-        proxy.close()
+        record.checkin(_fairy_was_created=False)  # type: ignore[attr-defined]
         if logger.isEnabledFor(_DEBUG):
             logger.debug(
                 "django_sapool: returned a connection of alias %r checked out in thread %r "
                 "(%d checked out, %d idle)",
                 self.alias,
-                entry[2],
+                entry[2].name,
                 self._pool.checkedout(),
                 self._pool.checkedin(),
             )
+        if now >= self._next_housekeeping:
+            self.housekeep(now)
 
     def _reset(self, raw: Any, info: dict[str, Any]) -> None:
         options = self.options
@@ -418,6 +508,101 @@ class ManagedPool:
             # That undid Django's session setup (time zone, role, isolation
             # level, sql_mode): redo it at the next checkout.
             info.pop(INITIALIZED, None)
+
+    # -- housekeeping: idle connections and leaks ------------------------------
+
+    def housekeep(self, now: float | None = None) -> int:
+        """Close idle connections beyond MIN_IDLE, and report leaks; return how many closed.
+
+        Runs from :meth:`checkin` (at most every ``housekeeping_interval``
+        seconds) and from the process's housekeeper thread, so a pool that has
+        gone quiet still gives its connections back. An idle connection is
+        closed when it has been idle longer than IDLE_TIMEOUT, or is older than
+        RECYCLE, as long as at least MIN_IDLE idle connections stay open;
+        connections in use are never touched.
+        """
+        if now is None:
+            now = time.monotonic()
+        self._next_housekeeping = now + self.housekeeping_interval
+        if self.disposed or self.pid != os.getpid():
+            return 0
+        if self._leak_timeout:
+            self._report_leaks(now)
+        victims = self._take_idle(now)
+        for record in victims:
+            record.info[SWEPT] = True
+            try:
+                record.close()
+            except Exception:  # a dead socket may fail to close cleanly
+                logger.debug("django_sapool: error closing an idle connection", exc_info=True)
+            finally:
+                self._pool._dec_overflow()
+        if victims:
+            logger.info(
+                "django_sapool: closed %d idle connection(s) of alias %r (IDLE_TIMEOUT=%s, "
+                "RECYCLE=%s, MIN_IDLE=%d)",
+                len(victims),
+                self.alias,
+                self.options.idle_timeout,
+                self.options.recycle,
+                self.options.min_idle,
+            )
+        return len(victims)
+
+    def _take_idle(self, now: float) -> list[Any]:
+        """Remove from the pool's queue the idle records to close, and return them."""
+        idle_timeout = self.options.idle_timeout
+        queue = getattr(self._pool, "_pool", None)
+        if queue is None or not hasattr(queue, "mutex"):  # pragma: no cover - SQLAlchemy changed
+            return []
+        victims: list[Any] = []
+        with queue.mutex:
+            live = [r for r in queue.queue if r.dbapi_connection is not None]
+            spare = len(live) - self.options.min_idle
+            # Least recently used first.
+            live.sort(key=lambda r: r.info.get(LAST_USED, 0.0))
+            for record in live:
+                if spare <= 0:
+                    break
+                info = record.info
+                idle_too_long = idle_timeout is not None and (
+                    now - info.get(LAST_USED, now) > idle_timeout
+                )
+                if idle_too_long or now >= info.get(EXPIRES, math.inf):
+                    queue.queue.remove(record)
+                    victims.append(record)
+                    spare -= 1
+        return victims
+
+    def _report_leaks(self, now: float) -> None:
+        """Log, once each, the connections checked out longer than LEAK_TIMEOUT."""
+        limit = self._leak_timeout or math.inf
+        for key, (_, _, thread, since, stack) in list(self._out.items()):
+            if now - since <= limit or key in self._leaks_reported:
+                continue
+            self._leaks_reported[key] = now
+            self._count("leaks")
+            where = "".join(stack.format()) if stack is not None else "(unknown)\n"
+            logger.warning(
+                "django_sapool: possible connection leak: a connection of alias %r has been "
+                "checked out by thread %r for %.1f s (LEAK_TIMEOUT=%g s). It was checked "
+                "out at:\n%s",
+                self.alias,
+                thread.name,
+                now - since,
+                limit,
+                where.rstrip("\n"),
+            )
+
+    def _leak_returned(self, record: Any, entry: tuple[Any, ...], now: float) -> None:
+        self._leaks_reported.pop(id(record), None)
+        logger.warning(
+            "django_sapool: the connection of alias %r reported as a possible leak was "
+            "returned by thread %r after %.1f s.",
+            self.alias,
+            entry[2].name,
+            now - entry[3],
+        )
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -495,4 +680,6 @@ class ManagedPool:
             wait_ms_p95=round(percentile(window, 0.95), 3),
             wait_ms_p99=round(percentile(window, 0.99), 3),
             wait_ms_max=round(window[-1] if window else 0.0, 3),
+            connections_idle_closed=counters["idle_closed"],
+            leaks=counters["leaks"],
         )

@@ -26,6 +26,8 @@ def test_defaults_without_pool_options() -> None:
     assert options.pre_ping is True
     assert options.reset_on_return == "rollback"
     assert options.reset_query is None
+    assert (options.use_lifo, options.idle_timeout, options.min_idle) == (True, 600.0, 1)
+    assert (options.leak_timeout, options.recycle_jitter) == (None, 0.1)
 
 
 def test_every_key_is_accepted() -> None:
@@ -38,8 +40,12 @@ def test_every_key_is_accepted() -> None:
             "PRE_PING": False,
             "PRE_PING_INTERVAL": 0,
             "RESET_ON_RETURN": "DISCARD ALL",
-            "USE_LIFO": True,
+            "USE_LIFO": False,
             "ECHO": "debug",
+            "IDLE_TIMEOUT": 60,
+            "MIN_IDLE": 2,
+            "LEAK_TIMEOUT": 30,
+            "RECYCLE_JITTER": 0,
         }
     )
     assert options == PoolOptions(
@@ -50,8 +56,12 @@ def test_every_key_is_accepted() -> None:
         pre_ping=False,
         pre_ping_interval=0.0,
         reset_on_return="DISCARD ALL",
-        use_lifo=True,
+        use_lifo=False,
         echo="debug",
+        idle_timeout=60.0,
+        min_idle=2,
+        leak_timeout=30.0,
+        recycle_jitter=0.0,
     )
     assert options.reset_query == "DISCARD ALL"
 
@@ -112,6 +122,16 @@ INVALID = [
     ("RESET_ON_RETURN", 1, RESET_MESSAGE),
     ("USE_LIFO", "true", "must be True or False, got 'true' (str)"),
     ("ECHO", "info", "must be True, False or 'debug', got 'info' (str)"),
+    ("IDLE_TIMEOUT", 0, "must be a number of seconds > 0, or None to turn it off, got 0 (int)"),
+    ("IDLE_TIMEOUT", "600", "must be a number of seconds > 0, or None to turn it off"),
+    ("MIN_IDLE", -1, "must be an int >= 0, got -1 (int)"),
+    ("MIN_IDLE", 11, "must not exceed POOL_SIZE (10): at most POOL_SIZE idle connections"),
+    ("LEAK_TIMEOUT", -5, "must be a number of seconds > 0, or None to turn it off, got -5"),
+    ("LEAK_TIMEOUT", True, "must be a number of seconds > 0, or None to turn it off"),
+    ("RECYCLE_JITTER", 0.9, "must be a number from 0 to 0.5 (the fraction of RECYCLE"),
+    ("RECYCLE_JITTER", float("nan"), "must be a number from 0 to 0.5"),
+    ("TIMEOUT", float("inf"), "must be a number of seconds >= 0, got inf (float)"),
+    ("PRE_PING_INTERVAL", float("nan"), "must be a number of seconds >= 0, got nan (float)"),
 ]
 
 

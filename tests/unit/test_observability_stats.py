@@ -187,7 +187,7 @@ def test_recycle_after_recycle_seconds_is_counted(tmp_path: Path) -> None:
 
 
 def test_siblings_retired_by_an_invalidation_count_as_recycled(tmp_path: Path) -> None:
-    settings_dict = sqlite_settings(tmp_path, POOL_SIZE=2, MAX_OVERFLOW=0)
+    settings_dict = sqlite_settings(tmp_path, POOL_SIZE=2, MAX_OVERFLOW=0, USE_LIFO=False)
     first, second = (SqliteWrapper(settings_dict, "default") for _ in range(2))
     first.ensure_connection()
     second.ensure_connection()

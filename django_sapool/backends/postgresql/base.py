@@ -21,12 +21,20 @@ class PostgresPoolMixin(PooledDatabaseWrapperMixin):
 
     def sapool_fingerprint_extra(self) -> tuple[object, ...]:
         # USE_TZ and the global TIME_ZONE decide psycopg's adapters and the
-        # session time zone, and live outside settings_dict.
-        return (self.timezone_name, str(self.timezone))  # type: ignore[attr-defined]
+        # session time zone, and live outside settings_dict. Django derives
+        # both cached properties from them (and the alias's TIME_ZONE).
+        return (self.timezone_name, self.timezone is None)  # type: ignore[attr-defined]
 
     def sapool_refresh_session(self) -> None:
-        # Free: psycopg reports the session's TimeZone without a round trip; a
-        # SET is sent only if someone changed it (override_settings(TIME_ZONE)).
+        # Free: libpq reports the session's TimeZone without a round trip; a
+        # SET is sent only if someone changed it (override_settings(TIME_ZONE),
+        # a SET TIME ZONE in the last request).
+        wanted = self.timezone_name  # type: ignore[attr-defined]
+        pgconn = getattr(self.connection, "pgconn", None)  # psycopg 3
+        if pgconn is not None and wanted:
+            current = pgconn.parameter_status(b"TimeZone")
+            if current is not None and current.decode() == wanted:
+                return
         configure = getattr(self, "_configure_timezone", None)  # Django >= 5.1
         changed = configure(self.connection) if configure else self.ensure_timezone()  # type: ignore[attr-defined]
         if changed and not self.get_autocommit():  # type: ignore[attr-defined]

@@ -1,0 +1,72 @@
+"""One daemon thread per process that lets quiet pools give back idle connections.
+
+Pools also housekeep on every checkin (at most once per interval), which is
+enough while traffic flows; this thread covers the pool that has gone quiet
+after a burst, and reports leaks (LEAK_TIMEOUT) while nothing is returned.
+
+Fork-safe: a thread does not survive ``fork()``; the child starts its own
+thread when it creates its first pool, and never touches the parent's pools.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .pool import ManagedPool
+
+logger = logging.getLogger("django_sapool")
+
+_lock = threading.Lock()
+_pools: weakref.WeakSet[ManagedPool] = weakref.WeakSet()
+_wake = threading.Event()
+_thread: threading.Thread | None = None
+_pid = 0
+
+
+def register(pool: ManagedPool) -> None:
+    """Housekeep ``pool`` until it is garbage-collected; start the thread if needed."""
+    global _thread, _pid
+    with _lock:
+        _pools.add(pool)
+        if _thread is None or _pid != os.getpid() or not _thread.is_alive():
+            _pid = os.getpid()
+            _thread = threading.Thread(target=_run, name="django_sapool-housekeeper", daemon=True)
+            _thread.start()
+        else:
+            _wake.set()  # a new pool may need a shorter interval
+
+
+def _run() -> None:
+    pid = os.getpid()
+    while pid == os.getpid():
+        interval = sweep(pid)
+        _wake.wait(interval)
+        _wake.clear()
+
+
+def sweep(pid: int) -> float:
+    """Housekeep every live pool of this process once; return the seconds to the next run."""
+    with _lock:
+        pools = [p for p in _pools if p.pid == pid and not p.disposed]
+    for pool in pools:
+        try:
+            pool.housekeep()
+        except Exception:  # never let one pool's trouble stop the others
+            logger.exception("django_sapool: housekeeping failed for alias %r", pool.alias)
+    return min((p.housekeeping_interval for p in pools), default=30.0)
+
+
+def _after_fork_in_child() -> None:
+    global _thread, _pools, _wake
+    _thread = None
+    _pools = weakref.WeakSet()
+    _wake = threading.Event()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import django
 import pytest
 
 from .conftest import MySQLServer, PgServer, run_child
@@ -83,13 +82,18 @@ EXPECTED: dict[str, dict[str, dict[str, str]]] = {
     },
 }
 
-#: Django >= 5.2 applies OPTIONS['assume_role'] (SET ROLE) at connect.
-ASSUME_ROLE = django.VERSION >= (5, 2)
 PG_ISOLATION = "repeatable read"  # not the server's default (read committed)
 PG_DB_TIME_ZONE = "America/Chicago"  # the database's default: not Django's UTC
 PG_STATEMENT_TIMEOUT = "4321ms"  # a startup parameter, through OPTIONS['options']
 MY_ISOLATION = "read committed"  # Django's default; MariaDB's is REPEATABLE-READ
 MY_INIT_SQL_MODE = "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION"  # not the server's default
+
+
+def _supports_assume_role() -> bool:
+    """Whether this Django applies OPTIONS['assume_role'] (SET ROLE) at connect (5.2+)."""
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    return hasattr(DatabaseWrapper, "_configure_role")
 
 
 def _reset_on_return(vendor: str, mode: str) -> str | None:
@@ -242,7 +246,7 @@ def pg_matrix(pg: PgServer, pg_env: dict[str, Any]) -> Callable[[str], dict[str,
     def run(driver: str) -> dict[str, Any]:
         pytest.importorskip(driver)
         databases = {ALIASES[m]: _pg_settings(pg, pg_env, m, False) for m in MODES}
-        if ASSUME_ROLE:
+        if _supports_assume_role():
             databases |= {f"{ALIASES[m]}_assume": _pg_settings(pg, pg_env, m, True) for m in MODES}
         return _run_matrix(
             driver,

@@ -129,20 +129,6 @@ def test_the_table_is_large_and_has_no_duplicates() -> None:
     assert len(set(ids)) == len(ids)
 
 
-def test_no_row_repeats_test_conf() -> None:
-    """The rows complement test_conf.INVALID instead of copying it."""
-    from tests.unit.test_conf import INVALID
-
-    theirs = {(key, repr(value)) for key, value, _ in INVALID}
-    ours = {
-        (key, repr(value))
-        for param in BAD
-        if isinstance(param.values[0], dict)
-        for key, value in param.values[0].items()
-    }
-    assert not theirs & ours
-
-
 @pytest.mark.parametrize(("pool_options", "message", "shows"), BAD)
 def test_bad_pool_options_are_refused_by_name(
     tmp_path: Path, pool_options: Any, message: str, shows: str

@@ -404,10 +404,12 @@ class ManagedPool:
 
         Source lines are looked up only if a leak is reported.
         """
-        frame = sys._getframe(3)  # the caller of Django's connect()/get_new_connection()
-        return traceback.StackSummary.extract(
+        frame = sys._getframe(3)  # connect(), which called get_new_connection()
+        stack = traceback.StackSummary.extract(
             traceback.walk_stack(frame), limit=40, lookup_lines=False
         )
+        stack.reverse()  # outermost call first, as in a traceback
+        return stack
 
     def _discard(self, record: Any, exc: BaseException | None) -> None:
         """Close a dead connection, and retire every older one on its next checkout.

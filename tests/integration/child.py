@@ -83,6 +83,18 @@ def view_hold(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"pid": pid})
 
 
+def view_age(request: HttpRequest) -> HttpResponse:
+    """The server session serving this request: pid, start (epoch s) and age (s)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, extract(epoch FROM backend_start), "
+            "extract(epoch FROM clock_timestamp() - backend_start) "
+            "FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        )
+        pid, start, age = cursor.fetchone()
+    return JsonResponse({"pid": pid, "start": float(start), "age": float(age)})
+
+
 def view_fail_atomic(request: HttpRequest) -> HttpResponse:
     with transaction.atomic():
         with connection.cursor() as cursor:
@@ -154,6 +166,7 @@ urlpatterns = [
     path("pid", view_pid),
     path("one", view_one),
     path("hold", view_hold),
+    path("age", view_age),
     path("fail-atomic", view_fail_atomic),
     path("leave-open", view_leave_open),
     path("raw-begin", view_raw_begin),
@@ -566,6 +579,98 @@ def fork(children: int) -> dict[str, Any]:
     }
 
 
+def idle_shrink(burst: int, hold: float, wait: float) -> dict[str, Any]:
+    """A burst opens `burst` server sessions; then the app goes quiet for `wait` s.
+
+    Reports the server's own count of our sessions at the burst's peak, right
+    after it, and over the quiet period (when it reached its floor), and
+    whether a request still works afterwards.
+    """
+    observer = Observer()
+    workers = [
+        threading.Thread(target=request, args=(f"/hold?seconds={hold}",)) for _ in range(burst)
+    ]
+    for w in workers:
+        w.start()
+    wait_until(lambda: observer.our_sessions() >= burst, timeout=hold * 5 + 10)
+    peak = observer.our_sessions()
+    for w in workers:
+        w.join()
+    quiet_from = time.monotonic()
+    after_burst = observer.our_sessions()
+    samples: list[tuple[float, int]] = []
+    while time.monotonic() - quiet_from < wait:  # no requests at all meanwhile
+        samples.append((round(time.monotonic() - quiet_from, 2), observer.our_sessions()))
+        time.sleep(0.1)
+    after_quiet = observer.our_sessions()
+    code, body = request("/pid")
+    return {
+        "peak": peak,
+        "after_burst": after_burst,
+        "after_quiet": after_quiet,
+        "samples": samples,
+        "request_after": code,
+        "sessions_after_request": observer.our_sessions(),
+        "pools": pool_status(),
+    }
+
+
+def leak(hold: float, short: float) -> dict[str, Any]:
+    """One thread keeps a connection `hold` s, another only `short` s; capture the warnings."""
+    import logging
+
+    captured: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            captured.append(record.getMessage())
+
+    log = logging.getLogger("django_sapool")
+    log.addHandler(Capture())
+    log.setLevel(logging.INFO)
+
+    def leaky_worker() -> None:  # checks a connection out and sits on it
+        conn = connections["default"]
+        conn.ensure_connection()
+        time.sleep(hold)
+        conn.close()
+
+    def quick_worker() -> None:
+        conn = connections["default"]
+        conn.ensure_connection()
+        time.sleep(short)
+        conn.close()
+
+    for target, name in ((quick_worker, "quick-thread"), (leaky_worker, "leaky-thread")):
+        worker = threading.Thread(target=target, name=name)
+        worker.start()
+        worker.join()
+    return {"messages": captured, "pools": pool_status()}
+
+
+def recycle_spread(n: int, duration: float) -> dict[str, Any]:
+    """`n` threads serve requests for `duration` s; every request reports its session's age."""
+    seen: list[dict[str, Any]] = []
+    failures: list[int] = []
+    started = time.time()
+
+    def work() -> None:
+        while time.time() - started < duration:
+            code, body = request("/age")
+            if code != 200:
+                failures.append(code)
+            else:
+                seen.append({**body, "at": time.time()})
+            time.sleep(0.01)
+
+    workers = [threading.Thread(target=work) for _ in range(n)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return {"started": started, "seen": seen, "failures": failures, "pools": pool_status()}
+
+
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     f.__name__: f
     for f in (
@@ -579,6 +684,9 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
         recycle,
         session_state,
         fork,
+        idle_shrink,
+        leak,
+        recycle_spread,
     )
 }
 

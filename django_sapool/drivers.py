@@ -234,6 +234,7 @@ class _MariaDBClient:
         self._capsule.argtypes = [ctypes.py_object, ctypes.c_char_p]
         self._status = ctypes.c_uint
         self._byref = ctypes.byref
+        self._server_status = ctypes.c_int(self.SERVER_STATUS)
 
     def handle(self, conn: Any) -> int:
         return int(
@@ -241,9 +242,13 @@ class _MariaDBClient:
         )
 
     def server_status(self, conn: Any) -> int:
+        # The MYSQL* handle lives as long as the connection object: keep it there
+        # (ctypes calls cost microseconds each; this runs at every return).
+        handle = getattr(conn, "_sapool_native", None)
+        if handle is None:
+            handle = conn._sapool_native = self._void_p(self.handle(conn))
         status = self._status(0)
-        handle = self._void_p(self.handle(conn))
-        if self.get_info(handle, self._int(self.SERVER_STATUS), self._byref(status)) != b"\0":
+        if self.get_info(handle, self._server_status, self._byref(status)) != b"\0":
             raise OSError("mariadb_get_infov(MARIADB_CONNECTION_SERVER_STATUS) failed")
         return int(status.value)
 

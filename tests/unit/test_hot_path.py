@@ -1,0 +1,167 @@
+"""Our lean connect() must stay what Django's connect() is, minus the dead weight.
+
+``PooledDatabaseWrapperMixin.connect`` mirrors ``BaseDatabaseWrapper.connect``
+(identical from Django 4.2 to 6.1). If a Django release changes it, the first
+test fails and says so, instead of the pool silently skipping a new step.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
+
+from django_sapool.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
+
+#: The statements of Django's BaseDatabaseWrapper.connect(), as ast.unparse() prints them.
+DJANGO_CONNECT = [
+    "self.check_settings()",
+    "self.in_atomic_block = False",
+    "self.savepoint_ids = []",
+    "self.atomic_blocks = []",
+    "self.needs_rollback = False",
+    "self.health_check_enabled = self.settings_dict['CONN_HEALTH_CHECKS']",
+    "max_age = self.settings_dict['CONN_MAX_AGE']",
+    "self.close_at = None if max_age is None else time.monotonic() + max_age",
+    "self.closed_in_transaction = False",
+    "self.errors_occurred = False",
+    "self.health_check_done = True",
+    "conn_params = self.get_connection_params()",
+    "self.connection = self.get_new_connection(conn_params)",
+    "self.set_autocommit(self.settings_dict['AUTOCOMMIT'])",
+    "self.init_connection_state()",
+    "connection_created.send(sender=self.__class__, connection=self)",
+    "self.run_on_commit = []",
+]
+
+
+def _statements(function: Any) -> list[str]:
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]  # the docstring
+    return [ast.unparse(node) for node in body]
+
+
+def test_django_connect_is_the_one_our_connect_mirrors() -> None:
+    assert _statements(BaseDatabaseWrapper.connect) == DJANGO_CONNECT, (
+        "Django's BaseDatabaseWrapper.connect() changed: bring "
+        "django_sapool.wrapper.PooledDatabaseWrapperMixin.connect() in line, then this list."
+    )
+
+
+def _wrapper(tmp_path: Path, **pool_options: Any) -> Any:
+    settings_dict = {
+        "ENGINE": "django_sapool.backends.sqlite3",
+        "NAME": str(tmp_path / "hot.sqlite3"),
+        "ATOMIC_REQUESTS": False,
+        "AUTOCOMMIT": True,
+        "CONN_MAX_AGE": 0,
+        "CONN_HEALTH_CHECKS": False,
+        "OPTIONS": {},
+        "TIME_ZONE": None,
+        "USER": "",
+        "PASSWORD": "",
+        "HOST": "",
+        "PORT": "",
+        "TEST": {},
+        "POOL_OPTIONS": pool_options,
+    }
+    return SqliteWrapper(settings_dict, "default")
+
+
+def _state(wrapper: Any) -> dict[str, Any]:
+    names = (
+        "in_atomic_block",
+        "savepoint_ids",
+        "atomic_blocks",
+        "needs_rollback",
+        "health_check_enabled",
+        "closed_in_transaction",
+        "errors_occurred",
+        "health_check_done",
+        "autocommit",
+        "run_on_commit",
+    )
+    return {name: getattr(wrapper, name) for name in names}
+
+
+def test_a_reused_connection_leaves_the_state_django_connect_leaves(tmp_path: Path) -> None:
+    wrapper = _wrapper(tmp_path)
+    wrapper.ensure_connection()
+    fresh = _state(wrapper)
+    wrapper.close()
+    # Leave state behind the way a failed request does, then reconnect.
+    wrapper.needs_rollback = wrapper.errors_occurred = True
+    wrapper.savepoint_ids = ["s1"]
+    wrapper.ensure_connection()
+    assert wrapper._sapool_proxy is not None
+    assert _state(wrapper) == fresh == {
+        "in_atomic_block": False,
+        "savepoint_ids": [],
+        "atomic_blocks": [],
+        "needs_rollback": False,
+        "health_check_enabled": False,
+        "closed_in_transaction": False,
+        "errors_occurred": False,
+        "health_check_done": True,
+        "autocommit": True,
+        "run_on_commit": [],
+    }
+    wrapper.close()
+
+
+def test_connect_params_are_worked_out_only_for_new_server_connections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    original = SqliteWrapper.get_connection_params
+
+    def counting(self: Any) -> Any:
+        calls.append(1)
+        return original(self)
+
+    monkeypatch.setattr(SqliteWrapper, "get_connection_params", counting)
+    wrapper = _wrapper(tmp_path)
+    for _ in range(5):
+        wrapper.ensure_connection()
+        wrapper.close()
+    assert len(calls) == 1
+    assert wrapper.sapool_pool().status().connections_opened == 1
+
+
+def test_connection_created_is_sent_at_every_checkout(tmp_path: Path) -> None:
+    """As with Django's own pool: receivers see every checkout, not only new sessions."""
+    seen: list[Any] = []
+
+    def receiver(sender: Any, connection: Any, **kwargs: Any) -> None:
+        seen.append(connection.connection)
+
+    connection_created.connect(receiver)
+    try:
+        wrapper = _wrapper(tmp_path)
+        for _ in range(3):
+            wrapper.ensure_connection()
+            wrapper.close()
+    finally:
+        connection_created.disconnect(receiver)
+    assert len(seen) == 3 and len({id(c) for c in seen}) == 1
+
+
+def test_a_connection_left_out_of_autocommit_is_switched_back(tmp_path: Path) -> None:
+    wrapper = _wrapper(tmp_path)
+    wrapper.ensure_connection()
+    wrapper.set_autocommit(False)
+    raw = wrapper.connection
+    wrapper.close()
+    wrapper.ensure_connection()
+    assert wrapper.connection is raw
+    assert wrapper.get_autocommit() is True
+    assert raw.isolation_level is None  # the driver really is in autocommit mode
+    wrapper.close()

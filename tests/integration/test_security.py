@@ -26,6 +26,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from .conftest import MySQLServer, PgServer, run_child
+from .test_session_state import mysql_drop, pg_drop
 
 POOL = {"POOL_SIZE": 2, "MAX_OVERFLOW": 0, "TIMEOUT": 30}
 
@@ -52,24 +53,19 @@ def pg_users(pg: PgServer) -> Iterator[dict[str, Any]]:
     env: dict[str, Any] = {"dbname": f"sapool_sec_{tag}"}
     for name in ("a", "b", "c"):
         env[name] = (f"sapool_sec_{tag}_{name}", f"pw-{name}-{uuid.uuid4().hex}")
-    admin = psycopg.connect(pg.conninfo(pg.admin_db), autocommit=True)
     try:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(env["dbname"])))
-        for name in ("a", "b", "c"):
-            user, password = env[name]
-            admin.execute(
-                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                    sql.Identifier(user), sql.Literal(password)
+        with psycopg.connect(pg.conninfo(pg.admin_db), autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(env["dbname"])))
+            for name in ("a", "b", "c"):
+                user, password = env[name]
+                admin.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                        sql.Identifier(user), sql.Literal(password)
+                    )
                 )
-            )
         yield env
     finally:
-        admin.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(env["dbname"]))
-        )
-        for name in ("a", "b", "c"):
-            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(env[name][0])))
-        admin.close()
+        pg_drop(pg, env["dbname"], [env[name][0] for name in ("a", "b", "c")])
 
 
 @pytest.fixture(scope="module")
@@ -81,21 +77,20 @@ def mysql_users(mysql: MySQLServer) -> Iterator[dict[str, Any]]:
     env: dict[str, Any] = {"dbname": f"sapool_sec_{tag}"}
     for name in ("a", "b", "c"):
         env[name] = (f"sapool_sec_{tag}_{name}", f"pw-{name}-{uuid.uuid4().hex}")
-    admin = MySQLdb.connect(**mysql.conninfo())
-    admin.autocommit(True)
-    cursor = admin.cursor()
     try:
-        cursor.execute(f"CREATE DATABASE `{env['dbname']}`")
-        for name in ("a", "b", "c"):
-            user, password = env[name]
-            cursor.execute(f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s", [password])
-            cursor.execute(f"GRANT ALL ON `{env['dbname']}`.* TO '{user}'@'%'")
+        admin = MySQLdb.connect(**mysql.conninfo())
+        try:
+            cursor = admin.cursor()
+            cursor.execute(f"CREATE DATABASE `{env['dbname']}`")
+            for name in ("a", "b", "c"):
+                user, password = env[name]
+                cursor.execute(f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s", [password])
+                cursor.execute(f"GRANT ALL ON `{env['dbname']}`.* TO '{user}'@'%'")
+        finally:
+            admin.close()
         yield env
     finally:
-        cursor.execute(f"DROP DATABASE IF EXISTS `{env['dbname']}`")
-        for name in ("a", "b", "c"):
-            cursor.execute(f"DROP USER IF EXISTS '{env[name][0]}'@'%'")
-        admin.close()
+        mysql_drop(mysql, env["dbname"], [env[name][0] for name in ("a", "b", "c")])
 
 
 def _alias(vendor: str, server: Any, env: dict[str, Any], name: str) -> dict[str, Any]:
@@ -244,30 +239,28 @@ def secret_env(pg: PgServer, mysql: MySQLServer) -> Iterator[dict[str, Any]]:
     # URL-encoding changes it ("/", "+", "@", ":", "%", " "), so both forms are searched.
     password = f"S3cr3t-pa55-{tag}/+@:% x"
     env = {"tag": tag, "password": password, "name": f"sapool_leak_{tag[:10]}"}
-    pg_admin = psycopg.connect(pg.conninfo(pg.admin_db), autocommit=True)
-    my_admin = MySQLdb.connect(**mysql.conninfo())
-    my_admin.autocommit(True)
-    cursor = my_admin.cursor()
     try:
-        pg_admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(env["name"])))
-        pg_admin.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(env["name"]), sql.Literal(password)
+        with psycopg.connect(pg.conninfo(pg.admin_db), autocommit=True) as pg_admin:
+            pg_admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(env["name"])))
+            pg_admin.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(env["name"]), sql.Literal(password)
+                )
             )
-        )
-        cursor.execute(f"CREATE DATABASE `{env['name']}`")
-        cursor.execute(f"CREATE USER '{env['name']}'@'%%' IDENTIFIED BY %s", [password])
-        cursor.execute(f"GRANT ALL ON `{env['name']}`.* TO '{env['name']}'@'%'")
+        my_admin = MySQLdb.connect(**mysql.conninfo())
+        try:
+            cursor = my_admin.cursor()
+            cursor.execute(f"CREATE DATABASE `{env['name']}`")
+            cursor.execute(f"CREATE USER '{env['name']}'@'%%' IDENTIFIED BY %s", [password])
+            cursor.execute(f"GRANT ALL ON `{env['name']}`.* TO '{env['name']}'@'%'")
+        finally:
+            my_admin.close()
         yield env
     finally:
-        pg_admin.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(env["name"]))
-        )
-        pg_admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(env["name"])))
-        pg_admin.close()
-        cursor.execute(f"DROP DATABASE IF EXISTS `{env['name']}`")
-        cursor.execute(f"DROP USER IF EXISTS '{env['name']}'@'%'")
-        my_admin.close()
+        try:
+            pg_drop(pg, env["name"], [env["name"]])
+        finally:
+            mysql_drop(mysql, env["name"], [env["name"]])
 
 
 LEAK_POOL = {

@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,55 @@ def _reset_on_return(vendor: str, mode: str) -> str | None:
 # -- servers: a database, roles and a table of our own -------------------------
 
 
+def pg_drop(pg: PgServer, dbname: str, roles: Sequence[str]) -> None:
+    """Drop a test database and roles, each statement tried even if another fails.
+
+    A fresh admin connection: one held since setup may have been killed meanwhile
+    (fault-injection tests terminate idle sessions).
+    """
+    import psycopg
+    from psycopg import sql
+
+    statements = [sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))]
+    statements += [sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(r)) for r in roles]
+    errors: list[Exception] = []
+    with psycopg.connect(pg.conninfo(pg.admin_db), autocommit=True) as admin:
+        for statement in statements:
+            try:
+                admin.execute(statement)
+            except psycopg.Error as exc:
+                errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+def mysql_drop(
+    mysql: MySQLServer,
+    dbname: str,
+    users: Sequence[str],
+    roles: Sequence[str] = (),
+) -> None:
+    """Drop a test database, users ('user'@'%') and roles; see pg_drop()."""
+    import MySQLdb
+
+    statements = [f"DROP DATABASE IF EXISTS `{dbname}`"]
+    statements += [f"DROP USER IF EXISTS '{user}'@'%'" for user in users]
+    statements += [f"DROP ROLE IF EXISTS `{role}`" for role in roles]
+    errors: list[Exception] = []
+    admin = MySQLdb.connect(**mysql.conninfo())
+    try:
+        cursor = admin.cursor()
+        for statement in statements:
+            try:
+                cursor.execute(statement)
+            except MySQLdb.Error as exc:
+                errors.append(exc)
+    finally:
+        admin.close()
+    if errors:
+        raise errors[0]
+
+
 @pytest.fixture(scope="module")
 def pg_env(pg: PgServer) -> Iterator[dict[str, Any]]:
     """A database whose default time zone is not UTC, a login role and two roles."""
@@ -116,28 +165,21 @@ def pg_env(pg: PgServer) -> Iterator[dict[str, Any]]:
         "other": f"sapool_ss_{tag}_other",
         "password": f"pw-{uuid.uuid4().hex}",  # trust auth ignores it; it is still given
     }
-    admin = psycopg.connect(pg.conninfo(pg.admin_db), autocommit=True)
     try:
-        admin.execute(f'CREATE DATABASE "{env["dbname"]}"')
-        admin.execute(f"ALTER DATABASE \"{env['dbname']}\" SET timezone TO '{PG_DB_TIME_ZONE}'")
-        admin.execute(f"CREATE ROLE \"{env['login']}\" LOGIN PASSWORD '{env['password']}'")
-        for role in ("assumed", "other"):
-            admin.execute(f'CREATE ROLE "{env[role]}" NOLOGIN')
-            admin.execute(f'GRANT "{env[role]}" TO "{env["login"]}"')
+        with psycopg.connect(pg.conninfo(pg.admin_db), autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{env["dbname"]}"')
+            admin.execute(f"ALTER DATABASE \"{env['dbname']}\" SET timezone TO '{PG_DB_TIME_ZONE}'")
+            admin.execute(f"CREATE ROLE \"{env['login']}\" LOGIN PASSWORD '{env['password']}'")
+            for role in ("assumed", "other"):
+                admin.execute(f'CREATE ROLE "{env[role]}" NOLOGIN')
+                admin.execute(f'GRANT "{env[role]}" TO "{env["login"]}"')
         with psycopg.connect(pg.conninfo(env["dbname"]), autocommit=True) as db:
             db.execute("CREATE TABLE item (id serial PRIMARY KEY, name text)")
             db.execute("GRANT SELECT, INSERT ON item TO PUBLIC")
             db.execute("GRANT USAGE ON SEQUENCE item_id_seq TO PUBLIC")
         yield env
     finally:
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-            [env["dbname"]],
-        )
-        admin.execute(f'DROP DATABASE IF EXISTS "{env["dbname"]}" WITH (FORCE)')
-        for role in ("login", "assumed", "other"):
-            admin.execute(f'DROP ROLE IF EXISTS "{env[role]}"')
-        admin.close()
+        pg_drop(pg, env["dbname"], [env["login"], env["assumed"], env["other"]])
 
 
 @pytest.fixture(scope="module")
@@ -152,25 +194,24 @@ def mysql_env(mysql: MySQLServer) -> Iterator[dict[str, Any]]:
         "role": f"sapool_ss_{tag}_role",
         "password": f"pw-{uuid.uuid4().hex}",
     }
-    admin = MySQLdb.connect(**mysql.conninfo())
-    admin.autocommit(True)
-    cursor = admin.cursor()
     try:
-        cursor.execute(f"CREATE DATABASE `{env['dbname']}`")
-        cursor.execute(f"CREATE USER '{env['login']}'@'%%' IDENTIFIED BY %s", [env["password"]])
-        cursor.execute(f"GRANT ALL ON `{env['dbname']}`.* TO '{env['login']}'@'%'")
-        cursor.execute(f"CREATE ROLE `{env['role']}`")
-        cursor.execute(f"GRANT `{env['role']}` TO '{env['login']}'@'%'")
-        cursor.execute(
-            f"CREATE TABLE `{env['dbname']}`.item "
-            "(id int AUTO_INCREMENT PRIMARY KEY, name varchar(100)) ENGINE=InnoDB"
-        )
+        admin = MySQLdb.connect(**mysql.conninfo())
+        try:
+            cursor = admin.cursor()
+            cursor.execute(f"CREATE DATABASE `{env['dbname']}`")
+            cursor.execute(f"CREATE USER '{env['login']}'@'%%' IDENTIFIED BY %s", [env["password"]])
+            cursor.execute(f"GRANT ALL ON `{env['dbname']}`.* TO '{env['login']}'@'%'")
+            cursor.execute(f"CREATE ROLE `{env['role']}`")
+            cursor.execute(f"GRANT `{env['role']}` TO '{env['login']}'@'%'")
+            cursor.execute(
+                f"CREATE TABLE `{env['dbname']}`.item "
+                "(id int AUTO_INCREMENT PRIMARY KEY, name varchar(100)) ENGINE=InnoDB"
+            )
+        finally:
+            admin.close()
         yield env
     finally:
-        cursor.execute(f"DROP DATABASE IF EXISTS `{env['dbname']}`")
-        cursor.execute(f"DROP USER IF EXISTS '{env['login']}'@'%'")
-        cursor.execute(f"DROP ROLE IF EXISTS `{env['role']}`")
-        admin.close()
+        mysql_drop(mysql, env["dbname"], [env["login"]], [env["role"]])
 
 
 def _pg_settings(pg: PgServer, env: dict[str, Any], mode: str, assume: bool) -> dict[str, Any]:

@@ -24,7 +24,6 @@ its address (see scripts/fault-servers).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -76,19 +75,6 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return f"(no {path.name})"
-
-
-try:  # resolved here: the forked child must not dlopen anything
-    _PRCTL: Any = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # pragma: no cover - not Linux
-    _PRCTL = None
-
-
-def _set_pdeathsig() -> None:  # pragma: no cover - runs in the forked child
-    # If the test process dies without cleaning up, the kernel sends the server
-    # SIGTERM (Linux: PR_SET_PDEATHSIG = 1).
-    if _PRCTL is not None:
-        _PRCTL(1, int(signal.SIGTERM))
 
 
 class Instance:
@@ -414,7 +400,6 @@ class MariaDBInstance(Instance):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_set_pdeathsig,
         )
 
     def _stop(self) -> None:

@@ -233,6 +233,9 @@ def check_connection_settings(alias: str, settings_dict: Mapping[str, Any]) -> N
     # build a message only when there is something to refuse.
     if settings_dict.get("CONN_MAX_AGE", 0) != 0:
         raise ImproperlyConfigured(conn_max_age_error(alias, settings_dict))
-    options = settings_dict.get("OPTIONS") or {}
-    if isinstance(options, Mapping) and options.get("pool"):
+    options = settings_dict.get("OPTIONS")
+    if not options:
+        return
+    # type() first: isinstance() against the Mapping ABC costs a microsecond.
+    if (type(options) is dict or isinstance(options, Mapping)) and options.get("pool"):
         raise ImproperlyConfigured(django_pool_error(alias, settings_dict))

@@ -114,12 +114,14 @@ class Psycopg3Ops(DriverOps):
     name = "psycopg"
 
     def is_closed(self, conn: Any) -> bool:
-        return bool(conn.closed or conn.broken)
+        # What psycopg's ``closed`` and ``broken`` both test, in one C call.
+        return bool(conn.pgconn.status == self._bad)
 
     def __init__(self) -> None:
-        from psycopg.pq import TransactionStatus
+        from psycopg.pq import ConnStatus, TransactionStatus
 
         self._idle = TransactionStatus.IDLE
+        self._bad = ConnStatus.BAD
 
     def in_transaction(self, conn: Any) -> bool | None:
         return conn.pgconn.transaction_status != self._idle

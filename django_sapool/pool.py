@@ -30,6 +30,8 @@ logger = logging.getLogger("django_sapool")
 #: ``info`` keys, stored per raw DBAPI connection (they vanish with it).
 LAST_USED = "django_sapool.last_used"
 INITIALIZED = "django_sapool.initialized"
+#: Marks a connection whose session was reset (RESET_ON_RETURN 'reset' or SQL).
+WAS_RESET = "django_sapool.was_reset"
 #: Marks a healthy connection closed only because its pool was disposed.
 RETIRED = "django_sapool.retired"
 #: Marks a connection being invalidated (broken), between the two events that say so.
@@ -151,6 +153,7 @@ class ManagedPool:
         self._pre_ping = options.pre_ping and driver.networked
         self._pre_ping_interval = options.pre_ping_interval
         self._leak_timeout = options.leak_timeout
+        self._session_reset = bool(options.reset_query) or options.reset_on_return == RESET_SESSION
         # ids of checked-out records reported as leaked, with when they were.
         self._leaks_reported: dict[int, float] = {}
         # Idle connections are closed (IDLE_TIMEOUT, RECYCLE) and leaks reported
@@ -307,7 +310,11 @@ class ManagedPool:
             except sa_exc.TimeoutError:
                 self._count("timeouts")
                 raise PoolExhausted(self.exhausted_message()) from None
-            raw = self._connection(record)
+            try:
+                raw = record.get_connection()
+            except BaseException as err:
+                record._checkin_failed(err, _fairy_was_created=False)
+                raise
             info = record.info
             now = time.monotonic()
             if now >= info[EXPIRES]:
@@ -501,8 +508,8 @@ class ManagedPool:
         # can tell (psycopg, sqlite3) saves the round trip when none is open.
         if in_transaction or (in_transaction is None and options.reset_on_return):
             self.driver.end_transaction(raw, commit=options.reset_on_return == RESET_COMMIT)
-        query = options.reset_query
-        if query or options.reset_on_return == RESET_SESSION:
+        if self._session_reset:
+            query = options.reset_query
             if query:
                 self.driver.execute(raw, query)
             else:
@@ -510,6 +517,7 @@ class ManagedPool:
             # That undid Django's session setup (time zone, role, isolation
             # level, sql_mode): redo it at the next checkout.
             info.pop(INITIALIZED, None)
+            info[WAS_RESET] = True
 
     # -- housekeeping: idle connections and leaks ------------------------------
 

@@ -31,7 +31,7 @@ from django.utils.asyncio import async_unsafe
 from . import registry
 from .conf import check_connection_settings, parse_pool_options
 from .drivers import DriverOps
-from .pool import INITIALIZED, ManagedPool
+from .pool import INITIALIZED, WAS_RESET, ManagedPool
 
 try:  # Django >= 4.1 exposes the alias used for _nodb_cursor() here.
     from django.db.backends.base.base import NO_DB_ALIAS
@@ -244,10 +244,20 @@ class PooledDatabaseWrapperMixin:
             return
         super().init_connection_state()  # type: ignore[misc]
         if self._sapool_proxy is not None:
-            self._sapool_proxy.info[INITIALIZED] = True
+            info = self._sapool_proxy.info
+            info[INITIALIZED] = True
+            if info.pop(WAS_RESET, False):
+                self.sapool_restore_session()
 
     def sapool_refresh_session(self) -> None:
         """Re-check session state that may have changed, without a round trip."""
+
+    def sapool_restore_session(self) -> None:
+        """Redo connect-time session setup that a session reset undid.
+
+        Called after ``init_connection_state()`` on a connection whose session
+        was reset on return (RESET_ON_RETURN 'reset' or an SQL statement).
+        """
 
     def is_usable(self) -> bool:
         # _close() leaves self.connection = None; Django's MySQL is_usable()

@@ -22,6 +22,20 @@ class MySQLPoolMixin(PooledDatabaseWrapperMixin):
 
         return (settings.USE_TZ,)
 
+    def sapool_restore_session(self) -> None:
+        # The client library runs OPTIONS['init_command'] (often sql_mode) only
+        # when it connects; COM_RESET_CONNECTION puts the session variables back
+        # to the server's defaults, so run it again. (The character set survives:
+        # the server restores the one of the handshake.)
+        options = self.settings_dict.get("OPTIONS") or {}
+        init_command = options.get("init_command")
+        if init_command:
+            cursor = self.connection.cursor()
+            try:
+                cursor.execute(init_command)
+            finally:
+                cursor.close()
+
 
 class DatabaseWrapper(MySQLPoolMixin, base.DatabaseWrapper):
     creation_class = DatabaseCreation

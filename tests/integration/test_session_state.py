@@ -76,8 +76,8 @@ EXPECTED: dict[str, dict[str, dict[str, str]]] = {
         "GET_LOCK(name, 0)": _row(K, K, K, C, C),
         "PREPARE": _row(K, K, K, C, K),
         "Django: OPTIONS['isolation_level']": _row(*[SET] * 5),
-        # Desired, and failing under "reset" until django_sapool re-runs init_command
-        # after COM_RESET_CONNECTION (see docs/session-state.md).
+        # Under "reset" only because django_sapool re-runs init_command after
+        # COM_RESET_CONNECTION (the driver runs it at connect only).
         "Django: OPTIONS['init_command'] (sql_mode)": _row(*[SET] * 5),
     },
 }

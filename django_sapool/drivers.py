@@ -38,6 +38,9 @@ class DriverOps:
     name = "generic"
     #: Whether the driver talks to a server over a socket (pings make sense).
     networked = True
+    #: Whether is_closed() reliably reports a connection broken by a failed
+    #: operation. If not, a connection returned after a database error is pinged.
+    flags_broken = False
 
     def is_closed(self, conn: Any) -> bool:
         """Return True when the driver already knows the connection is dead."""
@@ -112,6 +115,7 @@ class DriverOps:
 
 class Psycopg3Ops(DriverOps):
     name = "psycopg"
+    flags_broken = True
 
     def is_closed(self, conn: Any) -> bool:
         # What psycopg's ``closed`` and ``broken`` both test, in one C call.
@@ -143,6 +147,7 @@ class Psycopg3Ops(DriverOps):
 
 class Psycopg2Ops(DriverOps):
     name = "psycopg2"
+    flags_broken = True
 
     def is_closed(self, conn: Any) -> bool:
         return bool(conn.closed)
@@ -173,6 +178,7 @@ class Psycopg2Ops(DriverOps):
 
 class Sqlite3Ops(DriverOps):
     name = "sqlite3"
+    flags_broken = True
     networked = False
 
     def is_closed(self, conn: Any) -> bool:
@@ -282,8 +288,18 @@ class MysqlclientOps(DriverOps):
                 self._client = None
         return self._client  # type: ignore[return-value]
 
+    #: Client errors that mean the server connection is gone: CR_SERVER_GONE_ERROR,
+    #: CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED, MariaDB's ER_CONNECTION_KILLED and
+    #: MySQL's ER_CLIENT_INTERACTION_TIMEOUT.
+    GONE = frozenset({2006, 2013, 2055, 1927, 4031})
+
     def is_closed(self, conn: Any) -> bool:
-        return not conn.open
+        if not conn.open:
+            return True  # PyMySQL closes its socket on a lost connection
+        # mysqlclient keeps .open true after "Lost connection"/"gone away": its
+        # last error code tells, without a round trip.
+        errno = getattr(conn, "errno", None)
+        return errno is not None and errno() in self.GONE
 
     def autocommit(self, conn: Any) -> bool | None:
         return bool(conn.get_autocommit())

@@ -152,6 +152,7 @@ class ManagedPool:
         self._attempts = options.pool_size + max(options.max_overflow, 0) + 1
         self._pre_ping = options.pre_ping and driver.networked
         self._pre_ping_interval = options.pre_ping_interval
+        self._ping_suspects = driver.networked and not driver.flags_broken
         self._leak_timeout = options.leak_timeout
         self._session_reset = bool(options.reset_query) or options.reset_on_return == RESET_SESSION
         # ids of checked-out records reported as leaked, with when they were.
@@ -461,8 +462,14 @@ class ManagedPool:
 
     # -- checkin --------------------------------------------------------------
 
-    def checkin(self, record: ConnectionPoolEntry) -> None:
-        """Reset a connection per RESET_ON_RETURN and return it; discard it if broken."""
+    def checkin(self, record: ConnectionPoolEntry, suspect: bool = False) -> None:
+        """Reset a connection per RESET_ON_RETURN and return it; discard it if broken.
+
+        ``suspect``: a database error happened on it (Django's ``errors_occurred``).
+        A driver that cannot tell a broken connection by itself (mysqlclient
+        keeps ``open`` true after "server has gone away") then gets a ping, so a
+        dead connection is not handed out again when PRE_PING is off.
+        """
         entry = self._out.pop(id(record), None)
         if entry is None:
             return  # already returned
@@ -477,6 +484,13 @@ class ManagedPool:
             if self.driver.is_closed(raw):
                 raise ConnectionError("connection closed")
             self._reset(raw, info)
+            if suspect and self._ping_suspects:
+                self._count("pings")
+                try:
+                    self.driver.ping(raw)
+                except Exception:
+                    self._count("pings_failed")
+                    raise
         except Exception as exc:
             self._discard(record, exc)
             return

@@ -284,7 +284,7 @@ class PooledDatabaseWrapperMixin:
                 # Inherited through fork(): the parent owns it; never touch it.
                 registry.keep_inherited(proxy, self.connection)
             else:
-                pool.checkin(proxy)
+                pool.checkin(proxy, self.errors_occurred)  # type: ignore[attr-defined]
         finally:
             # Even inside atomic(): the raw connection is back in the pool, and
             # another thread may own it now (Django's own pool does the same).

@@ -43,8 +43,10 @@ except ImportError:  # pragma: no cover
 _connecting = threading.local()
 _connecting.wrapper = None
 
-#: Passed by our connect() instead of get_connection_params(): the parameters
-#: are worked out only when the pool actually opens a new server connection.
+#: Passed by our connect() instead of get_connection_params(): get_new_connection()
+#: takes the parameters cached with the pool for the current settings (worked out
+#: once per wrapper and settings, so Django's side effects on the wrapper, such as
+#: SQLite's transaction_mode and MySQL's isolation_level, still happen).
 LAZY_PARAMS: dict[str, Any] = {}
 
 
@@ -87,8 +89,8 @@ class PooledDatabaseWrapperMixin:
     _sapool_pool: ManagedPool | None = None
     _sapool_owner: weakref.ref[Any] | None = None
     _sapool_reused = False  # set by get_new_connection, read by init_connection_state
-    # (connect settings snapshot, OPTIONS copy, POOL_OPTIONS copy, pool)
-    _sapool_cache: tuple[Any, Any, Any, ManagedPool] | None = None
+    # (connect settings snapshot, OPTIONS copy, POOL_OPTIONS copy, pool, connect params)
+    _sapool_cache: tuple[Any, Any, Any, ManagedPool, dict[str, Any]] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -142,6 +144,7 @@ class PooledDatabaseWrapperMixin:
             dict(options) if isinstance(options, dict) else options,
             dict(pool_options) if isinstance(pool_options, dict) else pool_options,
             pool,
+            self.get_connection_params(),  # type: ignore[attr-defined]
         )
         return pool
 
@@ -174,7 +177,7 @@ class PooledDatabaseWrapperMixin:
         The same steps as Django's ``BaseDatabaseWrapper.connect()`` (identical
         from Django 4.2 to 6.1; ``tests/unit/test_hot_path.py`` watches it), in
         the same order, with three savings on a pooled connection: the connect
-        parameters are worked out only if a new server connection is opened;
+        parameters are worked out once per wrapper and settings, not per checkout;
         ``set_autocommit()`` switches the driver only if its mode differs; and
         the session setup runs once per server connection (see
         ``init_connection_state``).
@@ -214,6 +217,8 @@ class PooledDatabaseWrapperMixin:
         if not self.sapool_enabled():
             return super().get_new_connection(conn_params)  # type: ignore[misc]
         pool = self.sapool_pool()
+        if conn_params is LAZY_PARAMS:
+            conn_params = self._sapool_cache[4]  # type: ignore[index]
         owner = self._sapool_owner
         if owner is None:
             owner = self._sapool_owner = weakref.ref(self, registry.owner_gone)
@@ -229,11 +234,10 @@ class PooledDatabaseWrapperMixin:
         self._sapool_reused = INITIALIZED in info
         return record.dbapi_connection
 
-    def sapool_new_connection(self, conn_params: dict[str, Any] | None) -> Any:
+    def sapool_new_connection(self, conn_params: dict[str, Any]) -> Any:
         """Open a new server connection the way Django's own backend does."""
-        if conn_params is None or conn_params is LAZY_PARAMS:
-            conn_params = self.get_connection_params()  # type: ignore[attr-defined]
-        return super().get_new_connection(conn_params)  # type: ignore[misc]
+        # A copy: Django's get_new_connection() may change the dict it is given.
+        return super().get_new_connection(dict(conn_params))  # type: ignore[misc]
 
     def init_connection_state(self) -> None:
         # Skip Django's session setup only inside connect(), for a server

@@ -102,22 +102,26 @@ def test_a_reused_connection_leaves_the_state_django_connect_leaves(tmp_path: Pa
     wrapper.savepoint_ids = ["s1"]
     wrapper.ensure_connection()
     assert wrapper._sapool_proxy is not None
-    assert _state(wrapper) == fresh == {
-        "in_atomic_block": False,
-        "savepoint_ids": [],
-        "atomic_blocks": [],
-        "needs_rollback": False,
-        "health_check_enabled": False,
-        "closed_in_transaction": False,
-        "errors_occurred": False,
-        "health_check_done": True,
-        "autocommit": True,
-        "run_on_commit": [],
-    }
+    assert (
+        _state(wrapper)
+        == fresh
+        == {
+            "in_atomic_block": False,
+            "savepoint_ids": [],
+            "atomic_blocks": [],
+            "needs_rollback": False,
+            "health_check_enabled": False,
+            "closed_in_transaction": False,
+            "errors_occurred": False,
+            "health_check_done": True,
+            "autocommit": True,
+            "run_on_commit": [],
+        }
+    )
     wrapper.close()
 
 
-def test_connect_params_are_worked_out_only_for_new_server_connections(
+def test_connect_params_are_worked_out_once_per_wrapper_and_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[int] = []
@@ -128,11 +132,22 @@ def test_connect_params_are_worked_out_only_for_new_server_connections(
         return original(self)
 
     monkeypatch.setattr(SqliteWrapper, "get_connection_params", counting)
-    wrapper = _wrapper(tmp_path)
+    wrapper, other = _wrapper(tmp_path), _wrapper(tmp_path)
+    for w in (wrapper, other):
+        w.settings_dict["OPTIONS"] = {"transaction_mode": "IMMEDIATE"}
     for _ in range(5):
         wrapper.ensure_connection()
         wrapper.close()
     assert len(calls) == 1
+    # A second wrapper (another thread) reuses the same server connection, and
+    # still works its parameters out once: Django sets attributes on the way
+    # (SQLite's transaction_mode, MySQL's isolation_level) that it needs.
+    other.ensure_connection()
+    assert other.transaction_mode == "IMMEDIATE"
+    with other.cursor() as cursor:  # atomic() would BEGIN IMMEDIATE with it
+        cursor.execute("SELECT 1")
+    other.close()
+    assert len(calls) == 2
     assert wrapper.sapool_pool().status().connections_opened == 1
 
 

@@ -65,7 +65,9 @@ PGBOUNCER_PORT = int(os.environ.get("BENCH_PGBOUNCER_PORT", "6439"))
 #: "own": the pg target runs on a plain cluster of our own (OwnCluster) on OWN_PG_PORT.
 PG_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 OWN_PG_PORT = int(os.environ.get("BENCH_OWN_PG_PORT", "5498"))
+#: "own": the mariadb target runs on a MariaDB server of our own (OwnMariaDB).
 MYSQL_URL = os.environ.get("BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/")
+OWN_MYSQL_PORT = int(os.environ.get("BENCH_OWN_MYSQL_PORT", "3399"))
 
 sys.path.insert(0, str(SITE))
 from benchsite.contenders import CONTENDERS, MAX_OVERFLOW, POOL_SIZE, database  # noqa: E402
@@ -462,6 +464,104 @@ class OwnCluster:
         for path in (key, cert):
             os.chown(path, pg.pw_uid, pg.pw_gid)
             path.chmod(0o600)
+
+
+class OwnMariaDB:
+    """A MariaDB server of our own (``BENCH_MYSQL_URL=own``): exact global counters.
+
+    The system server's global status counts every client's traffic; on a machine
+    where others use that server, our own instance is the only one whose
+    Connections/Questions are all ours. Datadir in /tmp, run as ``mysql``, no config
+    file (``--no-defaults``) but the system server's notable settings: skip-name-resolve,
+    utf8mb4, a 128 MiB buffer pool, one thread per connection.
+    """
+
+    def __init__(self, port: int = OWN_MYSQL_PORT) -> None:
+        self.port = port
+        self.dir = WORK / f"mariadb-{port}"
+        self.socket = self.dir / "mysqld.sock"
+        self.pidfile = self.dir / "mysqld.pid"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _pid(self) -> int | None:
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if Path(f"/proc/{pid}").exists() else None
+
+    def stop(self) -> None:
+        pid = self._pid()
+        if pid:
+            log(f"stop our MariaDB server on port {self.port}")
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 60
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                if self.proc is not None:
+                    self.proc.poll()  # reap it
+                time.sleep(0.1)
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+
+    def start(self) -> None:
+        self.stop()  # leftovers of a crashed run
+        mysql = pwd.getpwnam("mysql")
+        WORK.mkdir(parents=True, exist_ok=True)
+        (self.dir / "data").mkdir(parents=True, mode=0o700)
+        for path in (self.dir, self.dir / "data"):
+            os.chown(path, mysql.pw_uid, mysql.pw_gid)
+        log(f"install a MariaDB data directory in {self.dir} (port {self.port})")
+        run_quiet(
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={self.dir / 'data'}",
+                "--user=mysql",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ]
+        )
+        log_file = open(self.dir / "mariadbd.out", "ab")
+        self.proc = subprocess.Popen(
+            [
+                "mariadbd",
+                "--no-defaults",
+                f"--datadir={self.dir / 'data'}",
+                f"--port={self.port}",
+                "--bind-address=127.0.0.1",
+                f"--socket={self.socket}",
+                f"--pid-file={self.pidfile}",
+                f"--log-error={self.dir / 'error.log'}",
+                "--user=mysql",
+                "--skip-name-resolve",
+                "--character-set-server=utf8mb4",
+                "--collation-server=utf8mb4_general_ci",
+                "--innodb-buffer-pool-size=128M",
+                "--max-connections=151",
+            ],
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,
+        )
+        log_file.close()
+        import MySQLdb
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                # Over the socket as root (no password: a throwaway server), then
+                # allow the same over TCP from 127.0.0.1.
+                admin = MySQLdb.connect(unix_socket=str(self.socket), user="root")
+                break
+            except MySQLdb.OperationalError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    tail = (self.dir / "error.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"our MariaDB did not start:\n{tail}") from None
+                time.sleep(0.2)
+        cursor = admin.cursor()
+        cursor.execute("CREATE USER IF NOT EXISTS 'root'@'127.0.0.1'")
+        cursor.execute("GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION")
+        admin.close()
 
 
 class PgBouncer:
@@ -891,9 +991,19 @@ def run(opts: Options) -> dict[str, Any]:
                 stack.callback(bouncer.stop)
                 bouncer.start()
         if "mariadb" in targets:
-            servers["mariadb"] = my = MysqlServer(parse_url(MYSQL_URL, 3306, "root"))
+            mysql_url = MYSQL_URL
+            if MYSQL_URL == "own":
+                own_mariadb = OwnMariaDB()
+                stack.callback(own_mariadb.stop)
+                own_mariadb.start()
+                mysql_url = f"mysql://root@127.0.0.1:{OWN_MYSQL_PORT}/"
+            servers["mariadb"] = my = MysqlServer(parse_url(mysql_url, 3306, "root"))
             stack.callback(my.close)
-            where["mariadb"] = f"{my.conn.host}:{my.conn.port}"
+            where["mariadb"] = f"{my.conn.host}:{my.conn.port}" + (
+                " (a server of the harness's own, BENCH_MYSQL_URL=own)"
+                if MYSQL_URL == "own"
+                else ""
+            )
         if "pg-tls" in targets:
             tls_cluster = OwnCluster(TLS_PORT, tls=True)
             stack.callback(tls_cluster.stop)
@@ -995,10 +1105,12 @@ def cleanup() -> None:
             pg = PgServer(parse_url(PG_URL, 5432, "postgres"))
             pg.drop_database()
             pg.close()
-    with contextlib.suppress(Exception):
-        my = MysqlServer(parse_url(MYSQL_URL, 3306, "root"))
-        my.drop_database()
-        my.close()
+    OwnMariaDB().stop()
+    if MYSQL_URL != "own":
+        with contextlib.suppress(Exception):
+            my = MysqlServer(parse_url(MYSQL_URL, 3306, "root"))
+            my.drop_database()
+            my.close()
 
 
 def command_line() -> str:

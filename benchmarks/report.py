@@ -179,7 +179,9 @@ def headline(data: dict[str, Any], cells: dict[Cell, dict[str, dict[str, Any]]])
     contenders = [c for c in CONTENDER_ORDER if any(c in cells[(t, w, "one")] for t, w in cols)]
     titles = {t: data["targets"][t]["title"].replace(" (sslmode=require)", "") for t, _ in cols}
     lines = [
-        "| /one, req/s (sapool ÷ it) | " + " | ".join(f"{titles[t]}, {w}" for t, w in cols) + " |",
+        "| /one: req/s (sapool ÷ it: median, min–max) | "
+        + " | ".join(f"{titles[t]}, {w}" for t, w in cols)
+        + " |",
         "|---|" + "---:|" * len(cols),
     ]
     for contender in contenders:
@@ -189,7 +191,10 @@ def headline(data: dict[str, Any], cells: dict[Cell, dict[str, dict[str, Any]]])
             if not s or not s["rounds"]:
                 row.append("—" if not s else "failed")
             elif "ratio" in s:
-                row.append(f"{num(s['rps'])} ({s['ratio']:.2f}×)")
+                row.append(
+                    f"{num(s['rps'])} ({s['ratio']:.2f}×, "
+                    f"{s['ratio_min']:.2f}–{s['ratio_max']:.2f})"
+                )
             else:
                 row.append(f"**{num(s['rps'])}**")
         lines.append("| " + " | ".join(row) + " |")
@@ -290,7 +295,8 @@ def markdown(data: dict[str, Any], cells: dict[Cell, dict[str, dict[str, Any]]])
         "## One-query view (headline)",
         "",
         "Requests per second (median over rounds) and, in parentheses, sapool's req/s divided "
-        "by that contender's, median of the per-round ratios (> 1: sapool faster).",
+        "by that contender's in the same round: median and min–max of the per-round ratios "
+        "(> 1: sapool faster).",
         "",
         *headline(data, cells),
         "",
@@ -383,7 +389,9 @@ def readme_section(data: dict[str, Any], cells: dict[Cell, dict[str, dict[str, A
             f"at {data['git']['commit']}, Django {data['versions'].get('Django', '?')}, "
             f"{p['rounds']} rounds of {p['duration_s']:g} s per contender, interleaved. "
             "Requests/s of the one-query view (median over rounds), and in parentheses "
-            "sapool's req/s divided by that contender's:",
+            "sapool's req/s divided by that contender's in the same round: the median and "
+            "the range over rounds (a wide range: a noisy machine, trust the counts more "
+            "than the speeds):",
             "",
             *headline(data, cells),
             "",

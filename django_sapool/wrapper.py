@@ -26,7 +26,6 @@ import weakref
 from typing import Any
 
 from django.db.backends.signals import connection_created
-from django.utils.asyncio import async_unsafe
 
 from . import registry
 from .conf import check_connection_settings, parse_pool_options
@@ -48,6 +47,15 @@ _connecting.wrapper = None
 #: once per wrapper and settings, so Django's side effects on the wrapper, such as
 #: SQLite's transaction_mode and MySQL's isolation_level, still happen).
 LAZY_PARAMS: dict[str, Any] = {}
+
+
+def _snapshot(value: Any) -> Any:
+    """Copy dicts and lists (recursively) so in-place changes show; keep other objects."""
+    if isinstance(value, dict):
+        return {k: _snapshot(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_snapshot(v) for v in value]
+    return value
 
 
 def _creator() -> Any:
@@ -89,8 +97,8 @@ class PooledDatabaseWrapperMixin:
     _sapool_pool: ManagedPool | None = None
     _sapool_owner: weakref.ref[Any] | None = None
     _sapool_reused = False  # set by get_new_connection, read by init_connection_state
-    # (connect settings snapshot, OPTIONS copy, POOL_OPTIONS copy, pool, connect params)
-    _sapool_cache: tuple[Any, Any, Any, ManagedPool, dict[str, Any]] | None = None
+    # (copy of settings_dict, fingerprint extra, pool, connect params)
+    _sapool_cache: tuple[dict[str, Any], Any, ManagedPool, dict[str, Any]] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -110,42 +118,33 @@ class PooledDatabaseWrapperMixin:
         return ()
 
     def sapool_pool(self) -> ManagedPool:
-        """Return this process's pool for the wrapper's current settings."""
+        """Return this process's pool for the wrapper's current settings.
+
+        Whenever the settings changed since this wrapper's last call (and the
+        first time), they are validated (``check_settings()``) and Django's
+        connect parameters are worked out again, which also sets the wrapper
+        attributes Django's ``get_connection_params()`` sets.
+        """
         settings_dict = self.settings_dict
-        # Hashing the settings costs ~10 us; the common case (nothing changed
-        # since this wrapper's last checkout) is answered by a comparison. The
-        # password is compared by its (salted, in-process) hash, not kept.
-        get = settings_dict.get
-        snapshot = (
-            get("ENGINE"),
-            get("NAME"),
-            get("USER"),
-            hash(get("PASSWORD")),
-            get("HOST"),
-            get("PORT"),
-            get("TIME_ZONE"),
-            get("AUTOCOMMIT"),
-            self.sapool_fingerprint_extra(),
-        )
+        extra = self.sapool_fingerprint_extra()
         cache = self._sapool_cache
-        if (
-            cache is not None
-            and cache[0] == snapshot
-            and cache[1] == get("OPTIONS")
-            and cache[2] == get("POOL_OPTIONS")
-            and not cache[3].disposed
-            and cache[3].pid == os.getpid()
-        ):
-            return cache[3]
+        if cache is not None:
+            pool = cache[2]
+            # Hashing the settings costs ~10 us; the common case (nothing
+            # changed) is one C-level comparison with the copy taken when the
+            # pool was looked up (it holds what settings_dict holds, in memory
+            # only; it is never shown).
+            if (
+                cache[0] == settings_dict
+                and cache[1] == extra
+                and not pool.disposed
+                and pool.pid == os.getpid()
+            ):
+                return pool
+        self.check_settings()
         pool = self._sapool_lookup(settings_dict)
-        options, pool_options = get("OPTIONS"), get("POOL_OPTIONS")
-        self._sapool_cache = (
-            snapshot,
-            dict(options) if isinstance(options, dict) else options,
-            dict(pool_options) if isinstance(pool_options, dict) else pool_options,
-            pool,
-            self.get_connection_params(),  # type: ignore[attr-defined]
-        )
+        params = self.get_connection_params()  # type: ignore[attr-defined]
+        self._sapool_cache = (_snapshot(settings_dict), extra, pool, params)
         return pool
 
     def _sapool_lookup(self, settings_dict: dict[str, Any]) -> ManagedPool:
@@ -170,7 +169,6 @@ class PooledDatabaseWrapperMixin:
         if self.sapool_enabled():
             check_connection_settings(self.alias, self.settings_dict)
 
-    @async_unsafe
     def connect(self) -> None:
         """Check a connection out of the pool; Django's connect(), minus dead weight.
 
@@ -180,11 +178,12 @@ class PooledDatabaseWrapperMixin:
         parameters are worked out once per wrapper and settings, not per checkout;
         ``set_autocommit()`` switches the driver only if its mode differs; and
         the session setup runs once per server connection (see
-        ``init_connection_state``).
+        ``init_connection_state``). ``check_settings()`` runs whenever the
+        settings changed (``sapool_pool()``). Not wrapped in ``async_unsafe``
+        again: Django reaches it through ``ensure_connection()``, which is.
         """
         if not self.sapool_enabled():
             return super().connect()  # type: ignore[misc,no-any-return]
-        self.check_settings()
         self.in_atomic_block = False
         self.savepoint_ids = []
         self.atomic_blocks = []
@@ -218,7 +217,7 @@ class PooledDatabaseWrapperMixin:
             return super().get_new_connection(conn_params)  # type: ignore[misc]
         pool = self.sapool_pool()
         if conn_params is LAZY_PARAMS:
-            conn_params = self._sapool_cache[4]  # type: ignore[index]
+            conn_params = self._sapool_cache[3]  # type: ignore[index]
         owner = self._sapool_owner
         if owner is None:
             owner = self._sapool_owner = weakref.ref(self, registry.owner_gone)
@@ -275,8 +274,22 @@ class PooledDatabaseWrapperMixin:
             return super().close_if_unusable_or_obsolete()  # type: ignore[misc]
         # CONN_MAX_AGE is always 0 with a pool, so Django would close anyway; it
         # would first spend a round trip on is_usable() after an error, which the
-        # pool's reset on return makes unnecessary.
-        self.close()  # type: ignore[attr-defined]
+        # pool's reset on return makes unnecessary. What follows is Django's
+        # close() (watched by tests/unit/test_hot_path.py) without its second
+        # async_unsafe check: close_if_unusable_or_obsolete() has none in Django
+        # either, and runs at every request's end.
+        self.validate_thread_sharing()  # type: ignore[attr-defined]
+        self.run_on_commit = []
+        if self.closed_in_transaction or self.connection is None:
+            return
+        try:
+            self._close()
+        finally:
+            if self.in_atomic_block:
+                self.closed_in_transaction = True
+                self.needs_rollback = True
+            else:
+                self.connection = None
 
     def _close(self) -> None:
         proxy, pool = self._sapool_proxy, self._sapool_pool

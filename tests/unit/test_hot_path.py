@@ -41,6 +41,18 @@ DJANGO_CONNECT = [
 ]
 
 
+#: The statements of Django's BaseDatabaseWrapper.close(), which our
+#: close_if_unusable_or_obsolete() repeats for a pooled connection.
+DJANGO_CLOSE = [
+    "self.validate_thread_sharing()",
+    "self.run_on_commit = []",
+    "if self.closed_in_transaction or self.connection is None:\n    return",
+    "try:\n    self._close()\nfinally:\n    if self.in_atomic_block:\n"
+    "        self.closed_in_transaction = True\n        self.needs_rollback = True\n"
+    "    else:\n        self.connection = None",
+]
+
+
 def _statements(function: Any) -> list[str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
     body = tree.body[0].body  # type: ignore[attr-defined]
@@ -54,6 +66,27 @@ def test_django_connect_is_the_one_our_connect_mirrors() -> None:
         "Django's BaseDatabaseWrapper.connect() changed: bring "
         "django_sapool.wrapper.PooledDatabaseWrapperMixin.connect() in line, then this list."
     )
+
+
+def test_django_close_is_the_one_we_repeat() -> None:
+    assert _statements(BaseDatabaseWrapper.close) == DJANGO_CLOSE, (
+        "Django's BaseDatabaseWrapper.close() changed: bring "
+        "PooledDatabaseWrapperMixin.close_if_unusable_or_obsolete() in line, then this list."
+    )
+
+
+def test_a_connection_closed_inside_atomic_is_returned_and_marked(tmp_path: Path) -> None:
+    """As Django's close(): inside atomic() the wrapper is marked, the connection goes back."""
+    wrapper = _wrapper(tmp_path)
+    wrapper.ensure_connection()
+    wrapper.set_autocommit(False)
+    wrapper.in_atomic_block = True
+    wrapper.close_if_unusable_or_obsolete()
+    assert (wrapper.closed_in_transaction, wrapper.needs_rollback) == (True, True)
+    assert wrapper._sapool_proxy is None
+    assert wrapper.sapool_pool().status().checked_out == 0
+    wrapper.in_atomic_block = False
+    wrapper.connection = None
 
 
 def _wrapper(tmp_path: Path, **pool_options: Any) -> Any:

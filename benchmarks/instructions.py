@@ -1,0 +1,164 @@
+"""CPU instructions per request cycle, counted by valgrind: repeatable on a busy machine.
+
+Wall-clock micro-benchmarks (``checkout_cycle.py``) swing by tens of percent when
+other processes share the CPU. Callgrind counts the instructions this process
+executes, which do not depend on the machine's load, so two versions of the hot
+path can be compared exactly. Only the measured loop is counted (collection is
+switched on inside ``functools.reduce``, which runs it), so Django's start-up is
+left out; the server's share of a round trip is not an instruction of ours and
+never counted.
+
+    .venv/bin/python benchmarks/instructions.py [--cycles 2000] [--src DIR] [MODE ...]
+
+Modes (default: pq sq pc sc):
+
+    pq  persistent connection (CONN_MAX_AGE=None): cursor, SELECT 1, request end
+    sq  django_sapool: the same cycle
+    pc  persistent: ensure_connection() + close_if_unusable_or_obsolete(), no query
+    sc  django_sapool: the same, i.e. one checkout and one return through Django
+    sm  django_sapool's pool alone: ManagedPool.checkout() + checkin()
+    sr  SQLAlchemy's QueuePool at the record level (what sm builds on)
+    sa  SQLAlchemy's QueuePool.connect() + close() (the per-checkout proxy)
+
+``--src DIR`` imports django_sapool from DIR instead (e.g. a ``git worktree`` of
+an older commit) to compare versions. Needs valgrind (Debian package) and the
+PostgreSQL server of SAPOOL_PG_URL (default: this machine's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import re
+import subprocess
+import sys
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+MODES = ("pq", "sq", "pc", "sc", "sm", "sr", "sa")
+
+
+def child(mode: str, cycles: int) -> None:
+    """Run inside valgrind: set Django up, warm up, then run `cycles` in reduce()."""
+    src = os.environ.get("SAPOOL_SRC")
+    if src:  # an editable install's finder would win over sys.path: drop it
+        sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+        sys.path.insert(0, src)
+    import django
+    from django.conf import settings
+
+    url = urlsplit(os.environ.get("SAPOOL_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    db = {
+        "NAME": url.path.lstrip("/") or "postgres",
+        "USER": unquote(url.username or "postgres"),
+        "PASSWORD": unquote(url.password or ""),
+        "HOST": url.hostname or "127.0.0.1",
+        "PORT": url.port or 5432,
+    }
+    settings.configure(
+        DATABASES={
+            "default": {"ENGINE": "django_sapool.backends.postgresql", **db},
+            "persistent": {
+                "ENGINE": "django.db.backends.postgresql",
+                "CONN_MAX_AGE": None,
+                **db,
+            },
+        },
+        USE_TZ=True,
+    )
+    django.setup()
+    from django.db import connections
+
+    conn = connections["default" if mode.startswith("s") else "persistent"]
+    conn.ensure_connection()
+    conn.close()
+
+    def query() -> None:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+        conn.close_if_unusable_or_obsolete()
+
+    def checkout() -> None:
+        conn.ensure_connection()
+        conn.close_if_unusable_or_obsolete()
+
+    def pool() -> None:
+        managed = conn.sapool_pool()
+        managed.checkin(managed.checkout(None))
+
+    def records() -> None:
+        queue_pool = conn.sapool_pool()._pool
+        record = queue_pool._do_get()
+        record.get_connection()
+        record.checkin(_fairy_was_created=False)
+
+    def fairy() -> None:
+        conn.sapool_pool()._pool.connect().close()
+
+    run: Any = {"q": query, "c": checkout, "m": pool, "r": records, "a": fairy}[mode[1]]
+    for _ in range(200):
+        run()
+    functools.reduce(lambda acc, _: run() or acc, range(cycles), 0)
+
+
+def count(mode: str, cycles: int, src: str | None) -> int:
+    env = {**os.environ, "SAPOOL_SRC": src or ""}
+    proc = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--collect-atstart=no",
+            "--toggle-collect=functools_reduce",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            __file__,
+            "--child",
+            mode,
+            "--cycles",
+            str(cycles),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    match = re.search(r"Collected : (\d+)", proc.stderr)
+    if not match:
+        raise SystemExit(f"no instruction count from callgrind:\n{proc.stderr[-2000:]}")
+    return int(match.group(1)) // cycles
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modes", nargs="*", help=f"any of {', '.join(MODES)}")
+    parser.add_argument("--cycles", type=int, default=2000)
+    parser.add_argument("--src", help="import django_sapool from this directory")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.cycles)
+        return
+    args.modes = args.modes or ["pq", "sq", "pc", "sc"]
+    unknown = sorted(set(args.modes) - set(MODES))
+    if unknown:
+        parser.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
+    # Every mode runs in its own valgrind process, all at once (counts don't
+    # depend on the load they put on each other).
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(args.modes)) as executor:
+        found = executor.map(lambda m: count(m, args.cycles, args.src), args.modes)
+        counts = dict(zip(args.modes, found, strict=True))
+    where = args.src or "here"
+    print(f"# instructions per cycle, {args.cycles} cycles, django_sapool from {where}")
+    for mode, n in counts.items():
+        print(f"{mode}  {n:>9,}")
+    for ours, base in (("sq", "pq"), ("sc", "pc")):
+        if ours in counts and base in counts:
+            print(f"{ours} - {base}  {counts[ours] - counts[base]:>+9,}  (django_sapool's cost)")
+
+
+if __name__ == "__main__":
+    main()

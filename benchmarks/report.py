@@ -276,17 +276,27 @@ def markdown(data: dict[str, Any], cells: dict[Cell, dict[str, dict[str, Any]]])
     ]
     if background:
         worst = max(background, key=lambda x: x[2])
+        if worst[2] < 1:
+            notes.append(
+                "MariaDB's counters are global, and nothing else used the server: in a quiet "
+                "0.3 s right after each run, other traffic was 0 statements/s."
+            )
+        else:
+            notes.append(
+                "MariaDB's counters are global: other clients' traffic, measured in a quiet "
+                f"0.3 s right after each run, peaked at {worst[2]:.0f} statements/s "
+                f"({' '.join(worst[0])}, {worst[1]}); a few statements/s is the server's own "
+                "background, much more means someone else was using the server and the "
+                "MariaDB statement/connection figures of that round are inflated (medians "
+                "damp one such round)."
+            )
+    evicted = [r for r in data["runs"] if r.get("statements_evicted")]
+    if evicted:
         notes.append(
-            "MariaDB's counters are global: other clients' traffic, measured in a quiet "
-            f"{0.3:g} s right after each run, peaked at {worst[2]:.0f} statements/s "
-            f"({' '.join(worst[0])}, {worst[1]}); a few statements/s is the server's own "
-            "background, much more means someone else was using the server and the MariaDB "
-            "statement/connection figures of that round are inflated (medians damp one such round)."
-        )
-    if any(s.get("evicted") for stats in cells.values() for s in stats.values()):
-        notes.append(
-            "pg_stat_statements evicted entries during some runs (pg_stat_statements.max): "
-            "their statement counts may be low."
+            f"pg_stat_statements evicted entries (pg_stat_statements.max reached, other "
+            f"databases' statements) during {len(evicted)} of {len(data['runs'])} runs; had "
+            "one of ours been evicted, that run's stmts / req would be low: compare it with "
+            "the same cell's other rounds in results.json (`statements_evicted`)."
         )
     if notes:
         lines += ["", "## Notes", "", *(f"- {n}" for n in notes)]
@@ -390,8 +400,11 @@ def readme_section(data: dict[str, Any], cells: dict[Cell, dict[str, dict[str, A
             f"{p['rounds']} rounds of {p['duration_s']:g} s per contender, interleaved. "
             "Requests/s of the one-query view (median over rounds), and in parentheses "
             "sapool's req/s divided by that contender's in the same round: the median and "
-            "the range over rounds (a wide range: a noisy machine, trust the counts more "
-            "than the speeds):",
+            "the range over rounds (a wide range means a noisy machine: then trust the "
+            "connection and statement counts in RESULTS.md more than the speeds).",
+            "Servers: "
+            + "; ".join(f"{name} at {at}" for name, at in data.get("servers", {}).items())
+            + ".",
             "",
             *headline(data, cells),
             "",

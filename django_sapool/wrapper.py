@@ -92,6 +92,10 @@ class PooledDatabaseWrapperMixin:
     settings_dict: dict[str, Any]
     connection: Any
     vendor: str
+    savepoint_ids: list[Any]
+    atomic_blocks: list[Any]
+    run_on_commit: list[Any]
+    run_commit_hooks_on_set_autocommit_on: bool
 
     _sapool_proxy: Any = None
     _sapool_pool: ManagedPool | None = None

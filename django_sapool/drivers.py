@@ -5,9 +5,49 @@ Every check here is local (no round trip) unless its name says ``ping``.
 
 from __future__ import annotations
 
+import ctypes
 import select
 import sys
 from typing import Any
+
+
+class _PollFd(ctypes.Structure):
+    _fields_ = [("fd", ctypes.c_int), ("events", ctypes.c_short), ("revents", ctypes.c_short)]
+
+
+def _libc_poll() -> Any:
+    """libc's poll(2) called with the GIL held (ctypes.PyDLL), or None where unavailable."""
+    try:
+        function = ctypes.PyDLL(None).poll
+    except (OSError, AttributeError):  # pragma: no cover - not a POSIX libc
+        return None
+    function.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function
+
+
+_POLL = _libc_poll()
+
+
+class _HeldPoll:
+    """A zero-timeout poll(2) of one socket that keeps the GIL.
+
+    select.poll() releases the GIL around the system call even with timeout 0;
+    in a busy threaded server (gunicorn gthread) another thread then takes the
+    GIL and this one waits for it back, up to the 5 ms switch interval, at every
+    checkout. A zero-timeout poll never blocks, so there is nothing to release
+    the GIL for. Not monkey-patched by gevent either, so it never yields.
+    """
+
+    __slots__ = ("_ref", "_fds")
+
+    def __init__(self, fd: int) -> None:
+        self._fds = _PollFd(fd, select.POLLIN | select.POLLPRI, 0)
+        self._ref = ctypes.byref(self._fds)
+
+    def poll(self, timeout: float = 0) -> bool:
+        # > 0: readable or hung up; < 0: poll failed. Either way, worth a ping.
+        return bool(_POLL(self._ref, 1, 0))
 
 
 def _nonblocking_poll() -> Any:
@@ -108,6 +148,8 @@ class DriverOps:
         fd = self.socket_fd(conn)
         if fd is None or fd < 0:
             return _ALWAYS_NEWS
+        if _POLL is not None:
+            return _HeldPoll(fd)
         poller = _nonblocking_poll()
         poller.register(fd, select.POLLIN | select.POLLPRI)
         return poller
@@ -230,7 +272,9 @@ class _MariaDBClient:
         import MySQLdb._mysql as native
 
         lib = ctypes.CDLL(native.__file__)  # resolves libmariadb's symbols it links
-        self.get_info = lib.mariadb_get_infov
+        # Reading the status flags is local and never blocks: keep the GIL
+        # (PyDLL) rather than hand it to another thread and wait to get it back.
+        self.get_info = ctypes.PyDLL(native.__file__).mariadb_get_infov
         self.get_info.restype = ctypes.c_char
         self._void_p = ctypes.c_void_p
         self._int = ctypes.c_int

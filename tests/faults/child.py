@@ -21,7 +21,6 @@ Config (env SAPOOL_FAULT_CHILD): ``driver`` (psycopg, psycopg2, mysqlclient) and
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -122,30 +121,7 @@ urlpatterns = [path("q", view_query), path("write", view_write), path("read", vi
 
 # -- plumbing ------------------------------------------------------------------
 
-_handler: Any = None
-
-
-def request(url: str) -> tuple[int, Any]:
-    """Serve one request through Django's WSGI handler; return (status, JSON or None)."""
-    route, _, query = url.partition("?")
-    environ = {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": route,
-        "QUERY_STRING": query,
-        "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(b""),
-        "wsgi.errors": io.StringIO(),
-    }
-    status: list[str] = []
-    response = _handler(environ, lambda s, headers, exc_info=None: status.append(s))
-    try:
-        body = b"".join(response)
-    finally:
-        response.close()  # fires request_finished -> close_old_connections()
-    code = int(status[0].split()[0])
-    return code, json.loads(body) if code == 200 else None
+from tests.wsgi_request import prepare, request  # noqa: E402
 
 
 def classes(exc: BaseException | None) -> list[str]:
@@ -373,10 +349,7 @@ def reply(payload: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    global _handler
-    from django.core.handlers.wsgi import WSGIHandler
-
-    _handler = WSGIHandler()
+    prepare()
     reply({"ready": True, "pid": os.getpid()})
     for line in sys.stdin:
         command = json.loads(line)

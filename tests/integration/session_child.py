@@ -252,35 +252,7 @@ urlpatterns = [
 
 # -- plumbing ------------------------------------------------------------------
 
-_handler: Any = None
-
-
-def request(url: str) -> tuple[int, Any]:
-    """Serve one GET through Django's WSGI handler; return (status, JSON body or None)."""
-    global _handler
-    if _handler is None:
-        from django.core.handlers.wsgi import WSGIHandler
-
-        _handler = WSGIHandler()
-    route, _, query = url.partition("?")
-    environ = {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": route,
-        "QUERY_STRING": query,
-        "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(b""),
-        "wsgi.errors": io.StringIO(),
-    }
-    status: list[str] = []
-    response = _handler(environ, lambda s, headers, exc_info=None: status.append(s))
-    try:
-        body = b"".join(response)
-    finally:
-        response.close()  # fires request_finished -> close_old_connections()
-    code = int(status[0].split()[0])
-    return code, json.loads(body) if code == 200 else None
+from tests.wsgi_request import request  # noqa: E402
 
 
 def get(url: str) -> Any:

@@ -99,7 +99,7 @@ def test_no_leak_report_without_leak_timeout(pg_run: Any) -> None:
 def test_recycle_replaces_old_sessions_with_jitter(pg_run: Any) -> None:
     """No request is served by a session older than RECYCLE; replacements are spread out.
 
-    Six connections open within the first moments; with RECYCLE=2 and
+    Up to six connections open within the first moments; with RECYCLE=2 and
     RECYCLE_JITTER=0.5 each is replaced after 1-2 s of life, at its own time,
     so the first generation's lifetimes (backend start to last request) differ.
     """
@@ -112,6 +112,9 @@ def test_recycle_replaces_old_sessions_with_jitter(pg_run: Any) -> None:
             "MAX_OVERFLOW": 0,
             "RECYCLE": recycle,
             "RECYCLE_JITTER": jitter,
+            # Round robin: every connection serves requests all the time, so a
+            # session's last request marks its end (with LIFO one may sit idle).
+            "USE_LIFO": False,
         },
     )
     seen = facts["seen"]
@@ -123,14 +126,16 @@ def test_recycle_replaces_old_sessions_with_jitter(pg_run: Any) -> None:
     for s in seen:
         if s["start"] < facts["started"] + 1.0:
             first_gen.setdefault(s["pid"], []).append(s)
-    assert len(first_gen) == BURST
+    # Threads that find an idle connection don't open one: at least 4 of the 6.
+    assert 4 <= len(first_gen) <= BURST
     lifetimes = sorted(max(x["at"] for x in xs) - xs[0]["start"] for xs in first_gen.values())
     # Each lived at most RECYCLE, and at least RECYCLE * (1 - jitter) minus the
     # gap between two requests on it.
     assert lifetimes[-1] < recycle + 0.5
     assert lifetimes[0] > recycle * (1 - jitter) - 0.5
-    # Not all replaced together: the spread of lifetimes shows the jitter.
-    assert lifetimes[-1] - lifetimes[0] > 0.15, lifetimes
+    # Not all replaced together: the spread of lifetimes shows the jitter (all
+    # of 4+ deadlines drawn from 1 s within 0.1 s of each other: < 0.5%).
+    assert lifetimes[-1] - lifetimes[0] > 0.1, lifetimes
     (pool,) = facts["pools"]
-    assert pool["connections_recycled"] >= BURST
+    assert pool["connections_recycled"] >= len(first_gen)
     assert pool["connections_invalidated"] == 0

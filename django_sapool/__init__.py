@@ -9,12 +9,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .errors import PoolExhausted
+    from .errors import PoolExhausted, ServerSilent
     from .pool import PoolStatus
 
 __version__ = "0.1.0"
 
-__all__ = ["PoolExhausted", "PoolStatus", "__version__", "after_fork", "dispose", "pool_status"]
+__all__ = [
+    "PoolExhausted",
+    "PoolStatus",
+    "ServerSilent",
+    "__version__",
+    "after_fork",
+    "dispose",
+    "evict",
+    "pool_status",
+]
 
 
 def dispose(alias: str | None = None) -> int:
@@ -26,6 +35,19 @@ def dispose(alias: str | None = None) -> int:
     from . import registry
 
     return registry.dispose(alias)
+
+
+def evict(alias: str | None = None) -> int:
+    """Retire every connection of this process's pools (of one alias); return the pool count.
+
+    Idle connections are closed now, checked-out ones when they are returned, so the
+    next requests open new connections: call it from an ops signal after a failover
+    or a DNS switch (HikariCP's ``softEvictConnections``). A write that fails because
+    the server is read-only does the same by itself.
+    """
+    from . import registry
+
+    return registry.evict(alias)
 
 
 def pool_status(alias: str | None = None) -> list[PoolStatus]:
@@ -65,10 +87,10 @@ def __getattr__(name: str) -> Any:
     # (where after_fork() is called) before a gevent worker monkey-patches; a
     # django.db imported then keeps real thread-locals, and every greenlet would
     # share one connection.
-    if name == "PoolExhausted":
-        from .errors import PoolExhausted
+    if name in ("PoolExhausted", "ServerSilent"):
+        from . import errors
 
-        return PoolExhausted
+        return getattr(errors, name)
     if name == "PoolStatus":
         from .pool import PoolStatus
 

@@ -34,6 +34,10 @@ class PoolOptions:
     min_idle: int = 1
     leak_timeout: float | None = None
     recycle_jitter: float = 0.1
+    ping_timeout: float | None = 5.0
+    connect_timeout: float | None = 10.0
+    tcp_keepalive: float | None = 10.0
+    tcp_user_timeout: float | None = 10.0
 
     @property
     def reset_query(self) -> str | None:
@@ -161,6 +165,10 @@ _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "MIN_IDLE": _int_at_least(0),
     "LEAK_TIMEOUT": _optional_seconds,
     "RECYCLE_JITTER": _fraction,
+    "PING_TIMEOUT": _optional_seconds,
+    "CONNECT_TIMEOUT": _optional_seconds,
+    "TCP_KEEPALIVE": _optional_seconds,
+    "TCP_USER_TIMEOUT": _optional_seconds,
 }
 
 VALID_KEYS = tuple(_PARSERS)

@@ -6,8 +6,10 @@ Every check here is local (no round trip) unless its name says ``ping``.
 from __future__ import annotations
 
 import ctypes
+import math
 import select
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -99,6 +101,22 @@ class DriverOps:
         """Return the connection's socket file descriptor, if the driver exposes it."""
         return None
 
+    def add_connect_timeout(self, params: dict[str, Any], seconds: float | None) -> None:
+        """Bound connecting by CONNECT_TIMEOUT unless OPTIONS sets ``connect_timeout``.
+
+        The four drivers share the parameter's name and take whole seconds.
+        """
+        if self.networked and seconds is not None and "connect_timeout" not in params:
+            params["connect_timeout"] = max(1, math.ceil(seconds))
+
+    def sets_own_keepalive(self, options: Mapping[str, Any]) -> bool:
+        """Return whether OPTIONS sets the driver's own TCP keepalive options."""
+        return False
+
+    def is_read_only_error(self, conn: Any, exc: BaseException) -> bool:
+        """Return whether ``exc`` says the server is read-only (a failover happened)."""
+        return False
+
     def end_transaction(self, conn: Any, commit: bool) -> None:
         """Commit or roll back the open transaction."""
         if commit:
@@ -155,9 +173,51 @@ class DriverOps:
         return poller
 
 
-class Psycopg3Ops(DriverOps):
+class _PostgresOps(DriverOps):
+    """What both PostgreSQL drivers share: libpq's options and error codes."""
+
+    #: libpq's own keepalive settings; if OPTIONS sets any, the sockets are left alone.
+    KEEPALIVE_KEYS = frozenset(
+        {"keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count"}
+        | {"tcp_user_timeout"}
+    )
+    #: read_only_sql_transaction
+    READ_ONLY = "25006"
+
+    def sets_own_keepalive(self, options: Mapping[str, Any]) -> bool:
+        return not self.KEEPALIVE_KEYS.isdisjoint(options)
+
+    def is_read_only_error(self, conn: Any, exc: BaseException) -> bool:
+        if self.sqlstate(exc) != self.READ_ONLY:
+            return False
+        # A transaction the application itself made read-only fails the same
+        # way; the server reports (PostgreSQL >= 14, no round trip) whether the
+        # session's default is read-only or the server is a standby.
+        reported = [
+            self.parameter(conn, name)
+            for name in ("default_transaction_read_only", "in_hot_standby")
+        ]
+        if all(value is None for value in reported):
+            return True  # an older server: assume a failover
+        return "on" in reported
+
+    def sqlstate(self, exc: BaseException) -> str | None:
+        raise NotImplementedError
+
+    def parameter(self, conn: Any, name: str) -> str | None:
+        raise NotImplementedError
+
+
+class Psycopg3Ops(_PostgresOps):
     name = "psycopg"
     flags_broken = True
+
+    def sqlstate(self, exc: BaseException) -> str | None:
+        return getattr(exc, "sqlstate", None)
+
+    def parameter(self, conn: Any, name: str) -> str | None:
+        value = conn.pgconn.parameter_status(name.encode())
+        return None if value is None else value.decode()
 
     def is_closed(self, conn: Any) -> bool:
         # What psycopg's ``closed`` and ``broken`` both test, in one C call.
@@ -187,9 +247,16 @@ class Psycopg3Ops(DriverOps):
         conn.execute(sql)
 
 
-class Psycopg2Ops(DriverOps):
+class Psycopg2Ops(_PostgresOps):
     name = "psycopg2"
     flags_broken = True
+
+    def sqlstate(self, exc: BaseException) -> str | None:
+        return getattr(exc, "pgcode", None)
+
+    def parameter(self, conn: Any, name: str) -> str | None:
+        value = conn.get_parameter_status(name)
+        return None if value is None else str(value)
 
     def is_closed(self, conn: Any) -> bool:
         return bool(conn.closed)
@@ -336,6 +403,16 @@ class MysqlclientOps(DriverOps):
     #: CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED, MariaDB's ER_CONNECTION_KILLED and
     #: MySQL's ER_CLIENT_INTERACTION_TIMEOUT.
     GONE = frozenset({2006, 2013, 2055, 1927, 4031})
+    #: ER_OPTION_PREVENTS_STATEMENT (with "read-only" or "read_only" in the message:
+    #: ``--read-only``, ``--super-read-only``) and ER_READ_ONLY_MODE.
+    READ_ONLY = frozenset({1290, 1836})
+
+    def is_read_only_error(self, conn: Any, exc: BaseException) -> bool:
+        args = getattr(exc, "args", ())
+        if len(args) < 2 or args[0] not in self.READ_ONLY:
+            return False
+        message = str(args[1]).lower()
+        return args[0] == 1836 or "read-only" in message or "read_only" in message
 
     def is_closed(self, conn: Any) -> bool:
         if not conn.open:

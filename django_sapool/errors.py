@@ -11,3 +11,10 @@ class PoolExhausted(OperationalError):
     A subclass of Django's ``OperationalError``, so ``except OperationalError`` and
     Django's own error handling treat it like any other unavailable database.
     """
+
+
+class ServerSilent(OperationalError):
+    """The server did not answer a ping or reset within PING_TIMEOUT seconds.
+
+    The connection is discarded; a checkout then opens a new one.
+    """

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING
 
@@ -50,11 +51,21 @@ def _run() -> None:
 
 
 def sweep(pid: int) -> float:
-    """Housekeep every live pool of this process once; return the seconds to the next run."""
+    """Housekeep every live pool of this process once; return the seconds to the next run.
+
+    A pool unused for longer than IDLE_TIMEOUT is disposed of: MIN_IDLE keeps
+    connections warm for traffic that comes back, not for an alias used once
+    (a management command's, an old tenant's) or settings long gone.
+    """
+    from . import registry
+
     with _lock:
         pools = [p for p in _pools if p.pid == pid and not p.disposed]
     for pool in pools:
         try:
+            if pool.unused(time.monotonic()):
+                registry.retire(pool, "unused for longer than IDLE_TIMEOUT")
+                continue
             pool.housekeep()
         except Exception:  # never let one pool's trouble stop the others
             logger.exception("django_sapool: housekeeping failed for alias %r", pool.alias)

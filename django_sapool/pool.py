@@ -12,7 +12,7 @@ import threading
 import time
 import traceback
 import weakref
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,9 +21,11 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
+from . import tcp
 from .conf import RESET_COMMIT, RESET_SESSION, PoolOptions
+from .deadline import WATCHDOG
 from .drivers import DriverOps
-from .errors import PoolExhausted
+from .errors import PoolExhausted, ServerSilent
 
 logger = logging.getLogger("django_sapool")
 
@@ -45,6 +47,11 @@ SWEPT = "django_sapool.swept"
 
 #: How many of the most recent checkout waits the wait-time percentiles cover.
 WAIT_WINDOW = 1024
+
+#: What a checkout in progress is doing while it talks to the server.
+CONNECTING = "connecting"
+PINGING = "pinging"
+RESETTING = "resetting"
 
 _DEBUG = logging.DEBUG
 
@@ -88,6 +95,10 @@ class PoolStatus:
     wait_ms_max: float
     connections_idle_closed: int = 0
     leaks: int = 0
+    connecting: int = 0
+    pinging: int = 0
+    pings_timed_out: int = 0
+    evictions: int = 0
 
 
 def percentile(ordered: Sequence[float], fraction: float) -> float:
@@ -114,6 +125,7 @@ class ManagedPool:
         options: PoolOptions,
         driver: DriverOps,
         creator: Callable[[], Any],
+        tune_sockets: bool = True,
     ) -> None:
         self.alias = alias
         self.vendor = vendor
@@ -145,6 +157,8 @@ class ManagedPool:
                 "checkout_waits",
                 "idle_closed",
                 "leaks",
+                "pings_timed_out",
+                "evictions",
             ),
             0,
         )
@@ -155,6 +169,20 @@ class ManagedPool:
         self._ping_suspects = driver.networked and not driver.flags_broken
         self._leak_timeout = options.leak_timeout
         self._session_reset = bool(options.reset_query) or options.reset_on_return == RESET_SESSION
+        self._ping_timeout = options.ping_timeout if driver.networked else None
+        self._creator = creator
+        # Keepalive defaults, unless the user's OPTIONS set the driver's own.
+        self._tune_sockets = driver.networked and tune_sockets
+        # Checkouts talking to the server now (connecting, pinging) and returns
+        # resetting, by thread id: (thread, what it does, since when). Shown by
+        # status(), PoolExhausted's message and LEAK_TIMEOUT reports.
+        self._busy: dict[int, tuple[threading.Thread, str, float]] = {}
+        # time.time() of the last evict(): connections opened before it are
+        # closed when returned (SQLAlchemy reconnects them at checkout).
+        self._evicted_at = 0.0
+        #: When a connection was last returned (or the pool created): the
+        #: housekeeper disposes of a pool unused for longer than IDLE_TIMEOUT.
+        self.last_used = time.monotonic()
         # ids of checked-out records reported as leaked, with when they were.
         self._leaks_reported: dict[int, float] = {}
         # Idle connections are closed (IDLE_TIMEOUT, RECYCLE) and leaks reported
@@ -180,7 +208,7 @@ class ManagedPool:
         # retired by a pool-wide invalidation), not a new connection.
         self._closed_records: weakref.WeakSet[Any] = weakref.WeakSet()
         self._pool = QueuePool(
-            creator,
+            self._create,
             pool_size=options.pool_size,
             max_overflow=options.max_overflow,
             timeout=options.timeout,
@@ -220,6 +248,27 @@ class ManagedPool:
             f"<ManagedPool alias={self.alias!r} vendor={self.vendor!r} "
             f"database={self.database!r} pid={self.pid} {self._pool.status()}>"
         )
+
+    # -- birth ------------------------------------------------------------------
+
+    def _create(self) -> Any:
+        """Open a new server connection (SQLAlchemy's creator), within CONNECT_TIMEOUT.
+
+        The connect timeout itself is the driver's (``connect_timeout``, see
+        ``wrapper.py``); here the checkout shows as connecting meanwhile, and the
+        new socket gets the keepalive defaults.
+        """
+        key = threading.get_ident()
+        self._busy[key] = (threading.current_thread(), CONNECTING, time.monotonic())
+        try:
+            raw = self._creator()
+        finally:
+            self._busy.pop(key, None)
+        if self._tune_sockets:
+            fd = self.driver.socket_fd(raw)
+            if fd is not None and fd >= 0:
+                tcp.tune(fd, self.options.tcp_keepalive, self.options.tcp_user_timeout)
+        return raw
 
     # -- events ---------------------------------------------------------------
 
@@ -302,6 +351,10 @@ class ManagedPool:
         """
         pool = self._pool
         limit = self._wait_limit
+        # After a ping of this checkout went unanswered, a connection idle since
+        # then is replaced rather than pinged: its path is likely dead too, and
+        # one unanswered ping per checkout keeps the bound PING_TIMEOUT.
+        silent_since = -math.inf
         for _ in range(self._attempts):
             try:
                 if limit >= 0 and pool._overflow >= limit and not self._idle:
@@ -318,11 +371,16 @@ class ManagedPool:
                 raise
             info = record.info
             now = time.monotonic()
-            if now >= info[EXPIRES]:
+            if now >= info[EXPIRES] or info[LAST_USED] < silent_since:
                 # Older than RECYCLE (minus its jitter): replace it now.
                 record.close()
                 raw = self._connection(record)
-            if self._usable(record, raw, info, now):
+            try:
+                usable = self._usable(record, raw, info, now)
+            except ServerSilent:
+                silent_since = time.monotonic()
+                continue
+            if usable:
                 thread = threading.current_thread()
                 stack = self._checkout_stack() if self._leak_timeout else None
                 self._out[id(record)] = (record, owner, thread, now, stack)
@@ -399,12 +457,53 @@ class ManagedPool:
                 return True
         self._count("pings")
         try:
-            driver.ping(raw)
+            self._talk(PINGING, driver.ping, raw)
         except Exception as exc:
             self._count("pings_failed")
             self._discard(record, exc)
+            if isinstance(exc, ServerSilent):
+                raise
             return False
         return True
+
+    def _talk(self, doing: str, call: Callable[[Any], None], raw: Any) -> None:
+        """Make one round trip (ping, reset) under PING_TIMEOUT; raise ServerSilent if late.
+
+        Past the deadline the watchdog shuts the socket down, which ends the
+        driver's wait whatever it waits in (see ``deadline.py``); the connection
+        is then useless, and the caller discards it.
+        """
+        key = threading.get_ident()
+        self._busy[key] = (threading.current_thread(), doing, time.monotonic())
+        deadline = None
+        if self._ping_timeout is not None:
+            fd = self.driver.socket_fd(raw)
+            if fd is not None and fd >= 0:
+                deadline = WATCHDOG.arm(fd, self._ping_timeout)
+        try:
+            call(raw)
+        except BaseException as exc:
+            if self._done_talking(key, deadline):
+                raise self._silent(doing) from exc
+            raise
+        if self._done_talking(key, deadline):
+            # It answered just as the deadline fired: the socket is shut down now.
+            raise self._silent(doing)
+
+    def _done_talking(self, key: int, deadline: Any) -> bool:
+        """End a round trip; return whether its deadline fired."""
+        self._busy.pop(key, None)
+        if deadline is None or not WATCHDOG.disarm(deadline):
+            return False
+        self._count("pings_timed_out")
+        return True
+
+    def _silent(self, doing: str) -> ServerSilent:
+        return ServerSilent(
+            f"django_sapool: the server did not answer within PING_TIMEOUT="
+            f"{self._ping_timeout:g}s ({doing} a connection of alias {self.alias!r}; a hung "
+            f"server or a silent network): the connection was discarded."
+        )
 
     @staticmethod
     def _checkout_stack() -> traceback.StackSummary:
@@ -433,15 +532,29 @@ class ManagedPool:
             record.checkin(_fairy_was_created=False)
 
     def exhausted_message(self) -> str:
+        """Say who holds the connections: the application, or checkouts stuck on the server."""
         o = self.options
         overflow = "unlimited" if o.max_overflow < 0 else str(o.max_overflow)
-        return (
+        held = len(self._out)
+        busy = Counter(doing for _, doing, _ in list(self._busy.values()))
+        stuck = busy[CONNECTING] + busy[PINGING]
+        head = (
             f"django_sapool: no connection for alias {self.alias!r} became free within "
-            f"TIMEOUT={o.timeout:g}s; all POOL_SIZE={o.pool_size} + "
-            f"MAX_OVERFLOW={overflow} connections are checked out. Raise POOL_SIZE or "
-            f"MAX_OVERFLOW in settings.DATABASES[{self.alias!r}]['POOL_OPTIONS'] (mind "
-            f"the server's max_connections), raise TIMEOUT, or make sure threads "
-            f"return connections (django.db.close_old_connections())."
+            f"TIMEOUT={o.timeout:g}s (POOL_SIZE={o.pool_size}, MAX_OVERFLOW={overflow}): "
+            f"{held} held by the application, {busy[CONNECTING]} connecting and "
+            f"{busy[PINGING]} pinging the server."
+        )
+        if stuck > held:
+            return (
+                f"{head} The server or the network is not answering: checkouts end "
+                f"within CONNECT_TIMEOUT={o.connect_timeout}s / PING_TIMEOUT="
+                f"{o.ping_timeout}s (settings.DATABASES[{self.alias!r}]['POOL_OPTIONS'])."
+            )
+        return (
+            f"{head} Raise POOL_SIZE or MAX_OVERFLOW in "
+            f"settings.DATABASES[{self.alias!r}]['POOL_OPTIONS'] (mind the server's "
+            f"max_connections), raise TIMEOUT, or make sure threads return connections "
+            f"(django.db.close_old_connections())."
         )
 
     def return_abandoned(self, owner: weakref.ref[Any]) -> int:
@@ -462,13 +575,18 @@ class ManagedPool:
 
     # -- checkin --------------------------------------------------------------
 
-    def checkin(self, record: ConnectionPoolEntry, suspect: bool = False) -> None:
+    def checkin(
+        self, record: ConnectionPoolEntry, suspect: bool = False, read_only: bool = False
+    ) -> None:
         """Reset a connection per RESET_ON_RETURN and return it; discard it if broken.
 
         ``suspect``: a database error happened on it (Django's ``errors_occurred``).
         A driver that cannot tell a broken connection by itself (mysqlclient
         keeps ``open`` true after "server has gone away") then gets a ping, so a
         dead connection is not handed out again when PRE_PING is off.
+        ``read_only``: a write failed because the server is read-only (a demoted
+        primary, a standby behind the writer's address): the whole pool is
+        retired (:meth:`evict`), so the next checkouts reach the new writer.
         """
         entry = self._out.pop(id(record), None)
         if entry is None:
@@ -487,17 +605,19 @@ class ManagedPool:
             if suspect and self._ping_suspects:
                 self._count("pings")
                 try:
-                    self.driver.ping(raw)
+                    self._talk(PINGING, self.driver.ping, raw)
                 except Exception:
                     self._count("pings_failed")
                     raise
         except Exception as exc:
             self._discard(record, exc)
             return
-        now = info[LAST_USED] = time.monotonic()
-        if self.disposed:
+        now = info[LAST_USED] = self.last_used = time.monotonic()
+        if read_only:
+            self.evict("a write failed on a read-only server")
+        if self.disposed or record.starttime <= self._evicted_at:  # type: ignore[attr-defined]
             # Disposed while this one was checked out (test database dropped,
-            # dispose() called): don't let it linger in a pool nobody uses.
+            # dispose() called), or retired by evict(): close it now.
             info[RETIRED] = True
             record.invalidate()
             record.checkin(_fairy_was_created=False)  # type: ignore[attr-defined]
@@ -521,13 +641,14 @@ class ManagedPool:
         # Never hand out an open transaction, whatever the mode; a driver that
         # can tell (psycopg, sqlite3) saves the round trip when none is open.
         if in_transaction or (in_transaction is None and options.reset_on_return):
-            self.driver.end_transaction(raw, commit=options.reset_on_return == RESET_COMMIT)
+            commit = options.reset_on_return == RESET_COMMIT
+            self._talk(RESETTING, lambda conn: self.driver.end_transaction(conn, commit), raw)
         if self._session_reset:
             query = options.reset_query
             if query:
-                self.driver.execute(raw, query)
+                self._talk(RESETTING, lambda conn: self.driver.execute(conn, query), raw)
             else:
-                self.driver.strict_reset(raw)
+                self._talk(RESETTING, self.driver.strict_reset, raw)
             # That undid Django's session setup (time zone, role, isolation
             # level, sql_mode): redo it at the next checkout.
             info.pop(INITIALIZED, None)
@@ -553,14 +674,7 @@ class ManagedPool:
         if self._leak_timeout:
             self._report_leaks(now)
         victims = self._take_idle(now)
-        for record in victims:
-            record.info[SWEPT] = True
-            try:
-                record.close()
-            except Exception:  # a dead socket may fail to close cleanly
-                logger.debug("django_sapool: error closing an idle connection", exc_info=True)
-            finally:
-                self._pool._dec_overflow()
+        self._close_idle(victims, swept=True)
         if victims:
             logger.info(
                 "django_sapool: closed %d idle connection(s) of alias %r (IDLE_TIMEOUT=%s, "
@@ -573,8 +687,23 @@ class ManagedPool:
             )
         return len(victims)
 
-    def _take_idle(self, now: float) -> list[Any]:
-        """Remove from the pool's queue the idle records to close, and return them."""
+    def _close_idle(self, victims: list[Any], swept: bool) -> None:
+        """Close idle records taken out of the queue, freeing their slots."""
+        for record in victims:
+            if swept:
+                record.info[SWEPT] = True
+            try:
+                record.close()
+            except Exception:  # a dead socket may fail to close cleanly
+                logger.debug("django_sapool: error closing an idle connection", exc_info=True)
+            finally:
+                self._pool._dec_overflow()
+
+    def _take_idle(self, now: float | None) -> list[Any]:
+        """Remove from the pool's queue the idle records to close, and return them.
+
+        ``now=None`` takes every idle connection (:meth:`evict`).
+        """
         idle_timeout = self.options.idle_timeout
         queue = getattr(self._pool, "_pool", None)
         if queue is None or not hasattr(queue, "mutex"):  # pragma: no cover - SQLAlchemy changed
@@ -582,6 +711,10 @@ class ManagedPool:
         victims: list[Any] = []
         with queue.mutex:
             live = [r for r in queue.queue if r.dbapi_connection is not None]
+            if now is None:
+                for record in live:
+                    queue.queue.remove(record)
+                return live
             spare = len(live) - self.options.min_idle
             # Least recently used first.
             live.sort(key=lambda r: r.info.get(LAST_USED, 0.0))
@@ -598,9 +731,43 @@ class ManagedPool:
                     spare -= 1
         return victims
 
+    def unused(self, now: float) -> bool:
+        """Return whether nothing used this pool for longer than IDLE_TIMEOUT (dispose it)."""
+        idle_timeout = self.options.idle_timeout
+        return (
+            idle_timeout is not None
+            and not self._out
+            and not self._busy
+            and now - self.last_used > idle_timeout
+        )
+
     def _report_leaks(self, now: float) -> None:
-        """Log, once each, the connections checked out longer than LEAK_TIMEOUT."""
+        """Log, once each, the connections checked out longer than LEAK_TIMEOUT.
+
+        Checkouts stuck talking to the server (connecting, pinging) count too:
+        they hold a slot of the pool as surely as a leak does.
+        """
         limit = self._leak_timeout or math.inf
+        for key, (thread, doing, since) in list(self._busy.items()):
+            if now - since <= limit or -key in self._leaks_reported:
+                continue
+            self._leaks_reported[-key] = now
+            self._count("leaks")
+            logger.warning(
+                "django_sapool: a checkout of alias %r in thread %r has been %s the "
+                "server for %.1f s (LEAK_TIMEOUT=%g s): the server or the network is not "
+                "answering (CONNECT_TIMEOUT=%s, PING_TIMEOUT=%s).",
+                self.alias,
+                thread.name,
+                doing,
+                now - since,
+                limit,
+                self.options.connect_timeout,
+                self.options.ping_timeout,
+            )
+        stale = [key for key in self._leaks_reported if key < 0 and -key not in self._busy]
+        for key in stale:
+            self._leaks_reported.pop(key, None)
         for key, (_, _, thread, since, stack) in list(self._out.items()):
             if now - since <= limit or key in self._leaks_reported:
                 continue
@@ -658,11 +825,36 @@ class ManagedPool:
         """Return whether any raw connection this pool opened is still open."""
         return bool(self._raw)
 
-    def dispose(self) -> None:
+    def evict(self, reason: str) -> int:
+        """Retire every connection softly: idle ones now, checked-out ones when returned.
+
+        HikariCP's ``softEvictConnections``: after a failover the sessions are on
+        the old server, healthy but wrong. Checkouts in progress reconnect
+        (SQLAlchemy's invalidation time). Return how many idle ones were closed.
+        """
+        with self._lock:
+            self._evicted_at = time.time()
+            self._counters["evictions"] += 1
+        self._pool._invalidate(None, None, _checkin=False)  # type: ignore[arg-type]
+        victims = self._take_idle(None)
+        self._close_idle(victims, swept=False)
+        logger.warning(
+            "django_sapool: retired every connection of alias %r (%s): %d idle closed now, "
+            "%d checked out closed when returned",
+            self.alias,
+            reason,
+            len(victims),
+            len(self._out),
+        )
+        return len(victims)
+
+    def dispose(self, reason: str = "dispose() was called") -> None:
         """Close idle connections; connections in use are closed when returned."""
         self.disposed = True
         self._pool.dispose()
-        logger.info("django_sapool: disposed pool for alias %r (%s)", self.alias, self.database)
+        logger.info(
+            "django_sapool: disposed pool for alias %r (%s): %s", self.alias, self.database, reason
+        )
 
     def status(self) -> PoolStatus:
         """Return a snapshot: sizes now, counters, and the recent waits' percentiles."""
@@ -678,6 +870,7 @@ class ManagedPool:
         # Copying a deque of floats runs in C without releasing the GIL, so a
         # concurrent append cannot interleave.
         window = sorted(self._wait_ms)
+        busy = Counter(doing for _, doing, _ in list(self._busy.values()))
         return PoolStatus(
             alias=self.alias,
             vendor=self.vendor,
@@ -706,4 +899,8 @@ class ManagedPool:
             wait_ms_max=round(window[-1] if window else 0.0, 3),
             connections_idle_closed=counters["idle_closed"],
             leaks=counters["leaks"],
+            connecting=busy[CONNECTING],
+            pinging=busy[PINGING],
+            pings_timed_out=counters["pings_timed_out"],
+            evictions=counters["evictions"],
         )

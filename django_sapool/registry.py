@@ -16,6 +16,8 @@ import logging
 import os
 import secrets
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +53,14 @@ _inherited: list[Any] = []
 # their sockets are the parent's too: forget_inherited_pools() must find them.
 _disposed: list[ManagedPool] = []
 
+#: An alias whose settings changed more often than this within CHURN_WINDOW
+#: seconds gets one warning: each change costs a new pool and new connections.
+CHURN_LIMIT = 10
+CHURN_WINDOW = 60.0
+# When each alias last got a new pool (recent ones only), and the aliases warned about.
+_created: dict[str, deque[float]] = {}
+_churn_warned: set[str] = set()
+
 
 @dataclass(frozen=True)
 class PoolKey:
@@ -74,15 +84,24 @@ def fingerprint(settings_dict: Mapping[str, Any], *extra: Any) -> str:
 
 
 def get_pool(alias: str, fp: str, factory: Callable[[], ManagedPool]) -> ManagedPool:
-    """Return this process's pool for (alias, fingerprint), creating it once."""
+    """Return this process's pool for (alias, fingerprint), creating it once.
+
+    A new fingerprint for an alias means its settings changed (a credential
+    rotation, the test runner's database swap, ``override_settings``): the
+    alias's previous pools are disposed (idle connections closed now, the ones
+    in use when returned), so no pool outlives its settings.
+    """
     key = PoolKey(os.getpid(), alias, fp)
     pool = _pools.get(key)
     if pool is None:
+        replaced: list[PoolKey] = []
         with _lock:
             pool = _pools.get(key)
             if pool is None:
                 pool = factory()
+                replaced = [k for k in _select(alias, None) if k != key]
                 _pools[key] = pool
+                _note_created(alias)
                 logger.info(
                     "django_sapool: created pool for alias %r (%s, database %r): %s",
                     alias,
@@ -90,7 +109,30 @@ def get_pool(alias: str, fp: str, factory: Callable[[], ManagedPool]) -> Managed
                     pool.database,
                     ", ".join(f"{k}={v!r}" for k, v in pool.options.as_settings().items()),
                 )
+        for old in replaced:
+            _dispose_keys([old], "its settings changed")
     return pool
+
+
+def _note_created(alias: str) -> None:
+    """Warn once about an alias whose settings change so often that pools churn."""
+    now = time.monotonic()
+    recent = _created.setdefault(alias, deque())
+    recent.append(now)
+    while recent and recent[0] < now - CHURN_WINDOW:
+        recent.popleft()
+    if len(recent) > CHURN_LIMIT and alias not in _churn_warned:
+        _churn_warned.add(alias)
+        logger.warning(
+            "django_sapool: the settings of alias %r changed %d times within %g s, and each "
+            "change opens a new pool (and new server connections). Keep "
+            "settings.DATABASES[%r] stable while the process runs (for example, read "
+            "rotated credentials in a backend's get_connection_params()).",
+            alias,
+            len(recent),
+            CHURN_WINDOW,
+            alias,
+        )
 
 
 def _select(alias: str | None, database: str | None) -> list[PoolKey]:
@@ -106,13 +148,32 @@ def _select(alias: str | None, database: str | None) -> list[PoolKey]:
 
 def dispose(alias: str | None = None, *, database: str | None = None) -> int:
     """Close the idle connections of matching pools and forget them; return how many."""
+    return _dispose_keys(_select(alias, database), "dispose() was called")
+
+
+def retire(pool: ManagedPool, reason: str) -> bool:
+    """Dispose of one pool if it is still registered; return whether it was."""
     with _lock:
-        victims = [_pools.pop(key) for key in _select(alias, database)]
+        keys = [key for key, value in _pools.items() if value is pool]
+    return bool(_dispose_keys(keys, reason))
+
+
+def _dispose_keys(keys: list[PoolKey], reason: str) -> int:
+    with _lock:
+        victims = [pool for pool in (_pools.pop(key, None) for key in keys) if pool is not None]
     for pool in victims:
-        pool.dispose()
+        pool.dispose(reason)
     with _lock:
         _disposed[:] = [p for p in (*_disposed, *victims) if p.has_connections()]
     return len(victims)
+
+
+def evict(alias: str | None = None) -> int:
+    """Retire every connection of matching pools softly; return how many pools."""
+    matching = [_pools[key] for key in _select(alias, None) if key in _pools]
+    for pool in matching:
+        pool.evict("django_sapool.evict() was called")
+    return len(matching)
 
 
 def status(alias: str | None = None) -> list[PoolStatus]:

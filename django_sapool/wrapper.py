@@ -26,6 +26,8 @@ import weakref
 from typing import Any
 
 from django.db.backends.signals import connection_created
+from django.db.utils import DatabaseErrorWrapper
+from django.utils.functional import cached_property
 
 from . import registry
 from .conf import check_connection_settings, parse_pool_options
@@ -65,6 +67,26 @@ def _creator() -> Any:
     return wrapper.sapool_new_connection(_connecting.params)
 
 
+class _ErrorWatch(DatabaseErrorWrapper):
+    """Django's error wrapper, noting errors that say the server is read-only.
+
+    Such a write error after a failover (a demoted primary, a standby behind
+    the writer's address) retires the whole pool when the connection is
+    returned. Costs nothing unless an exception passes.
+    """
+
+    wrapper: PooledDatabaseWrapperMixin
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        if exc_type is not None:
+            wrapper = self.wrapper
+            if wrapper.connection is not None and wrapper.sapool_driver.is_read_only_error(
+                wrapper.connection, exc_value
+            ):
+                wrapper._sapool_read_only = True
+        return super().__exit__(exc_type, exc_value, traceback)  # type: ignore[func-returns-value]
+
+
 def check_all_aliases() -> None:
     """Validate the pool settings of every alias in settings.DATABASES that pools.
 
@@ -101,6 +123,7 @@ class PooledDatabaseWrapperMixin:
     _sapool_pool: ManagedPool | None = None
     _sapool_owner: weakref.ref[Any] | None = None
     _sapool_reused = False  # set by get_new_connection, read by init_connection_state
+    _sapool_read_only = False  # a write failed on a read-only server (see _ErrorWatch)
     # (copy of settings_dict, fingerprint extra, pool, connect params)
     _sapool_cache: tuple[dict[str, Any], Any, ManagedPool, dict[str, Any]] | None = None
 
@@ -148,6 +171,7 @@ class PooledDatabaseWrapperMixin:
         self.check_settings()
         pool = self._sapool_lookup(settings_dict)
         params = self.get_connection_params()  # type: ignore[attr-defined]
+        self.sapool_driver.add_connect_timeout(params, pool.options.connect_timeout)
         self._sapool_cache = (_snapshot(settings_dict), extra, pool, params)
         return pool
 
@@ -162,11 +186,18 @@ class PooledDatabaseWrapperMixin:
                 options=parse_pool_options(self.alias, settings_dict),
                 driver=self.sapool_driver,
                 creator=_creator,
+                tune_sockets=not self.sapool_driver.sets_own_keepalive(
+                    settings_dict.get("OPTIONS") or {}
+                ),
             )
 
         return registry.get_pool(self.alias, fp, build)
 
     # -- Django hooks -----------------------------------------------------------
+
+    @cached_property
+    def wrap_database_errors(self) -> DatabaseErrorWrapper:
+        return _ErrorWatch(self)
 
     def check_settings(self) -> None:
         super().check_settings()  # type: ignore[misc]
@@ -300,12 +331,13 @@ class PooledDatabaseWrapperMixin:
         if proxy is None or pool is None:
             return super()._close()  # type: ignore[misc]
         self._sapool_proxy = self._sapool_pool = None
+        read_only, self._sapool_read_only = self._sapool_read_only, False
         try:
             if pool.pid != os.getpid():
                 # Inherited through fork(): the parent owns it; never touch it.
                 registry.keep_inherited(proxy, self.connection)
             else:
-                pool.checkin(proxy, self.errors_occurred)  # type: ignore[attr-defined]
+                pool.checkin(proxy, self.errors_occurred, read_only)  # type: ignore[attr-defined]
         finally:
             # Even inside atomic(): the raw connection is back in the pool, and
             # another thread may own it now (Django's own pool does the same).

@@ -28,6 +28,8 @@ def test_defaults_without_pool_options() -> None:
     assert options.reset_query is None
     assert (options.use_lifo, options.idle_timeout, options.min_idle) == (True, 600.0, 1)
     assert (options.leak_timeout, options.recycle_jitter) == (None, 0.1)
+    assert (options.ping_timeout, options.connect_timeout) == (5.0, 10.0)
+    assert (options.tcp_keepalive, options.tcp_user_timeout) == (10.0, 10.0)
 
 
 def test_every_key_is_accepted() -> None:
@@ -46,6 +48,10 @@ def test_every_key_is_accepted() -> None:
             "MIN_IDLE": 2,
             "LEAK_TIMEOUT": 30,
             "RECYCLE_JITTER": 0,
+            "PING_TIMEOUT": 2,
+            "CONNECT_TIMEOUT": 3.5,
+            "TCP_KEEPALIVE": None,
+            "TCP_USER_TIMEOUT": 30,
         }
     )
     assert options == PoolOptions(
@@ -62,6 +68,10 @@ def test_every_key_is_accepted() -> None:
         min_idle=2,
         leak_timeout=30.0,
         recycle_jitter=0.0,
+        ping_timeout=2.0,
+        connect_timeout=3.5,
+        tcp_keepalive=None,
+        tcp_user_timeout=30.0,
     )
     assert options.reset_query == "DISCARD ALL"
 
@@ -132,6 +142,10 @@ INVALID = [
     ("RECYCLE_JITTER", float("nan"), "must be a number from 0 to 0.5"),
     ("TIMEOUT", float("inf"), "must be a number of seconds >= 0, got inf (float)"),
     ("PRE_PING_INTERVAL", float("nan"), "must be a number of seconds >= 0, got nan (float)"),
+    ("PING_TIMEOUT", 0, "must be a number of seconds > 0, or None to turn it off, got 0 (int)"),
+    ("CONNECT_TIMEOUT", "3", "must be a number of seconds > 0, or None to turn it off"),
+    ("TCP_KEEPALIVE", -1, "must be a number of seconds > 0, or None to turn it off, got -1"),
+    ("TCP_USER_TIMEOUT", float("inf"), "must be a number of seconds > 0, or None to turn it off"),
 ]
 
 

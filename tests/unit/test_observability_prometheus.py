@@ -119,13 +119,13 @@ def test_pools_of_one_alias_and_database_fold_into_one_series(tmp_path: Path) ->
         wrapper.close()
 
     cycle(POOL_SIZE=2)
-    cycle(POOL_SIZE=3)  # other connect settings: a second pool, same labels
+    cycle(POOL_SIZE=3)  # other connect settings: the first pool is disposed, same labels
     metrics = CollectorRegistry()
     sapool_prometheus.register(metrics)
     got = samples(metrics)
     key = (("alias", "default"), ("database", name), ("vendor", "sqlite"))
-    assert got[("django_sapool_pool_size", key)] == 5
-    assert got[("django_sapool_checkouts_total", key)] == 2
+    assert got[("django_sapool_pool_size", key)] == 3
+    assert got[("django_sapool_checkouts_total", key)] == 1
 
 
 def test_no_pool_no_samples_and_no_duplicate_names() -> None:

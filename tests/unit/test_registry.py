@@ -90,11 +90,31 @@ def test_key_holds_pid_and_a_keyed_hash_not_the_password() -> None:
 def test_dispose_one_alias_or_database() -> None:
     pool_of("default")
     pool_of("replica")
-    pool_of("default", NAME="test_app")
+    pool_of("reports", NAME="test_app")
     assert registry.dispose(database="test_app") == 1
     assert {s.alias for s in pool_status()} == {"default", "replica"}
     assert registry.dispose("replica") == 1
     assert [s.alias for s in pool_status()] == ["default"]
+
+
+def test_settings_change_disposes_the_alias_previous_pool() -> None:
+    first = pool_of("default")
+    replica = pool_of("replica")
+    second = pool_of("default", PASSWORD="pw-two")  # a credential rotation
+    assert first.disposed and not second.disposed and not replica.disposed
+    assert [s.database for s in pool_status("default")] == [second.database]
+    assert pool_of("default", PASSWORD="pw-two") is second
+
+
+def test_churning_settings_warn_once_naming_the_alias(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="django_sapool"):
+        for i in range(registry.CHURN_LIMIT + 3):
+            pool_of("churny", PASSWORD=f"pw-{i}")
+    warnings = [r.getMessage() for r in caplog.records if "changed" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "alias 'churny'" in warnings[0] and "settings.DATABASES['churny']" in warnings[0]
+    assert "pw-" not in warnings[0]
+    assert len(pool_status("churny")) == 1
 
 
 def test_forked_child_forgets_parent_pools_but_keeps_them_referenced() -> None:

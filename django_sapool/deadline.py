@@ -1,0 +1,117 @@
+"""Deadlines on blocking driver calls: a socket is shut down when its time is up.
+
+No DBAPI driver offers a timeout on a single call: psycopg 3 and psycopg2 wait in
+libpq or their own loop, mysqlclient in libmariadb, PyMySQL on a socket timeout
+set at connect for every read (a 90 s query included). A silent network (a
+black-holed path, a hung server, a dropped NAT entry) leaves such a call waiting
+for the kernel's retransmission timeout, many minutes. So a ping or a reset runs
+under a deadline: one watchdog thread per process sleeps until the earliest
+armed deadline and, if the call is still running then, shuts the connection's
+socket down (``shutdown(SHUT_RDWR)``). Whichever way the driver waits (poll,
+select, recv, in C or in Python), it then sees the socket closed and fails at
+once with its own "connection lost" error, and the pool discards the connection.
+
+Only the socket is shut down (a duplicate descriptor is shut down and closed);
+the driver still owns and closes its descriptor. Arming and disarming take one
+lock; firing holds it, so a deadline that expires as the call returns is either
+fired (the caller sees ``fired``) or cancelled, never half of each.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+
+logger = logging.getLogger("django_sapool")
+
+
+class Deadline:
+    """One armed deadline: ``fired`` tells whether the watchdog shut the socket down."""
+
+    __slots__ = ("fd", "when", "fired", "done")
+
+    def __init__(self, fd: int, when: float) -> None:
+        self.fd = fd
+        self.when = when
+        self.fired = False
+        self.done = False
+
+
+class Watchdog:
+    """Shut down the sockets of calls that outlive their deadline (one thread per process)."""
+
+    def __init__(self) -> None:
+        self._seq = itertools.count()
+        self.forget()
+
+    def forget(self) -> None:
+        """Start afresh (in a forked child: the lock may have been held, the thread is gone)."""
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, Deadline]] = []
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def arm(self, fd: int, seconds: float) -> Deadline:
+        """Shut ``fd``'s socket down in ``seconds`` unless :meth:`disarm` comes first."""
+        deadline = Deadline(fd, time.monotonic() + seconds)
+        with self._cond:
+            if self._thread is None:
+                self._pid = os.getpid()
+                self._thread = threading.Thread(
+                    target=self._run, name="django_sapool-watchdog", daemon=True
+                )
+                self._thread.start()
+            heapq.heappush(self._heap, (deadline.when, next(self._seq), deadline))
+            if self._heap[0][2] is deadline:
+                self._cond.notify()
+        return deadline
+
+    def disarm(self, deadline: Deadline) -> bool:
+        """Cancel ``deadline``; return True if it had already fired."""
+        with self._cond:
+            deadline.done = True
+            return deadline.fired
+
+    def _run(self) -> None:
+        pid = os.getpid()
+        with self._cond:
+            while pid == os.getpid():
+                heap = self._heap
+                while heap and heap[0][2].done:
+                    heapq.heappop(heap)
+                if not heap:
+                    self._cond.wait()
+                    continue
+                delay = heap[0][0] - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                deadline = heapq.heappop(heap)[2]
+                deadline.fired = deadline.done = True
+                shut_down(deadline.fd)
+
+
+def shut_down(fd: int) -> None:
+    """Shut a socket down for reading and writing without closing ``fd`` itself."""
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return  # already closed by its driver
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        logger.debug("django_sapool: shutdown() of a timed-out socket failed", exc_info=True)
+    finally:
+        sock.close()
+
+
+#: The process's watchdog.
+WATCHDOG = Watchdog()
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=WATCHDOG.forget)

@@ -15,8 +15,9 @@ stopped and restarted the server. ``phase`` says where a write's error came
 from: ``connect`` (checkout, BEGIN), ``insert``, or ``commit`` (atomic()'s exit,
 i.e. the COMMIT itself: the outcome is in doubt).
 
-Config (env SAPOOL_FAULT_CHILD): ``driver`` (psycopg, psycopg2, mysqlclient) and
-``databases`` (Django's DATABASES).
+Config (env SAPOOL_FAULT_CHILD): ``driver`` (psycopg, psycopg2, mysqlclient,
+pymysql) and ``databases`` (Django's DATABASES; a stock Django ENGINE for the
+baselines).
 """
 
 from __future__ import annotations
@@ -37,11 +38,15 @@ from typing import Any
 CONFIG: dict[str, Any] = json.loads(os.environ.get("SAPOOL_FAULT_CHILD", "{}"))
 if CONFIG.get("driver") == "psycopg2":
     sys.modules["psycopg"] = None  # type: ignore[assignment]  # Django falls back to psycopg2
+if CONFIG.get("driver") == "pymysql":
+    import pymysql
+
+    pymysql.install_as_MySQLdb()
 
 import django  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.signals import got_request_exception  # noqa: E402
-from django.db import connection, transaction  # noqa: E402
+from django.db import connection, connections, transaction  # noqa: E402
 from django.http import HttpRequest, HttpResponse, JsonResponse  # noqa: E402
 from django.urls import path  # noqa: E402
 
@@ -88,10 +93,22 @@ def _session_sql() -> str:
 
 
 def view_query(request: HttpRequest) -> HttpResponse:
-    """One statement that also reports the server session serving it."""
-    with connection.cursor() as cursor:
+    """One statement that also reports the server session serving it (on ``?alias=``)."""
+    with connections[request.GET.get("alias", "default")].cursor() as cursor:
         cursor.execute(_session_sql(), [float(request.GET.get("sleep", "0"))])
         return JsonResponse({"pid": cursor.fetchone()[0]})
+
+
+def view_where(request: HttpRequest) -> HttpResponse:
+    """Report which server (by its port) and session serve this request."""
+    if connection.vendor == "postgresql":
+        sql = "SELECT current_setting('port')::int, pg_backend_pid()"
+    else:
+        sql = "SELECT @@port, CONNECTION_ID()"
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        port, pid = cursor.fetchone()
+    return JsonResponse({"port": port, "pid": pid})
 
 
 def view_write(request: HttpRequest) -> HttpResponse:
@@ -117,7 +134,12 @@ def view_read(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"found": cursor.fetchone()[0]})
 
 
-urlpatterns = [path("q", view_query), path("write", view_write), path("read", view_read)]
+urlpatterns = [
+    path("q", view_query),
+    path("where", view_where),
+    path("write", view_write),
+    path("read", view_read),
+]
 
 # -- plumbing ------------------------------------------------------------------
 
@@ -144,7 +166,7 @@ def one_request(thread: int, url: str) -> tuple[list[Any], Any]:
     error = _ctx.error
     ok = code == 200 and error is None
     pid = body.get("pid") if ok and body else None
-    message = "" if error is None else f"{error}"[:300]
+    message = "" if error is None else f"{error}"[:600]
     if not ok and error is None:
         message = f"HTTP {code} without an exception"
     return [thread, start, end, ok, pid, classes(error), message, _ctx.phase], body
@@ -329,6 +351,62 @@ def cmd_status() -> dict[str, Any]:
     return {"pools": pool_status()}
 
 
+_spawned: list[threading.Thread] = []
+_spawned_records: list[list[Any]] = []
+_spawned_bodies: list[Any] = []
+
+
+def cmd_spawn(url: str, threads: int = 1) -> dict[str, Any]:
+    """Start ``threads`` requests in the background now; :func:`cmd_collect` gathers them."""
+
+    def work(i: int) -> None:
+        record, body = one_request(i, url)
+        _spawned_records.append(record)
+        _spawned_bodies.append(body)
+
+    started = time.monotonic()
+    for i in range(threads):
+        t = threading.Thread(target=work, args=(len(_spawned) + i,), daemon=True)
+        _spawned.append(t)
+        t.start()
+    return {"started": started}
+
+
+def cmd_collect(join_timeout: float = 60.0) -> dict[str, Any]:
+    """Wait (bounded) for every spawned request; return their records and bodies."""
+    deadline = time.monotonic() + join_timeout
+    for t in _spawned:
+        t.join(max(0.0, deadline - time.monotonic()))
+    alive = sum(t.is_alive() for t in _spawned)
+    result = {
+        "records": list(_spawned_records),
+        "bodies": list(_spawned_bodies),
+        "alive": alive,
+        "pools": pool_status(),
+    }
+    if not alive:
+        _spawned.clear()
+        _spawned_records.clear()
+        _spawned_bodies.clear()
+    return result
+
+
+def cmd_request(url: str) -> dict[str, Any]:
+    """Serve one request now, in this thread; return its record and body."""
+    record, body = one_request(0, url)
+    return {"record": record, "body": body, "pools": pool_status()}
+
+
+def cmd_set_setting(key: str, value: Any, alias: str = "default") -> dict[str, Any]:
+    """Change one setting of an alias in place, as a credential rotation does."""
+    connections.settings[alias][key] = value
+    return {}
+
+
+def cmd_evict() -> dict[str, Any]:
+    return {"pools": django_sapool.evict()}
+
+
 def driver_name() -> str:
     """The driver module really in use (a connection is open)."""
     return type(connection.connection).__module__.split(".")[0]
@@ -340,6 +418,11 @@ COMMANDS: dict[str, Callable[..., dict[str, Any]]] = {
     "stop_load": cmd_stop_load,
     "burst": cmd_burst,
     "status": cmd_status,
+    "spawn": cmd_spawn,
+    "collect": cmd_collect,
+    "request": cmd_request,
+    "set_setting": cmd_set_setting,
+    "evict": cmd_evict,
 }
 
 

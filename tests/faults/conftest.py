@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,13 @@ TARGETS = {
     "postgresql-psycopg": ("postgresql", "psycopg"),
     "postgresql-psycopg2": ("postgresql", "psycopg2"),
     "mysql-mysqlclient": ("mysql", "mysqlclient"),
+    "mysql-pymysql": ("mysql", "pymysql"),
+}
+
+#: Django's own backends, for the stock baselines (CONN_MAX_AGE=0, connect_timeout).
+STOCK_ENGINES = {
+    "postgresql": "django.db.backends.postgresql",
+    "mysql": "django.db.backends.mysql",
 }
 
 
@@ -46,6 +53,8 @@ def target_param(name: str) -> Any:
 BOTH = [target_param("postgresql-psycopg"), target_param("mysql-mysqlclient")]
 #: Plus PostgreSQL with psycopg2: the restart scenarios.
 ALL_DRIVERS = [*BOTH, target_param("postgresql-psycopg2")]
+#: All four drivers.
+FOUR_DRIVERS = [*ALL_DRIVERS, target_param("mysql-pymysql")]
 
 
 def _instance(vendor: str) -> Iterator[Instance]:
@@ -94,19 +103,31 @@ class Target:
         self,
         pool_options: dict[str, Any] | None = None,
         connect_timeout: int | None = None,
+        stock: bool = False,
+        prefix: Sequence[str] = (),
+        **overrides: Any,
     ) -> Child:
-        """Start a Django child on this target's database (POOL unless overridden)."""
+        """Start a Django child on this target's database (POOL unless overridden).
+
+        ``stock``: Django's own backend (CONN_MAX_AGE=0), the baseline.
+        ``overrides``: settings such as HOST/PORT (a proxy's), USER, PASSWORD.
+        ``prefix``: run the child under this command (a network namespace).
+        """
         options: dict[str, Any] = {}
         if connect_timeout is not None:
             options["connect_timeout"] = connect_timeout
         db = self.server.settings(
             self.dbname, OPTIONS=options, POOL_OPTIONS={**POOL, **(pool_options or {})}
         )
+        db.update(overrides)
+        if stock:
+            db["ENGINE"] = STOCK_ENGINES[self.vendor]
+            del db["POOL_OPTIONS"]
         log = self.log_dir / f"child-{len(self.children)}.log"
-        child = Child({"driver": self.driver, "databases": {"default": db}}, log)
+        child = Child({"driver": self.driver, "databases": {"default": db}}, log, prefix=prefix)
         self.children.append(child)
         facts = child.call("setup")
-        expected = "MySQLdb" if self.driver == "mysqlclient" else self.driver
+        expected = {"mysqlclient": "MySQLdb"}.get(self.driver, self.driver)
         assert facts["driver"] == expected, facts
         return child
 
@@ -114,7 +135,12 @@ class Target:
 @pytest.fixture(params=BOTH)
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     vendor, driver = TARGETS[request.param]
-    module = {"psycopg": "psycopg", "psycopg2": "psycopg2", "mysqlclient": "MySQLdb"}[driver]
+    module = {
+        "psycopg": "psycopg",
+        "psycopg2": "psycopg2",
+        "mysqlclient": "MySQLdb",
+        "pymysql": "pymysql",
+    }[driver]
     try:
         __import__(module)
     except ImportError as exc:

@@ -1,7 +1,8 @@
 """The test side of the fault tests: drive a child Django process, read its records, report.
 
-- :class:`Child` runs ``tests.faults.child`` and sends it commands (one JSON line
-  each), with a bound on every answer; :meth:`Child.close` always ends it.
+- :class:`Child` runs ``tests.faults.child`` (optionally under a command prefix,
+  e.g. inside a :class:`tests.faults.netns.Namespace`) and sends it commands (one
+  JSON line each), with a bound on every answer; :meth:`Child.close` always ends it.
 - :class:`Rec` is one request the child served; :func:`timeline` sorts records
   around the moments the server went down and came back.
 - :func:`report` prints a ``FAULT-REPORT {json}`` line, appends it to the file
@@ -156,11 +157,18 @@ class ChildFailed(AssertionError):
 class Child:
     """A ``tests.faults.child`` process and its command channel."""
 
-    def __init__(self, config: dict[str, Any], log: Path, start_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        log: Path,
+        start_timeout: float = 60.0,
+        prefix: Sequence[str] = (),
+    ) -> None:
+        """Start the child; ``prefix`` runs it inside something, e.g. ``Namespace.prefix()``."""
         self.log = log
         self._log_file = open(log, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.faults.child"],
+            [*prefix, sys.executable, "-m", "tests.faults.child"],
             cwd=ROOT,
             env={**os.environ, "SAPOOL_FAULT_CHILD": json.dumps(config)},
             stdin=subprocess.PIPE,

@@ -17,6 +17,14 @@ Every directory records the pid of the process that made it; :func:`cleanup_stal
 stops the servers of directories whose owner died (a killed test run), after
 checking that the process really is that directory's server.
 
+``launch(vendor, namespace=ns)`` runs the server inside a
+:class:`tests.faults.netns.Namespace` (its 127.0.0.1 is the namespace's, so
+:meth:`Instance.settings` serves an application run there); the admin
+connections then go over the server's UNIX socket, which the test process
+outside reaches whatever the namespace's network does.
+:meth:`PgInstance.make_standby` clones a running PostgreSQL into a streaming hot
+standby, which :meth:`PgInstance.promote` turns into a primary.
+
 ``python -m tests.faults.servers postgresql|mysql`` starts one by hand and prints
 its address (see scripts/fault-servers).
 """
@@ -33,7 +41,10 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .netns import Namespace
 
 HOST = "127.0.0.1"
 PREFIX = "sapool-faults-"
@@ -83,7 +94,8 @@ class Instance:
     vendor = ""
     user = ""
 
-    def __init__(self) -> None:
+    def __init__(self, namespace: Namespace | None = None) -> None:
+        self.namespace = namespace
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{self.vendor}-"))
         (self.root / "owner").write_text(str(os.getpid()))
@@ -91,7 +103,12 @@ class Instance:
         self.log = self.root / "server.log"
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {HOST}:{self.port} in {self.root}>"
+        where = f" in {self.namespace}" if self.namespace else ""
+        return f"<{type(self).__name__} {HOST}:{self.port}{where} in {self.root}>"
+
+    def prefix(self) -> list[str]:
+        """The command prefix for the server's own processes (its namespace's, if any)."""
+        return self.namespace.prefix() if self.namespace else []
 
     # -- lifecycle (per vendor) -------------------------------------------------
 
@@ -208,14 +225,16 @@ class PgInstance(Instance):
     vendor = "postgresql"
     user = "postgres"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, namespace: Namespace | None = None) -> None:
+        super().__init__(namespace)
         shutil.chown(self.root, "postgres", "postgres")
 
-    def _pg_ctl(self, *args: str) -> None:
+    def _pg_ctl(self, *args: str, inside: bool = True) -> None:
+        """Run pg_ctl as postgres; ``inside`` the namespace if it starts a postmaster."""
         options = f"-p {self.port} -k {self.root} -c listen_addresses={HOST}"
         _run(
             [
+                *(self.prefix() if inside else []),
                 "runuser",
                 "-u",
                 "postgres",
@@ -262,7 +281,9 @@ class PgInstance(Instance):
         self._pg_ctl("start")
 
     def _stop(self) -> None:
-        self._pg_ctl("-m", "fast", "stop")
+        # Only signals the postmaster: no namespace needed, so a namespace that is
+        # already gone cannot keep a server from stopping.
+        self._pg_ctl("-m", "fast", "stop", inside=False)
 
     def restart(self) -> tuple[float, float]:
         down = time.monotonic()
@@ -299,14 +320,72 @@ class PgInstance(Instance):
     def connect(self, dbname: str | None = None, timeout: float = 5.0) -> Any:
         import psycopg
 
+        # In a namespace the server's 127.0.0.1 is not ours: use its UNIX socket.
         return psycopg.connect(
-            host=HOST,
+            host=str(self.root) if self.namespace else HOST,
             port=self.port,
             user=self.user,
             dbname=dbname or "postgres",
             connect_timeout=max(1, int(timeout)),
             autocommit=True,
         )
+
+    # -- replication -------------------------------------------------------------
+
+    def make_standby(self) -> PgInstance:
+        """Clone this running primary (pg_basebackup -R) into a hot standby and start it.
+
+        The standby gets its own directory and port, lives in the same namespace,
+        and streams from the primary over the primary's UNIX socket, so a partition
+        of 127.0.0.1 does not stop replication. Destroy it like any instance.
+        """
+        standby = PgInstance(self.namespace)
+        try:
+            _run(
+                [
+                    "runuser",
+                    "-u",
+                    "postgres",
+                    "--",
+                    str(PG_BIN / "pg_basebackup"),
+                    "-h",
+                    str(self.root),
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    self.user,
+                    "-D",
+                    str(standby.data),
+                    "-R",  # standby.signal + primary_conninfo
+                    "-X",
+                    "stream",
+                    "-c",
+                    "fast",  # checkpoint now, not at the next scheduled one
+                    "--no-sync",
+                ],
+                f"pg_basebackup ({self} -> {standby})",
+            )
+            standby.start()
+        except BaseException:
+            standby.destroy()
+            raise
+        return standby
+
+    def in_recovery(self) -> bool:
+        """Whether the server is a standby (still replaying WAL)."""
+        return bool(self.scalar("SELECT pg_is_in_recovery()"))
+
+    def promote(self, timeout: float = SERVER_TIMEOUT) -> float:
+        """Promote this standby; return the monotonic time it accepted writes."""
+        self._pg_ctl("promote", inside=False)  # -w: waits for the end of recovery
+        deadline = time.monotonic() + timeout
+        while self.in_recovery():
+            if time.monotonic() >= deadline:
+                raise ServerError(f"{self} still in recovery {timeout:g} s after promote")
+            time.sleep(0.05)
+        return time.monotonic()
+
+    # -- admin SQL (PostgreSQL) ----------------------------------------------------
 
     def create_database(self, name: str) -> None:
         self.execute(f'CREATE DATABASE "{name}"')
@@ -358,8 +437,8 @@ class MariaDBInstance(Instance):
     vendor = "mysql"
     user = "root"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, namespace: Namespace | None = None) -> None:
+        super().__init__(namespace)
         shutil.chown(self.root, "mysql", "mysql")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -384,12 +463,14 @@ class MariaDBInstance(Instance):
     def _start(self) -> None:
         self.proc = subprocess.Popen(
             [
+                # nsenter execs mariadbd (no fork): self.proc is the server itself.
+                *self.prefix(),
                 MARIADBD,
                 "--no-defaults",
                 f"--datadir={self.data}",
                 f"--port={self.port}",
                 f"--bind-address={HOST}",
-                f"--socket={self.root / 'mysqld.sock'}",
+                f"--socket={self.socket}",
                 f"--pid-file={self.root / 'mysqld.pid'}",
                 "--user=mysql",
                 "--skip-log-bin",
@@ -419,6 +500,10 @@ class MariaDBInstance(Instance):
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def socket(self) -> Path:
+        return self.root / "mysqld.sock"
+
     def server_pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
@@ -427,8 +512,11 @@ class MariaDBInstance(Instance):
         import MySQLdb
 
         kwargs: dict[str, Any] = {"database": dbname} if dbname else {}
+        if self.namespace:
+            # In a namespace the server's 127.0.0.1 is not ours: use its UNIX socket.
+            kwargs["unix_socket"] = str(self.socket)
         conn = MySQLdb.connect(
-            host=HOST,
+            host="localhost" if self.namespace else HOST,
             port=self.port,
             user=self.user,
             password="",
@@ -493,9 +581,13 @@ class MariaDBInstance(Instance):
 INSTANCES: dict[str, type[Instance]] = {"postgresql": PgInstance, "mysql": MariaDBInstance}
 
 
-def launch(vendor: str) -> Instance:
-    """Install and start a fresh instance; on failure remove it and raise ServerError."""
-    instance = INSTANCES[vendor]()
+def launch(vendor: str, namespace: Namespace | None = None) -> Instance:
+    """Install and start a fresh instance; on failure remove it and raise ServerError.
+
+    With a ``namespace``, the server runs (and listens on 127.0.0.1) inside it,
+    and the admin connections of this module use its UNIX socket.
+    """
+    instance = INSTANCES[vendor](namespace)
     try:
         instance.install()
         instance.start()
@@ -519,7 +611,12 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # A killed run whose parent has not reaped it yet is a zombie: dead, for us.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
 
 
 def cleanup_stale(base: Path | None = None) -> list[Path]:

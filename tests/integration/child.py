@@ -550,12 +550,13 @@ def fork(children: int) -> dict[str, Any]:
     }
 
 
-def idle_shrink(burst: int, hold: float, wait: float) -> dict[str, Any]:
+def idle_shrink(burst: int, hold: float, wait: float, trickle: float = 0.0) -> dict[str, Any]:
     """A burst opens `burst` server sessions; then the app goes quiet for `wait` s.
 
     Reports the server's own count of our sessions at the burst's peak, right
     after it, and over the quiet period (when it reached its floor), and
-    whether a request still works afterwards.
+    whether a request still works afterwards. ``trickle`` > 0: one thread keeps
+    making a request every ``trickle`` s meanwhile (the pool stays in use).
     """
     observer = Observer()
     workers = [
@@ -570,9 +571,21 @@ def idle_shrink(burst: int, hold: float, wait: float) -> dict[str, Any]:
     quiet_from = time.monotonic()
     after_burst = observer.our_sessions()
     samples: list[tuple[float, int]] = []
-    while time.monotonic() - quiet_from < wait:  # no requests at all meanwhile
+    stop = threading.Event()
+
+    def trickling() -> None:
+        while not stop.wait(trickle):
+            request("/pid")
+
+    trickler = threading.Thread(target=trickling, daemon=True)
+    if trickle > 0:
+        trickler.start()
+    while time.monotonic() - quiet_from < wait:  # no requests at all unless trickling
         samples.append((round(time.monotonic() - quiet_from, 2), observer.our_sessions()))
         time.sleep(0.1)
+    stop.set()
+    if trickle > 0:
+        trickler.join(10)
     after_quiet = observer.our_sessions()
     code, body = request("/pid")
     return {

@@ -24,9 +24,9 @@ def _check_shrink(facts: dict[str, Any], idle_timeout: float, min_idle: int) -> 
     assert facts["peak"] == BURST
     # Right after the burst every connection is still open: none idled long enough.
     assert facts["after_burst"] == BURST
-    # While quiet (no request at all: the housekeeper thread does it), the
-    # server sees our sessions fall to MIN_IDLE, never below, and not before
-    # IDLE_TIMEOUT.
+    # While only a trickle of requests comes (one thread, LIFO: it reuses one
+    # connection), the server sees our sessions fall to MIN_IDLE, never below,
+    # and not before IDLE_TIMEOUT.
     assert facts["after_quiet"] == min_idle, facts["samples"]
     early = [count for at, count in facts["samples"] if at < idle_timeout * 0.5]
     assert early and min(early) == BURST, facts["samples"]
@@ -42,9 +42,30 @@ def _check_shrink(facts: dict[str, Any], idle_timeout: float, min_idle: int) -> 
 @pytest.mark.postgresql
 def test_postgresql_idle_connections_close_down_to_min_idle(pg_run: Any) -> None:
     facts = pg_run(
-        "idle_shrink", params={"burst": BURST, "hold": 0.5, "wait": 5.0}, POOL_OPTIONS=SHRINK
+        "idle_shrink",
+        params={"burst": BURST, "hold": 0.5, "wait": 5.0, "trickle": 0.5},
+        POOL_OPTIONS=SHRINK,
     )
     _check_shrink(facts, idle_timeout=2, min_idle=2)
+
+
+@pytest.mark.postgresql
+def test_postgresql_unused_pool_gives_every_session_back(pg_run: Any) -> None:
+    """No request at all for longer than IDLE_TIMEOUT: the housekeeper disposes of the pool.
+
+    MIN_IDLE keeps connections warm for traffic that keeps coming, not for a
+    pool nobody uses; the next request builds a new pool.
+    """
+    facts = pg_run(
+        "idle_shrink", params={"burst": BURST, "hold": 0.5, "wait": 5.0}, POOL_OPTIONS=SHRINK
+    )
+    assert (facts["peak"], facts["after_burst"], facts["after_quiet"]) == (BURST, BURST, 0)
+    early = [count for at, count in facts["samples"] if at < 1.0]
+    assert early and min(early) == BURST, facts["samples"]
+    assert facts["request_after"] == 200
+    assert facts["sessions_after_request"] == 1
+    (pool,) = facts["pools"]  # the new pool
+    assert (pool["connections_opened"], pool["checkouts"]) == (1, 1)
 
 
 @pytest.mark.postgresql
@@ -63,7 +84,7 @@ def test_postgresql_without_idle_timeout_the_burst_stays_open(pg_run: Any) -> No
 def test_mysql_idle_connections_close_down_to_min_idle(mysql_run: Any) -> None:
     facts = mysql_run(
         "idle_shrink",
-        params={"burst": BURST, "hold": 0.5, "wait": 5.0},
+        params={"burst": BURST, "hold": 0.5, "wait": 5.0, "trickle": 0.5},
         POOL_OPTIONS={**SHRINK, "MIN_IDLE": 1},
     )
     _check_shrink(facts, idle_timeout=2, min_idle=1)

@@ -407,12 +407,34 @@ class MysqlclientOps(DriverOps):
     #: ``--read-only``, ``--super-read-only``) and ER_READ_ONLY_MODE.
     READ_ONLY = frozenset({1290, 1836})
 
+    #: Marks connect parameters whose ``read_timeout`` bounds PyMySQL's handshake only.
+    HANDSHAKE_ONLY = "django_sapool.handshake_read_timeout"
+
+    def add_connect_timeout(self, params: dict[str, Any], seconds: float | None) -> None:
+        super().add_connect_timeout(params, seconds)
+        # PyMySQL's connect_timeout covers the TCP connect only: it reads the
+        # server's greeting and the authentication with read_timeout (none by
+        # default), so a server that accepts and never answers would hang it.
+        # The handshake gets the connect timeout; end_handshake() lifts it.
+        if (
+            "connect_timeout" in params
+            and "read_timeout" not in params
+            and getattr(sys.modules.get("MySQLdb"), "__name__", "") == "pymysql"
+        ):
+            params["read_timeout"] = params["connect_timeout"]
+            params[self.HANDSHAKE_ONLY] = True
+
+    def end_handshake(self, conn: Any) -> None:
+        """Give a PyMySQL connection back its unbounded reads (after add_connect_timeout)."""
+        conn._read_timeout = None
+        conn._sock.settimeout(None)
+
     def is_read_only_error(self, conn: Any, exc: BaseException) -> bool:
-        args = getattr(exc, "args", ())
+        args: tuple[Any, ...] = getattr(exc, "args", ())
         if len(args) < 2 or args[0] not in self.READ_ONLY:
             return False
-        message = str(args[1]).lower()
-        return args[0] == 1836 or "read-only" in message or "read_only" in message
+        code, message = args[0], str(args[1]).lower()
+        return code == 1836 or "read-only" in message or "read_only" in message
 
     def is_closed(self, conn: Any) -> bool:
         if not conn.open:

@@ -540,9 +540,9 @@ class ManagedPool:
         stuck = busy[CONNECTING] + busy[PINGING]
         head = (
             f"django_sapool: no connection for alias {self.alias!r} became free within "
-            f"TIMEOUT={o.timeout:g}s (POOL_SIZE={o.pool_size}, MAX_OVERFLOW={overflow}): "
-            f"{held} held by the application, {busy[CONNECTING]} connecting and "
-            f"{busy[PINGING]} pinging the server."
+            f"TIMEOUT={o.timeout:g}s; all POOL_SIZE={o.pool_size} + MAX_OVERFLOW={overflow} "
+            f"connections are in use: {held} held by the application, {busy[CONNECTING]} "
+            f"connecting to and {busy[PINGING]} pinging the server."
         )
         if stuck > held:
             return (

@@ -52,13 +52,22 @@ def pool_of(child: Child) -> dict[str, Any]:
     return pool
 
 
-def stock_black_hole_seconds(target: Target, proxy: FaultProxy) -> float:
+#: How long the stock baseline is watched (PyMySQL's connect_timeout does not cover
+#: the handshake: Django's stock backend then waits for ever).
+STOCK_WATCH = STOCK_CONNECT_TIMEOUT + 5.0
+
+
+def stock_black_hole_seconds(target: Target, proxy: FaultProxy) -> float | str:
     """Django's own backend, its connect through the black hole: seconds until it errs."""
     proxy.forward()
     stock = target.child(stock=True, connect_timeout=STOCK_CONNECT_TIMEOUT, **via(proxy))
     proxy.blackhole()
-    rec = one(stock)
+    stock.call("spawn", url="/q")
+    result = stock.call("collect", join_timeout=STOCK_WATCH)
     proxy.forward()
+    if result["alive"]:
+        return f"still waiting after {STOCK_WATCH:g} s"
+    (rec,) = records(result["records"])
     assert not rec.ok, "the stock baseline was expected to fail through the black hole"
     return round(rec.seconds, 3)
 
@@ -122,7 +131,6 @@ def test_black_hole_after_idle_fails_within_ping_and_connect_timeouts(
     assert (after_black_hole["connecting"], after_black_hole["pinging"]) == (0, 0)
     assert healed.ok, healed.brief()
     assert healed.seconds < ping_timeout
-    assert baseline <= STOCK_CONNECT_TIMEOUT + MARGIN
 
 
 @pytest.mark.parametrize("target", BOTH, indirect=True)

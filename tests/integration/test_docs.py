@@ -257,7 +257,8 @@ def _local(request: pytest.FixtureRequest, tmp_path: Path, db: dict[str, Any]) -
     if engine in ("postgresql", "postgis"):
         pg = request.getfixturevalue("pg")
         where = {"NAME": pg.admin_db, "USER": pg.user, "PASSWORD": pg.password}
-        if int(db.get("PORT") or 5432) == 6432:
+        # A multi-host PORT ("5432,5432") is pointed at the local server too.
+        if int(str(db.get("PORT") or 5432).split(",")[0]) == 6432:
             bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
             return {**db, **where, "HOST": bouncer.host, "PORT": bouncer.port}
         return {**db, **where, "HOST": pg.host, "PORT": pg.port}

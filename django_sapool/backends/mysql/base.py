@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.backends.mysql import base, creation
 
 from django_sapool.drivers import MysqlclientOps
@@ -15,7 +17,15 @@ class DatabaseCreation(PooledCreationMixin, creation.DatabaseCreation):
 class MySQLPoolMixin(PooledDatabaseWrapperMixin):
     """What pooling needs to know about Django's MySQL wrappers (+ GIS)."""
 
-    sapool_driver = MysqlclientOps()
+    sapool_driver: MysqlclientOps = MysqlclientOps()
+
+    def sapool_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        params = dict(conn_params)
+        handshake_only = params.pop(MysqlclientOps.HANDSHAKE_ONLY, False)
+        conn = super().sapool_new_connection(params)
+        if handshake_only:
+            self.sapool_driver.end_handshake(conn)
+        return conn
 
     def sapool_fingerprint_extra(self) -> tuple[object, ...]:
         from django.conf import settings

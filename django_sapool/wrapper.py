@@ -78,13 +78,14 @@ class _ErrorWatch(DatabaseErrorWrapper):
     wrapper: PooledDatabaseWrapperMixin
 
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
-        if exc_type is not None:
-            wrapper = self.wrapper
-            if wrapper.connection is not None and wrapper.sapool_driver.is_read_only_error(
-                wrapper.connection, exc_value
-            ):
-                wrapper._sapool_read_only = True
-        return super().__exit__(exc_type, exc_value, traceback)  # type: ignore[func-returns-value]
+        if exc_type is None:  # as Django's, without a second call on the hot path
+            return
+        wrapper = self.wrapper
+        if wrapper.connection is not None and wrapper.sapool_driver.is_read_only_error(
+            wrapper.connection, exc_value
+        ):
+            wrapper._sapool_read_only = True
+        super().__exit__(exc_type, exc_value, traceback)
 
 
 def check_all_aliases() -> None:
@@ -331,13 +332,19 @@ class PooledDatabaseWrapperMixin:
         if proxy is None or pool is None:
             return super()._close()  # type: ignore[misc]
         self._sapool_proxy = self._sapool_pool = None
-        read_only, self._sapool_read_only = self._sapool_read_only, False
+        # Read only after an error: the class-attribute lookup costs ~1,000
+        # instructions per request (benchmarks/instructions.py sc). A read-only
+        # error always sets errors_occurred (Django's wrapper does for it).
+        errors = self.errors_occurred
+        read_only = errors and self._sapool_read_only
+        if read_only:
+            self._sapool_read_only = False
         try:
             if pool.pid != os.getpid():
                 # Inherited through fork(): the parent owns it; never touch it.
                 registry.keep_inherited(proxy, self.connection)
             else:
-                pool.checkin(proxy, self.errors_occurred, read_only)  # type: ignore[attr-defined]
+                pool.checkin(proxy, errors, read_only)  # type: ignore[attr-defined]
         finally:
             # Even inside atomic(): the raw connection is back in the pool, and
             # another thread may own it now (Django's own pool does the same).

@@ -37,6 +37,8 @@ GAUGES = (
     ("django_sapool_connections_checked_out", "checked_out", "Connections checked out now."),
     ("django_sapool_connections_overflow", "overflow", "Connections open beyond POOL_SIZE."),
     ("django_sapool_checkout_waiting", "waiting", "Threads waiting for a connection now."),
+    ("django_sapool_checkouts_connecting", "connecting", "Checkouts opening a connection now."),
+    ("django_sapool_checkouts_pinging", "pinging", "Checkouts pinging the server now."),
 )
 #: (metric name without _total, PoolStatus field, help) for the counters.
 COUNTERS = (
@@ -61,6 +63,16 @@ COUNTERS = (
     ("django_sapool_checkout_timeouts", "timeouts", "Checkouts that waited TIMEOUT in vain."),
     ("django_sapool_pings", "pings", "Round-trip pings before a checkout."),
     ("django_sapool_pings_failed", "pings_failed", "Pings that found a dead connection."),
+    (
+        "django_sapool_pings_timed_out",
+        "pings_timed_out",
+        "Pings and resets that got no answer within PING_TIMEOUT.",
+    ),
+    (
+        "django_sapool_evictions",
+        "evictions",
+        "Times every connection was retired (read-only server, evict()).",
+    ),
 )
 WAIT = "django_sapool_checkout_wait_seconds"
 WAIT_MAX = "django_sapool_checkout_wait_max_seconds"

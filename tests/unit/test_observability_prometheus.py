@@ -91,6 +91,12 @@ def test_collector_reports_sizes_counters_and_wait_quantiles(tmp_path: Path) -> 
     assert value("django_sapool_checkouts_total") == 2
     assert value("django_sapool_checkout_waits_total") == 1
     assert value("django_sapool_checkout_timeouts_total") == 0
+    assert value("django_sapool_checkouts_connecting") == 0
+    assert value("django_sapool_checkouts_pinging") == 0
+    assert value("django_sapool_pings_timed_out_total") == 0
+    assert value("django_sapool_evictions_total") == 0
+    wrapper.sapool_pool().evict("a test")
+    assert samples(metrics)[("django_sapool_evictions_total", labels)] == 1
     assert value("django_sapool_checkout_wait_seconds_count") == 1
     waited = value("django_sapool_checkout_wait_seconds", quantile="0.99")
     assert 0.05 <= waited < 5

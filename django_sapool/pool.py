@@ -622,18 +622,13 @@ class ManagedPool:
 
     # -- checkin --------------------------------------------------------------
 
-    def checkin(
-        self, record: ConnectionPoolEntry, suspect: bool = False, read_only: bool = False
-    ) -> None:
+    def checkin(self, record: ConnectionPoolEntry, suspect: bool = False) -> None:
         """Reset a connection per RESET_ON_RETURN and return it; discard it if broken.
 
         ``suspect``: a database error happened on it (Django's ``errors_occurred``).
         A driver that cannot tell a broken connection by itself (mysqlclient
         keeps ``open`` true after "server has gone away") then gets a ping, so a
         dead connection is not handed out again when PRE_PING is off.
-        ``read_only``: a write failed because the server is read-only (a demoted
-        primary, a standby behind the writer's address): the whole pool is
-        retired (:meth:`evict`), so the next checkouts reach the new writer.
         """
         entry = self._out.pop(id(record), None)
         if entry is None:
@@ -660,8 +655,6 @@ class ManagedPool:
             self._discard(record, exc)
             return
         now = info[LAST_USED] = time.monotonic()
-        if read_only:
-            self.evict("a write failed on a read-only server")
         if self._closing_returns and (
             self.disposed or record.starttime <= self._evicted_at  # type: ignore[attr-defined]
         ):

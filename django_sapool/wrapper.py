@@ -68,11 +68,14 @@ def _creator() -> Any:
 
 
 class _ErrorWatch(DatabaseErrorWrapper):
-    """Django's error wrapper, noting errors that say the server is read-only.
+    """Django's error wrapper, retiring the pool on errors that say the server is read-only.
 
     Such a write error after a failover (a demoted primary, a standby behind
-    the writer's address) retires the whole pool when the connection is
-    returned. Costs nothing unless an exception passes.
+    the writer's address) retires every connection of the pool at once (this
+    one when it is returned), so the next checkouts reach the new writer. It
+    must happen here: by the time the connection is returned, ``atomic()``'s
+    rollback has reset ``errors_occurred``. Costs nothing unless an exception
+    passes.
     """
 
     wrapper: PooledDatabaseWrapperMixin
@@ -81,10 +84,13 @@ class _ErrorWatch(DatabaseErrorWrapper):
         if exc_type is None:  # as Django's, without a second call on the hot path
             return
         wrapper = self.wrapper
-        if wrapper.connection is not None and wrapper.sapool_driver.is_read_only_error(
-            wrapper.connection, exc_value
+        pool = wrapper._sapool_pool
+        if (
+            pool is not None
+            and wrapper.connection is not None
+            and wrapper.sapool_driver.is_read_only_error(wrapper.connection, exc_value)
         ):
-            wrapper._sapool_read_only = True
+            pool.evict("a write failed on a read-only server")
         super().__exit__(exc_type, exc_value, traceback)
 
 
@@ -124,7 +130,6 @@ class PooledDatabaseWrapperMixin:
     _sapool_pool: ManagedPool | None = None
     _sapool_owner: weakref.ref[Any] | None = None
     _sapool_reused = False  # set by get_new_connection, read by init_connection_state
-    _sapool_read_only = False  # a write failed on a read-only server (see _ErrorWatch)
     # (copy of settings_dict, fingerprint extra, pool, connect params)
     _sapool_cache: tuple[dict[str, Any], Any, ManagedPool, dict[str, Any]] | None = None
 
@@ -332,19 +337,12 @@ class PooledDatabaseWrapperMixin:
         if proxy is None or pool is None:
             return super()._close()  # type: ignore[misc]
         self._sapool_proxy = self._sapool_pool = None
-        # Read only after an error: the class-attribute lookup costs ~1,000
-        # instructions per request (benchmarks/instructions.py sc). A read-only
-        # error always sets errors_occurred (Django's wrapper does for it).
-        errors = self.errors_occurred
-        read_only = errors and self._sapool_read_only
-        if read_only:
-            self._sapool_read_only = False
         try:
             if pool.pid != os.getpid():
                 # Inherited through fork(): the parent owns it; never touch it.
                 registry.keep_inherited(proxy, self.connection)
             else:
-                pool.checkin(proxy, errors, read_only)  # type: ignore[attr-defined]
+                pool.checkin(proxy, self.errors_occurred)  # type: ignore[attr-defined]
         finally:
             # Even inside atomic(): the raw connection is back in the pool, and
             # another thread may own it now (Django's own pool does the same).

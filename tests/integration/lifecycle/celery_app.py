@@ -28,11 +28,13 @@ module that creates the Celery app (``proj/celery.py``):
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
 from celery.signals import task_postrun, worker_process_init, worker_process_shutdown
+from kombu.transport import filesystem
 
 import django_sapool
 
@@ -68,6 +70,27 @@ def celery_config(folder: str) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
     }
 
+
+def _atomic_put(self: Any, queue: str, payload: Any, **kwargs: Any) -> None:
+    """kombu's filesystem ``_put``, but atomic: write a temporary file, then rename it.
+
+    kombu creates the message file and then writes it; a worker polling the folder
+    in between moves the empty file away and dies on ``JSONDecodeError`` (seen in
+    CI under load). A rename into the folder makes the message appear whole.
+    """
+    import uuid
+
+    from kombu.utils.encoding import str_to_bytes
+    from kombu.utils.json import dumps
+
+    name = f"{int(time.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+    temporary = os.path.join(self.data_folder_out, f".writing-{uuid.uuid4()}")
+    with open(temporary, "wb") as f:
+        f.write(str_to_bytes(dumps(payload)))
+    os.replace(temporary, os.path.join(self.data_folder_out, name))
+
+
+filesystem.Channel._put = _atomic_put
 
 app = Celery("lifecycle")
 app.conf.update(celery_config(os.environ.get("SAPOOL_CELERY_DIR", "/tmp/sapool-celery")))

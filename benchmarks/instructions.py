@@ -89,13 +89,13 @@ def child(mode: str, cycles: int) -> None:
         managed.checkin(managed.checkout(None))
 
     def records() -> None:
-        queue_pool = conn.sapool_pool()._pool
+        queue_pool = conn.sapool_pool()._sa
         record = queue_pool._do_get()
         record.get_connection()
         record.checkin(_fairy_was_created=False)
 
     def fairy() -> None:
-        conn.sapool_pool()._pool.connect().close()
+        conn.sapool_pool()._sa.connect().close()
 
     run: Any = {"q": query, "c": checkout, "m": pool, "r": records, "a": fairy}[mode[1]]
     for _ in range(200):

@@ -10,9 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .errors import PoolExhausted, ServerSilent
-    from .pool import PoolStatus
+    from .stats import PoolStatus
+
+from . import fork as _fork
 
 __version__ = "0.1.0"
+
+# The one fork hook (fork.py says what a child forgets, and in which order).
+_fork.register()
 
 __all__ = [
     "PoolExhausted",
@@ -68,17 +73,12 @@ def after_fork() -> None:
     Celery's ``worker_process_init`` or a ``multiprocessing`` initializer as well;
     it is idempotent.
     """
-    import sys
-
-    wrapper = sys.modules.get("django_sapool.wrapper")
-    if wrapper is None:
-        # No backend of ours was loaded in this process or its parent, so nothing
-        # can have been inherited. Importing one here would import django.db, and
-        # gunicorn runs post_fork before its gevent/eventlet worker monkey-patches:
-        # Django's per-thread connections would then be one connection shared by
-        # every greenlet.
-        return
-    wrapper.after_fork()
+    # fork.py touches only the modules already loaded: if no backend of ours was
+    # loaded in this process or its parent, nothing can have been inherited.
+    # Importing one here would import django.db, and gunicorn runs post_fork
+    # before its gevent/eventlet worker monkey-patches: Django's per-thread
+    # connections would then be one connection shared by every greenlet.
+    _fork.after_fork_in_child()
 
 
 def __getattr__(name: str) -> Any:
@@ -92,7 +92,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(errors, name)
     if name == "PoolStatus":
-        from .pool import PoolStatus
+        from .stats import PoolStatus
 
         return PoolStatus
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

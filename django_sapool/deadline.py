@@ -26,6 +26,11 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
+
+from .errors import ServerSilent
+from .leaks import Busy
 
 logger = logging.getLogger("django_sapool")
 
@@ -113,5 +118,68 @@ def shut_down(fd: int) -> None:
 #: The process's watchdog.
 WATCHDOG = Watchdog()
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=WATCHDOG.forget)
+
+class RoundTrips:
+    """One pool's round trips (pings, resets), each within PING_TIMEOUT.
+
+    While one runs, its thread shows in ``busy`` (``leaks.py``: pool_status(),
+    LEAK_TIMEOUT, PoolExhausted's message). Past the deadline the watchdog
+    shuts the socket down, which ends the driver's wait whatever it waits in;
+    the connection is then useless, and the caller discards it.
+    """
+
+    __slots__ = ("alias", "timeout", "driver", "busy", "timed_out")
+
+    def __init__(
+        self,
+        alias: str,
+        timeout: float | None,
+        driver: Any,
+        busy: dict[int, Busy],
+        timed_out: Callable[[], None],
+    ) -> None:
+        self.alias = alias
+        self.timeout = timeout
+        self.driver = driver
+        self.busy = busy
+        #: Called once for each round trip past its deadline (a counter).
+        self.timed_out = timed_out
+
+    def run(self, doing: str, call: Callable[..., None], raw: Any, *args: Any) -> None:
+        """Run ``call(raw, *args)``; raise ServerSilent if the deadline fired."""
+        key = threading.get_ident()
+        self.busy[key] = Busy(threading.current_thread(), doing, time.monotonic())
+        deadline = None
+        if self.timeout is not None:
+            fd = self.driver.socket_fd(raw)
+            if fd is not None and fd >= 0:
+                deadline = WATCHDOG.arm(fd, self.timeout)
+        try:
+            call(raw, *args)
+        except BaseException as exc:
+            if self._ended(key, deadline):
+                raise self._silent(doing) from exc
+            raise
+        if self._ended(key, deadline):
+            # It answered just as the deadline fired: the socket is shut down now.
+            raise self._silent(doing)
+
+    def _ended(self, key: int, deadline: Deadline | None) -> bool:
+        """End a round trip; return whether its deadline fired."""
+        self.busy.pop(key, None)
+        if deadline is None or not WATCHDOG.disarm(deadline):
+            return False
+        self.timed_out()
+        return True
+
+    def _silent(self, doing: str) -> ServerSilent:
+        return ServerSilent(
+            f"django_sapool: the server did not answer within PING_TIMEOUT="
+            f"{self.timeout:g}s ({doing} a connection of alias {self.alias!r}; a hung "
+            f"server or a silent network): the connection was discarded."
+        )
+
+
+def forget_in_child() -> None:
+    """After fork, in the child (``fork.py``): the watchdog's thread and lock are gone."""
+    WATCHDOG.forget()

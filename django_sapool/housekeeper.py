@@ -1,11 +1,13 @@
-"""One daemon thread per process that lets quiet pools give back idle connections.
+"""One daemon thread per process that housekeeps every pool: the only place that sweeps.
 
-Pools also housekeep on every checkin (at most once per interval), which is
-enough while traffic flows; this thread covers the pool that has gone quiet
-after a burst, and reports leaks (LEAK_TIMEOUT) while nothing is returned.
+Every ``housekeeping_interval`` seconds it closes idle connections (IDLE_TIMEOUT,
+RECYCLE while idle), reports leaks (LEAK_TIMEOUT) and disposes of pools nobody
+used for longer than IDLE_TIMEOUT. The registry hands it each new pool; a
+request's return never sweeps, so the hot path stays short.
 
-Fork-safe: a thread does not survive ``fork()``; the child starts its own
-thread when it creates its first pool, and never touches the parent's pools.
+Fork-safe: a thread does not survive ``fork()``; the child (``fork.py``) starts
+its own thread when it creates its first pool, and never touches the parent's
+pools.
 """
 
 from __future__ import annotations
@@ -72,12 +74,9 @@ def sweep(pid: int) -> float:
     return min((p.housekeeping_interval for p in pools), default=30.0)
 
 
-def _after_fork_in_child() -> None:
+def forget_in_child() -> None:
+    """After fork, in the child (``fork.py``): the thread is gone; pools are the parent's."""
     global _thread, _pools, _wake
     _thread = None
     _pools = weakref.WeakSet()
     _wake = threading.Event()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

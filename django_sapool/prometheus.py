@@ -23,57 +23,17 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric  # type: ignore[import-not-found]
     from prometheus_client.registry import CollectorRegistry  # type: ignore[import-not-found]
 
-    from .pool import PoolStatus
+    from .stats import PoolStatus
+
+from . import stats
 
 __all__ = ["SapoolCollector", "register"]
 
 LABELS = ("alias", "vendor", "database")
-#: (metric name, PoolStatus field, help) for the gauges.
-GAUGES = (
-    ("django_sapool_pool_size", "pool_size", "Configured POOL_SIZE."),
-    ("django_sapool_pool_max_overflow", "max_overflow", "Configured MAX_OVERFLOW (-1: no limit)."),
-    ("django_sapool_connections_open", "size", "Open connections (idle + checked out)."),
-    ("django_sapool_connections_idle", "idle", "Idle connections in the pool."),
-    ("django_sapool_connections_checked_out", "checked_out", "Connections checked out now."),
-    ("django_sapool_connections_overflow", "overflow", "Connections open beyond POOL_SIZE."),
-    ("django_sapool_checkout_waiting", "waiting", "Threads waiting for a connection now."),
-    ("django_sapool_checkouts_connecting", "connecting", "Checkouts opening a connection now."),
-    ("django_sapool_checkouts_pinging", "pinging", "Checkouts pinging the server now."),
-)
-#: (metric name without _total, PoolStatus field, help) for the counters.
-COUNTERS = (
-    ("django_sapool_connections_opened", "connections_opened", "Connections opened."),
-    ("django_sapool_connections_closed", "connections_closed", "Connections closed."),
-    (
-        "django_sapool_connections_invalidated",
-        "connections_invalidated",
-        "Connections discarded as broken.",
-    ),
-    (
-        "django_sapool_connections_recycled",
-        "connections_recycled",
-        "Connections replaced at checkout (RECYCLE exceeded, or retired after a dead one).",
-    ),
-    ("django_sapool_checkouts", "checkouts", "Connections handed out."),
-    (
-        "django_sapool_checkout_waits",
-        "checkout_waits",
-        "Checkouts that found the pool exhausted and waited.",
-    ),
-    ("django_sapool_checkout_timeouts", "timeouts", "Checkouts that waited TIMEOUT in vain."),
-    ("django_sapool_pings", "pings", "Round-trip pings before a checkout."),
-    ("django_sapool_pings_failed", "pings_failed", "Pings that found a dead connection."),
-    (
-        "django_sapool_pings_timed_out",
-        "pings_timed_out",
-        "Pings and resets that got no answer within PING_TIMEOUT.",
-    ),
-    (
-        "django_sapool_evictions",
-        "evictions",
-        "Times every connection was retired (read-only server, evict()).",
-    ),
-)
+# Every gauge and counter of PoolStatus, as stats.py declares them: (metric name,
+# PoolStatus field, help); a counter's name gets prometheus_client's "_total".
+GAUGES = stats.GAUGES
+COUNTERS = stats.COUNTERS
 WAIT = "django_sapool_checkout_wait_seconds"
 WAIT_MAX = "django_sapool_checkout_wait_max_seconds"
 QUANTILES = (("0.5", "wait_ms_p50"), ("0.95", "wait_ms_p95"), ("0.99", "wait_ms_p99"))
@@ -133,7 +93,7 @@ class SapoolCollector:
             Metric,
         )
 
-        from .pool import WAIT_WINDOW
+        from .stats import WAIT_WINDOW
 
         for name, field, text in GAUGES:
             gauge = GaugeMetricFamily(name, text, labels=LABELS)

@@ -22,7 +22,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .pool import ManagedPool, PoolStatus
+from . import housekeeper
+from .pool import ManagedPool
+from .stats import PoolStatus
 
 logger = logging.getLogger("django_sapool")
 
@@ -101,6 +103,8 @@ def get_pool(alias: str, fp: str, factory: Callable[[], ManagedPool]) -> Managed
                 pool = factory()
                 replaced = [k for k in _select(alias, None) if k != key]
                 _pools[key] = pool
+                if pool.housekeeping_interval:
+                    housekeeper.register(pool)
                 _note_created(alias)
                 logger.info(
                     "django_sapool: created pool for alias %r (%s, database %r): %s",
@@ -213,5 +217,30 @@ def forget_inherited_pools() -> int:
     _disposed[:] = [p for p in _disposed if p.pid == pid]
     for pool in _inherited:
         if isinstance(pool, ManagedPool):
-            pool.disarm_inherited()
+            _disarm(pool)
     return len(foreign)
+
+
+def _disarm(pool: ManagedPool) -> int:
+    """In a forked child, point a (parent's) pool's sockets at /dev/null.
+
+    The child's copies of the parent's sockets are the only way the child
+    can hurt the parent's sessions: a driver's destructor (mysqlclient sends
+    COM_QUIT, libpq a Terminate message) or a stray reset would go over
+    them. Replacing the child's file descriptors with /dev/null makes every
+    such write harmless, whatever runs at exit; the parent's own
+    descriptors are untouched. Return how many sockets were disarmed.
+    """
+    if pool.pid == os.getpid():
+        return 0
+    disarmed = 0
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        for raw in pool.raw_connections():
+            fd = pool.driver.socket_fd(raw)
+            if fd is not None and fd >= 0:
+                os.dup2(devnull, fd)
+                disarmed += 1
+    finally:
+        os.close(devnull)
+    return disarmed

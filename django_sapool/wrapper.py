@@ -32,7 +32,8 @@ from django.utils.functional import cached_property
 from . import registry
 from .conf import check_connection_settings, parse_pool_options
 from .drivers import DriverOps
-from .pool import INITIALIZED, WAS_RESET, ManagedPool
+from .pool import ManagedPool
+from .state import STATE, ConnState
 
 try:  # Django >= 4.1 exposes the alias used for _nodb_cursor() here.
     from django.db.backends.base.base import NO_DB_ALIAS
@@ -65,6 +66,24 @@ def _creator() -> Any:
     if wrapper is None:
         raise RuntimeError("django_sapool: a pool may only connect during a checkout")
     return wrapper.sapool_new_connection(_connecting.params)
+
+
+class _PoolLookup:
+    """The pool a wrapper found for its settings, with what it checks them against."""
+
+    __slots__ = ("settings", "extra", "pool", "params")
+
+    def __init__(
+        self, settings: dict[str, Any], extra: Any, pool: ManagedPool, params: dict[str, Any]
+    ) -> None:
+        #: A copy of settings_dict when the pool was looked up (in memory only:
+        #: it holds what settings_dict holds; it is never shown).
+        self.settings = settings
+        #: sapool_fingerprint_extra() then.
+        self.extra = extra
+        self.pool = pool
+        #: Django's connect parameters for those settings (+ CONNECT_TIMEOUT).
+        self.params = params
 
 
 class _ErrorWatch(DatabaseErrorWrapper):
@@ -126,12 +145,11 @@ class PooledDatabaseWrapperMixin:
     run_on_commit: list[Any]
     run_commit_hooks_on_set_autocommit_on: bool
 
-    _sapool_proxy: Any = None
+    _sapool_record: Any = None  # the SQLAlchemy connection record checked out
     _sapool_pool: ManagedPool | None = None
     _sapool_owner: weakref.ref[Any] | None = None
     _sapool_reused = False  # set by get_new_connection, read by init_connection_state
-    # (copy of settings_dict, fingerprint extra, pool, connect params)
-    _sapool_cache: tuple[dict[str, Any], Any, ManagedPool, dict[str, Any]] | None = None
+    _sapool_cache: _PoolLookup | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -162,14 +180,14 @@ class PooledDatabaseWrapperMixin:
         extra = self.sapool_fingerprint_extra()
         cache = self._sapool_cache
         if cache is not None:
-            pool = cache[2]
+            pool = cache.pool
             # Hashing the settings costs ~10 us; the common case (nothing
             # changed) is one C-level comparison with the copy taken when the
             # pool was looked up (it holds what settings_dict holds, in memory
             # only; it is never shown).
             if (
-                cache[0] == settings_dict
-                and cache[1] == extra
+                cache.settings == settings_dict
+                and cache.extra == extra
                 and not pool.disposed
                 and pool.pid == os.getpid()
             ):
@@ -178,7 +196,7 @@ class PooledDatabaseWrapperMixin:
         pool = self._sapool_lookup(settings_dict)
         params = self.get_connection_params()  # type: ignore[attr-defined]
         self.sapool_driver.add_connect_timeout(params, pool.options.connect_timeout)
-        self._sapool_cache = (_snapshot(settings_dict), extra, pool, params)
+        self._sapool_cache = _PoolLookup(_snapshot(settings_dict), extra, pool, params)
         return pool
 
     def _sapool_lookup(self, settings_dict: dict[str, Any]) -> ManagedPool:
@@ -258,7 +276,7 @@ class PooledDatabaseWrapperMixin:
             return super().get_new_connection(conn_params)  # type: ignore[misc]
         pool = self.sapool_pool()
         if conn_params is LAZY_PARAMS:
-            conn_params = self._sapool_cache[3]  # type: ignore[index]
+            conn_params = self._sapool_cache.params  # type: ignore[union-attr]
         owner = self._sapool_owner
         if owner is None:
             owner = self._sapool_owner = weakref.ref(self, registry.owner_gone)
@@ -268,10 +286,9 @@ class PooledDatabaseWrapperMixin:
             record = pool.checkout(owner)
         finally:
             local.wrapper = local.params = None
-        self._sapool_proxy = record
+        self._sapool_record = record
         self._sapool_pool = pool
-        info = record.info
-        self._sapool_reused = INITIALIZED in info
+        self._sapool_reused = record.info[STATE].initialized
         return record.dbapi_connection
 
     def sapool_new_connection(self, conn_params: dict[str, Any]) -> Any:
@@ -287,10 +304,11 @@ class PooledDatabaseWrapperMixin:
             self.sapool_refresh_session()
             return
         super().init_connection_state()  # type: ignore[misc]
-        if self._sapool_proxy is not None:
-            info = self._sapool_proxy.info
-            info[INITIALIZED] = True
-            if info.pop(WAS_RESET, False):
+        if self._sapool_record is not None:
+            state: ConnState = self._sapool_record.info[STATE]
+            state.initialized = True
+            if state.was_reset:
+                state.was_reset = False
                 self.sapool_restore_session()
 
     def sapool_refresh_session(self) -> None:
@@ -311,7 +329,7 @@ class PooledDatabaseWrapperMixin:
         return super().is_usable()  # type: ignore[misc,no-any-return]
 
     def close_if_unusable_or_obsolete(self) -> None:
-        if self._sapool_proxy is None:
+        if self._sapool_record is None:
             return super().close_if_unusable_or_obsolete()  # type: ignore[misc]
         # CONN_MAX_AGE is always 0 with a pool, so Django would close anyway; it
         # would first spend a round trip on is_usable() after an error, which the
@@ -333,16 +351,16 @@ class PooledDatabaseWrapperMixin:
                 self.connection = None
 
     def _close(self) -> None:
-        proxy, pool = self._sapool_proxy, self._sapool_pool
-        if proxy is None or pool is None:
+        record, pool = self._sapool_record, self._sapool_pool
+        if record is None or pool is None:
             return super()._close()  # type: ignore[misc]
-        self._sapool_proxy = self._sapool_pool = None
+        self._sapool_record = self._sapool_pool = None
         try:
             if pool.pid != os.getpid():
                 # Inherited through fork(): the parent owns it; never touch it.
-                registry.keep_inherited(proxy, self.connection)
+                registry.keep_inherited(record, self.connection)
             else:
-                pool.checkin(proxy, self.errors_occurred)  # type: ignore[attr-defined]
+                pool.checkin(record, self.errors_occurred)  # type: ignore[attr-defined]
         finally:
             # Even inside atomic(): the raw connection is back in the pool, and
             # another thread may own it now (Django's own pool does the same).
@@ -351,9 +369,9 @@ class PooledDatabaseWrapperMixin:
     def sapool_forget(self) -> None:
         """Drop an inherited connection without closing it (after fork)."""
         pool = self._sapool_pool
-        if self._sapool_proxy is not None and pool is not None and pool.pid != os.getpid():
-            registry.keep_inherited(self._sapool_proxy, self.connection)
-            self._sapool_proxy = self._sapool_pool = None
+        if self._sapool_record is not None and pool is not None and pool.pid != os.getpid():
+            registry.keep_inherited(self._sapool_record, self.connection)
+            self._sapool_record = self._sapool_pool = None
             self.connection = None
 
 
@@ -380,9 +398,8 @@ class PooledCreationMixin:
         return super()._destroy_test_db(test_database_name, verbosity)  # type: ignore[misc]
 
 
-def _forget_inherited_connections() -> None:
-    """In a forked child, drop the parent's pools and this thread's connections."""
-    registry.forget_inherited_pools()
+def forget_inherited_connections() -> None:
+    """In a forked child, drop this thread's inherited connections (see ``fork.py``)."""
     # Never import django.db here (see after_fork() in __init__.py): if it isn't
     # loaded, no wrapper can hold a connection.
     db = sys.modules.get("django.db")
@@ -395,17 +412,3 @@ def _forget_inherited_connections() -> None:
     for wrapper in wrappers:
         if isinstance(wrapper, PooledDatabaseWrapperMixin):
             wrapper.sapool_forget()
-
-
-def after_fork() -> None:
-    """Make this process safe after a fork; call it from post_fork-style hooks.
-
-    It runs automatically in every child of ``os.fork()``; calling it again (gunicorn
-    ``post_fork``, Celery ``worker_process_init``, a ``multiprocessing`` initializer)
-    is harmless and covers start methods that fork without Python's hooks.
-    """
-    _forget_inherited_connections()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_inherited_connections)

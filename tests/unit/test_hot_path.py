@@ -83,7 +83,7 @@ def test_a_connection_closed_inside_atomic_is_returned_and_marked(tmp_path: Path
     wrapper.in_atomic_block = True
     wrapper.close_if_unusable_or_obsolete()
     assert (wrapper.closed_in_transaction, wrapper.needs_rollback) == (True, True)
-    assert wrapper._sapool_proxy is None
+    assert wrapper._sapool_record is None
     assert wrapper.sapool_pool().status().checked_out == 0
     wrapper.in_atomic_block = False
     wrapper.connection = None
@@ -134,7 +134,7 @@ def test_a_reused_connection_leaves_the_state_django_connect_leaves(tmp_path: Pa
     wrapper.needs_rollback = wrapper.errors_occurred = True
     wrapper.savepoint_ids = ["s1"]
     wrapper.ensure_connection()
-    assert wrapper._sapool_proxy is not None
+    assert wrapper._sapool_record is not None
     assert (
         _state(wrapper)
         == fresh

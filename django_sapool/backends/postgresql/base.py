@@ -43,7 +43,7 @@ class PostgresPoolMixin(PooledDatabaseWrapperMixin):
     def _set_autocommit(self, autocommit: bool) -> None:
         # A pooled connection usually has the mode already; psycopg 3 spends
         # several microseconds on a no-op switch.
-        if self._sapool_proxy is None or self.connection.autocommit != autocommit:
+        if self._sapool_record is None or self.connection.autocommit != autocommit:
             super()._set_autocommit(autocommit)  # type: ignore[misc]
 
 

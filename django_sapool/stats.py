@@ -1,0 +1,221 @@
+"""Pool statistics, declared once: :class:`PoolStatus` and what counts into it.
+
+Each field of :class:`PoolStatus` carries its kind and, for Prometheus, its metric
+name and help (``metadata``); ``prometheus.py`` and ``manage.py sapool --json``
+read them from here, so a new counter is exported everywhere by being declared.
+:class:`Stats` holds one pool's live counters and recent wait times.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+#: How many of the most recent checkout waits the wait-time percentiles cover.
+WAIT_WINDOW = 1024
+
+LABEL = "label"  # identifies the pool
+GAUGE = "gauge"  # a size now
+COUNTER = "counter"  # since the pool was created
+WAIT = "wait"  # checkout wait times (a summary in Prometheus)
+
+
+def _meta(kind: str, metric: str = "", help: str = "") -> Any:
+    return field(metadata={"kind": kind, "metric": metric, "help": help})
+
+
+def _label() -> Any:
+    return _meta(LABEL)
+
+
+def _gauge(metric: str, help: str) -> Any:
+    return _meta(GAUGE, metric, help)
+
+
+def _counter(metric: str, help: str) -> Any:
+    return _meta(COUNTER, metric, help)
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    """A snapshot of one pool. ``size`` counts open connections (idle + checked out).
+
+    Counters run from the pool's creation. ``waiting`` is the number of threads
+    waiting for a connection now; ``checkout_waits`` counts the checkouts that
+    found the pool exhausted (no idle connection, no overflow left) and had to
+    wait, and the ``wait_ms_*`` fields describe those waits (timed-out ones
+    included): the total, and percentiles over the last ``WAIT_WINDOW`` waits
+    (0.0 while none has waited). ``connecting`` and ``pinging`` count the
+    checkouts talking to the server now.
+    """
+
+    alias: str = _label()
+    vendor: str = _label()
+    database: str = _label()
+    pid: int = _meta("pid")
+    pool_size: int = _gauge("django_sapool_pool_size", "Configured POOL_SIZE.")
+    max_overflow: int = _gauge(
+        "django_sapool_pool_max_overflow", "Configured MAX_OVERFLOW (-1: no limit)."
+    )
+    size: int = _gauge("django_sapool_connections_open", "Open connections (idle + checked out).")
+    checked_out: int = _gauge(
+        "django_sapool_connections_checked_out", "Connections checked out now."
+    )
+    idle: int = _gauge("django_sapool_connections_idle", "Idle connections in the pool.")
+    overflow: int = _gauge(
+        "django_sapool_connections_overflow", "Connections open beyond POOL_SIZE."
+    )
+    connections_opened: int = _counter("django_sapool_connections_opened", "Connections opened.")
+    connections_closed: int = _counter("django_sapool_connections_closed", "Connections closed.")
+    connections_invalidated: int = _counter(
+        "django_sapool_connections_invalidated", "Connections discarded as broken."
+    )
+    pings: int = _counter("django_sapool_pings", "Round-trip pings before a checkout.")
+    pings_failed: int = _counter(
+        "django_sapool_pings_failed", "Pings that found a dead connection."
+    )
+    timeouts: int = _counter(
+        "django_sapool_checkout_timeouts", "Checkouts that waited TIMEOUT in vain."
+    )
+    waiting: int = _gauge("django_sapool_checkout_waiting", "Threads waiting for a connection now.")
+    connections_recycled: int = _counter(
+        "django_sapool_connections_recycled",
+        "Connections replaced at checkout (RECYCLE exceeded, or retired after a dead one).",
+    )
+    checkouts: int = _counter("django_sapool_checkouts", "Connections handed out.")
+    checkout_waits: int = _counter(
+        "django_sapool_checkout_waits", "Checkouts that found the pool exhausted and waited."
+    )
+    wait_ms_total: float = _meta(WAIT)
+    wait_ms_p50: float = _meta(WAIT)
+    wait_ms_p95: float = _meta(WAIT)
+    wait_ms_p99: float = _meta(WAIT)
+    wait_ms_max: float = _meta(WAIT)
+    connections_idle_closed: int = _counter(
+        "django_sapool_connections_idle_closed",
+        "Idle connections closed (IDLE_TIMEOUT, or RECYCLE while idle).",
+    )
+    leaks: int = _counter(
+        "django_sapool_leaks",
+        "Checkouts reported by LEAK_TIMEOUT (held by the application, or stuck on the server).",
+    )
+    connecting: int = _gauge(
+        "django_sapool_checkouts_connecting", "Checkouts opening a connection now."
+    )
+    pinging: int = _gauge("django_sapool_checkouts_pinging", "Checkouts pinging the server now.")
+    pings_timed_out: int = _counter(
+        "django_sapool_pings_timed_out", "Pings and resets that got no answer within PING_TIMEOUT."
+    )
+    evictions: int = _counter(
+        "django_sapool_evictions", "Times every connection was retired (read-only server, evict())."
+    )
+
+
+def kind_of(name: str) -> str:
+    """Return the kind (LABEL, GAUGE, COUNTER, WAIT...) of a PoolStatus field."""
+    return str(_FIELDS[name].metadata["kind"])
+
+
+_FIELDS = {f.name: f for f in fields(PoolStatus)}
+#: (metric, field, help) of every gauge and counter, in declaration order.
+GAUGES = tuple(
+    (f.metadata["metric"], f.name, f.metadata["help"])
+    for f in fields(PoolStatus)
+    if f.metadata["kind"] == GAUGE
+)
+COUNTERS = tuple(
+    (f.metadata["metric"], f.name, f.metadata["help"])
+    for f in fields(PoolStatus)
+    if f.metadata["kind"] == COUNTER
+)
+#: The counters :class:`Stats` keeps in its dict (checkouts are counted apart).
+COUNTED = tuple(name for _, name, _ in COUNTERS if name != "checkouts")
+
+
+def percentile(ordered: Sequence[float], fraction: float) -> float:
+    """Return the nearest-rank percentile of sorted values (0.0 when empty)."""
+    if not ordered:
+        return 0.0
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+class Stats:
+    """One pool's counters and recent checkout waits."""
+
+    __slots__ = (
+        "counters",
+        "checkout_seq",
+        "_seq_reads",
+        "waiting",
+        "_wait_ms_total",
+        "wait_ms",
+        "lock",
+    )
+
+    def __init__(self) -> None:
+        # Reentrant: SQLAlchemy's "close" event may fire from a garbage-collected
+        # connection's finalizer while this thread counts something.
+        self.lock = threading.RLock()
+        self.counters = dict.fromkeys(COUNTED, 0)
+        # Checkouts are counted on the hot path without a lock: next() on an
+        # itertools.count is one atomic C call. checkouts() reads the count by
+        # drawing from it too, and subtracts its own draws (under the lock).
+        self.checkout_seq = itertools.count()
+        self._seq_reads = 0
+        self.waiting = 0
+        self._wait_ms_total = 0.0
+        # deque.append with maxlen is atomic: waits are recorded without a lock.
+        self.wait_ms: deque[float] = deque(maxlen=WAIT_WINDOW)
+
+    def count(self, name: str) -> None:
+        with self.lock:
+            self.counters[name] += 1
+
+    def add(self, name: str, amount: int) -> None:
+        with self.lock:
+            self.counters[name] += amount
+
+    def checkouts(self) -> int:
+        """Return how many checkouts the pool has made."""
+        with self.lock:
+            count = next(self.checkout_seq) - self._seq_reads
+            self._seq_reads += 1
+        return count
+
+    def wait_started(self) -> None:
+        with self.lock:
+            self.waiting += 1
+            self.counters["checkout_waits"] += 1
+
+    def wait_ended(self, waited_ms: float) -> None:
+        self.wait_ms.append(waited_ms)
+        with self.lock:
+            self.waiting -= 1
+            self._wait_ms_total += waited_ms
+
+    def snapshot(self, now: Mapping[str, Any]) -> PoolStatus:
+        """Return a PoolStatus of these counters and ``now`` (labels, sizes, busy counts)."""
+        checkouts = self.checkouts()
+        with self.lock:
+            counters = dict(self.counters)
+            waiting = self.waiting
+            wait_ms_total = self._wait_ms_total
+        # Copying a deque of floats runs in C without releasing the GIL, so a
+        # concurrent append cannot interleave.
+        window = sorted(self.wait_ms)
+        return PoolStatus(
+            **now,
+            **counters,
+            checkouts=checkouts,
+            waiting=waiting,
+            wait_ms_total=round(wait_ms_total, 3),
+            wait_ms_p50=round(percentile(window, 0.50), 3),
+            wait_ms_p95=round(percentile(window, 0.95), 3),
+            wait_ms_p99=round(percentile(window, 0.99), 3),
+            wait_ms_max=round(window[-1] if window else 0.0, 3),
+        )

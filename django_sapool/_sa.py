@@ -140,7 +140,7 @@ class SaPool(QueuePool):
 
         The caller closes each with :meth:`close_taken`, which frees its slot.
         """
-        queue = self._pool  # type: ignore[attr-defined]
+        queue: Any = self._pool  # sqlalchemy.util.queue.Queue: .queue, .mutex
         with queue.mutex:
             live = [r for r in queue.queue if r.dbapi_connection is not None]
             chosen = choose(live)

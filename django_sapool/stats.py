@@ -208,14 +208,15 @@ class Stats:
         # Copying a deque of floats runs in C without releasing the GIL, so a
         # concurrent append cannot interleave.
         window = sorted(self.wait_ms)
-        return PoolStatus(
+        values: dict[str, Any] = {
             **now,
             **counters,
-            checkouts=checkouts,
-            waiting=waiting,
-            wait_ms_total=round(wait_ms_total, 3),
-            wait_ms_p50=round(percentile(window, 0.50), 3),
-            wait_ms_p95=round(percentile(window, 0.95), 3),
-            wait_ms_p99=round(percentile(window, 0.99), 3),
-            wait_ms_max=round(window[-1] if window else 0.0, 3),
-        )
+            "checkouts": checkouts,
+            "waiting": waiting,
+            "wait_ms_total": round(wait_ms_total, 3),
+            "wait_ms_p50": round(percentile(window, 0.50), 3),
+            "wait_ms_p95": round(percentile(window, 0.95), 3),
+            "wait_ms_p99": round(percentile(window, 0.99), 3),
+            "wait_ms_max": round(window[-1] if window else 0.0, 3),
+        }
+        return PoolStatus(**values)

@@ -1,4 +1,7 @@
-"""Log levels of the django_sapool logger: lifecycle INFO, traffic DEBUG, trouble WARNING."""
+"""The pool's lifecycle (pool.py): where connections are retired, and what it logs.
+
+Log levels of the django_sapool logger: lifecycle INFO, traffic DEBUG, trouble WARNING.
+"""
 
 from __future__ import annotations
 
@@ -145,3 +148,47 @@ def test_a_leaked_connection_is_a_warning(caplog: pytest.LogCaptureFixture, tmp_
         time.sleep(0.01)
     (warning,) = ours(caplog, logging.WARNING)
     assert "checked out by thread 'leaky-worker' was never returned" in warning
+
+
+# -- retired: one function, counted by reason ------------------------------------------
+
+
+def test_a_return_never_sweeps_the_housekeeper_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idle connections past IDLE_TIMEOUT stay open through returns until housekeep()."""
+    from django_sapool import housekeeper
+
+    monkeypatch.setattr(housekeeper, "register", lambda pool: None)  # no thread: returns only
+    settings_dict = sqlite_settings(tmp_path, IDLE_TIMEOUT=0.05, MIN_IDLE=0)
+    first, second = SqliteWrapper(settings_dict, "default"), SqliteWrapper(settings_dict, "default")
+    first.ensure_connection()
+    second.ensure_connection()
+    first.close()
+    pool = first.sapool_pool()
+    time.sleep(0.1)
+    second.close()  # a return: it must not close the idle one
+    assert pool.status().idle == 2
+    assert pool.housekeep() == 1  # the one idle longer than IDLE_TIMEOUT
+    status = pool.status()
+    assert (status.idle, status.connections_idle_closed, status.connections_closed) == (1, 1, 1)
+
+
+def test_every_close_is_counted_once_by_its_reason(tmp_path: Path) -> None:
+    """Broken, evicted and returned-after-evict closes, each counted where it happens."""
+    settings_dict = sqlite_settings(tmp_path, POOL_SIZE=3, MAX_OVERFLOW=0)
+    wrappers = [SqliteWrapper(settings_dict, "default") for _ in range(3)]
+    for wrapper in wrappers:
+        wrapper.ensure_connection()
+    pool = wrappers[0].sapool_pool()
+    wrappers[0].connection.close()  # the driver now reports it closed: broken
+    wrappers[0].close()
+    wrappers[1].close()  # idle
+    assert pool.evict("a test") == 1  # the idle one, now
+    wrappers[2].close()  # lent during evict(): closed on return
+    status = pool.status()
+    assert status.connections_invalidated == 1
+    assert status.evictions == 1
+    assert status.connections_closed == 3
+    assert status.checked_out == 0
+    assert pool.raw_connections() == []  # (SQLAlchemy keeps the broken one's empty record)

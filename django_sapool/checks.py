@@ -1,8 +1,9 @@
 """System checks for ``DATABASES``: what would fail at startup, and what looks risky.
 
-They read ``settings.DATABASES`` directly and never build a connection object:
-the backend refuses bad ``POOL_OPTIONS`` with ImproperlyConfigured when its
-wrapper is created, which would crash ``manage.py check`` instead of reporting.
+They read ``settings.DATABASES`` directly (django_sapool.aliases, as
+``manage.py sapool`` does) and never build a connection object: the backend
+refuses bad ``POOL_OPTIONS`` with ImproperlyConfigured when its wrapper is
+created, which would crash ``manage.py check`` instead of reporting.
 
 | id | level | when |
 |---|---|---|
@@ -17,86 +18,19 @@ wrapper is created, which would crash ``manage.py check`` instead of reporting.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from importlib import import_module
-from pathlib import PurePath
 from typing import Any
 
 from django.apps import AppConfig
 from django.core import checks
-from django.core.exceptions import ImproperlyConfigured
 
-from .conf import conn_max_age_error, django_pool_error, read_pool_options
+from .aliases import is_in_memory_sqlite, settings_errors
+from .backends import backend_for, ours_for
+from .conf import read_pool_options
 
 #: Tag for ``manage.py check --tag sapool``.
 TAG = "sapool"
 #: Above this POOL_SIZE, sapool.W002 warns (per process, times the workers).
 LARGE_POOL_SIZE = 100
-
-PREFIX = "django_sapool.backends."
-_DJANGO_PREFIXES = ("django.db.backends.", "django.contrib.gis.db.backends.")
-# Django's backend -> ours, for the hint of sapool.W003.
-_OURS = {
-    "django.db.backends.postgresql": "postgresql",
-    "django.db.backends.mysql": "mysql",
-    "django.db.backends.sqlite3": "sqlite3",
-    "django.contrib.gis.db.backends.postgis": "postgis",
-    "django.contrib.gis.db.backends.mysql": "mysql_gis",
-    "django.contrib.gis.db.backends.spatialite": "spatialite",
-}
-_SQLITE_BACKENDS = ("sqlite3", "spatialite")
-
-
-def wrapper_class(engine: str) -> type | None:
-    """Import a third-party ENGINE's DatabaseWrapper (it may subclass ours)."""
-    try:
-        module = import_module(f"{engine}.base")
-    except Exception:  # a missing driver or a typo: Django reports those itself
-        return None
-    wrapper = getattr(module, "DatabaseWrapper", None)
-    return wrapper if isinstance(wrapper, type) else None
-
-
-def backend_kind(engine: object) -> str | None:
-    """Return "sqlite" or "server" for a django_sapool ENGINE, None for any other."""
-    if not isinstance(engine, str) or not engine or engine.startswith(_DJANGO_PREFIXES):
-        return None
-    if engine.startswith(PREFIX):
-        # Decided by name: importing our PostgreSQL backend needs its driver.
-        return "sqlite" if engine.removeprefix(PREFIX) in _SQLITE_BACKENDS else "server"
-    wrapper = wrapper_class(engine)
-    from .backends.sqlite3.base import SQLitePoolMixin
-    from .wrapper import PooledDatabaseWrapperMixin
-
-    if wrapper is None or not issubclass(wrapper, PooledDatabaseWrapperMixin):
-        return None
-    return "sqlite" if issubclass(wrapper, SQLitePoolMixin) else "server"
-
-
-def is_in_memory_sqlite(name: object) -> bool:
-    """Return whether a SQLite NAME is an in-memory database (as Django decides)."""
-    if isinstance(name, PurePath) or not isinstance(name, str):
-        return False
-    return name == ":memory:" or "mode=memory" in name
-
-
-def pool_options_errors(alias: str, settings_dict: Mapping[str, Any]) -> list[str]:
-    """Return every POOL_OPTIONS error of one alias (the backend stops at the first)."""
-    raw = settings_dict.get("POOL_OPTIONS")
-    if raw is None:
-        return []
-    if not isinstance(raw, Mapping):
-        try:
-            read_pool_options(alias, settings_dict)
-        except ImproperlyConfigured as exc:
-            return [str(exc)]
-        return []
-    errors = []
-    for key, value in raw.items():
-        try:
-            read_pool_options(alias, {"POOL_OPTIONS": {key: value}})
-        except ImproperlyConfigured as exc:
-            errors.append(str(exc))
-    return errors
 
 
 def _size_warnings(alias: str, settings_dict: Mapping[str, Any]) -> list[checks.CheckMessage]:
@@ -147,21 +81,21 @@ def check_database_settings(
         if not isinstance(settings_dict, Mapping):
             continue  # Django reports a malformed DATABASES itself
         engine = settings_dict.get("ENGINE")
-        kind = backend_kind(engine)
-        if kind is None:
-            pool_options = settings_dict.get("POOL_OPTIONS")
-            if pool_options is not None and isinstance(engine, str) and engine in _OURS:
+        backend = backend_for(engine)
+        if backend is None:
+            ours = ours_for(engine)
+            if settings_dict.get("POOL_OPTIONS") is not None and ours is not None:
                 found.append(
                     checks.Warning(
                         f"settings.DATABASES[{alias!r}]['POOL_OPTIONS'] is set, but ENGINE "
                         f"{engine!r} is Django's own backend, which ignores it: this "
                         f"alias is not pooled.",
-                        hint=f"Set ENGINE to {PREFIX + _OURS[engine]!r}, or remove POOL_OPTIONS.",
+                        hint=f"Set ENGINE to {ours.engine!r}, or remove POOL_OPTIONS.",
                         id="sapool.W003",
                     )
                 )
             continue
-        if kind == "sqlite" and is_in_memory_sqlite(settings_dict.get("NAME")):
+        if backend.is_sqlite and is_in_memory_sqlite(settings_dict.get("NAME")):
             found.append(
                 checks.Warning(
                     f"settings.DATABASES[{alias!r}] is an in-memory SQLite database, "
@@ -175,16 +109,9 @@ def check_database_settings(
                 )
             )
             continue
-        for check_id, error in (
-            ("sapool.E001", conn_max_age_error),
-            ("sapool.E002", django_pool_error),
-        ):
-            message = error(alias, settings_dict)
-            if message is not None:
-                found.append(checks.Error(message, id=check_id))
-        errors = pool_options_errors(alias, settings_dict)
-        found.extend(checks.Error(message, id="sapool.E003") for message in errors)
-        if not errors:
+        errors = settings_errors(alias, settings_dict)
+        found.extend(checks.Error(message, id=check_id) for check_id, message in errors)
+        if all(check_id != "sapool.E003" for check_id, _ in errors):  # POOL_OPTIONS parse
             found.extend(_size_warnings(alias, settings_dict))
     return found
 

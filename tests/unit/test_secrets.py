@@ -1,8 +1,12 @@
-"""The password never shows: reprs, pool keys, status, errors, log lines, stdout."""
+"""The password never shows: reprs, pool keys, status, errors, log lines, stdout.
+
+``manage.py sapool``'s output is searched in test_command.py.
+"""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +14,7 @@ from django.db import connections
 
 from django_sapool import pool_status, registry
 from django_sapool.backends.postgresql.base import DatabaseWrapper as PgWrapper
+from django_sapool.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
 
 PASSWORD = "Zebra-4711-do-not-leak"
 
@@ -54,3 +59,28 @@ def test_password_appears_nowhere(caplog: pytest.LogCaptureFixture, capsys: Any)
         assert all(PASSWORD not in text for text in seen)
     finally:
         registry.dispose()
+
+
+def test_debug_checkout_and_return_lines(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    caplog.set_level(logging.DEBUG)
+    settings_dict = connections.configure_settings(
+        {
+            "default": {
+                "ENGINE": "django_sapool.backends.sqlite3",
+                "NAME": str(tmp_path / "db.sqlite3"),
+                "PASSWORD": PASSWORD,
+                "POOL_OPTIONS": {"ECHO": "debug"},
+            }
+        }
+    )["default"]
+    wrapper = SqliteWrapper(settings_dict, "default")
+    try:
+        for _ in range(2):
+            wrapper.ensure_connection()
+            wrapper.close()
+    finally:
+        registry.dispose()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("checked out a connection of alias 'default'" in m for m in messages) == 2
+    assert sum("returned a connection of alias 'default'" in m for m in messages) == 2
+    assert all(PASSWORD not in text for text in (caplog.text, *messages))

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db.backends.mysql import base, creation
 
+from django_sapool.backends import ServerFacts
 from django_sapool.drivers import MysqlclientOps
 from django_sapool.wrapper import PooledCreationMixin, PooledDatabaseWrapperMixin
 
@@ -45,6 +46,16 @@ class MySQLPoolMixin(PooledDatabaseWrapperMixin):
                 cursor.execute(init_command)
             finally:
                 cursor.close()
+
+    def sapool_server_facts(self, cursor: Any) -> ServerFacts:
+        """Return the server's version, max_connections and client sessions open now."""
+        cursor.execute("SELECT VERSION(), @@max_connections")
+        version, max_connections = cursor.fetchone()
+        # MariaDB says so in its version ("10.11.6-MariaDB"); MySQL does not.
+        if "mariadb" not in version.lower():
+            version = f"MySQL {version}"
+        cursor.execute("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+        return ServerFacts(version, int(max_connections), int(cursor.fetchone()[1]))
 
 
 class DatabaseWrapper(MySQLPoolMixin, base.DatabaseWrapper):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.backends.postgresql import base, creation
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
+from django_sapool.backends import ServerFacts
 from django_sapool.drivers import Psycopg2Ops, Psycopg3Ops
 from django_sapool.wrapper import PooledCreationMixin, PooledDatabaseWrapperMixin
 
@@ -45,6 +48,17 @@ class PostgresPoolMixin(PooledDatabaseWrapperMixin):
         # several microseconds on a no-op switch.
         if self._sapool_record is None or self.connection.autocommit != autocommit:
             super()._set_autocommit(autocommit)  # type: ignore[misc]
+
+    def sapool_server_facts(self, cursor: Any) -> ServerFacts:
+        """Return the server's version, max_connections and client sessions open now."""
+        cursor.execute("SHOW server_version")
+        version = f"PostgreSQL {cursor.fetchone()[0]}"
+        cursor.execute("SHOW max_connections")
+        max_connections = int(cursor.fetchone()[0])
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+        )
+        return ServerFacts(version, max_connections, int(cursor.fetchone()[0]))
 
 
 class DatabaseWrapper(PostgresPoolMixin, base.DatabaseWrapper):

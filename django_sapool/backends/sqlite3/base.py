@@ -7,8 +7,11 @@ Django's (one connection per thread, never closed), and says so in the docs.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.backends.sqlite3 import base, creation
 
+from django_sapool.backends import ServerFacts
 from django_sapool.drivers import Sqlite3Ops
 from django_sapool.wrapper import PooledCreationMixin, PooledDatabaseWrapperMixin
 
@@ -29,6 +32,11 @@ class SQLitePoolMixin(PooledDatabaseWrapperMixin):
         from django.conf import settings
 
         return (settings.USE_TZ,)
+
+    def sapool_server_facts(self, cursor: Any) -> ServerFacts:
+        """Return the library's version: SQLite has no server, hence no limits."""
+        cursor.execute("SELECT sqlite_version()")
+        return ServerFacts(f"SQLite {cursor.fetchone()[0]}")
 
 
 class DatabaseWrapper(SQLitePoolMixin, base.DatabaseWrapper):

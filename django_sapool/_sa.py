@@ -58,6 +58,10 @@ class SaPool(QueuePool):
     are switched off.
     """
 
+    # ECHO logs under SQLAlchemy's own logger names ("sqlalchemy.pool.impl.QueuePool.<alias>"),
+    # as before this subclass existed: users' logging settings keep applying.
+    _sqla_logger_namespace = "sqlalchemy.pool.impl.QueuePool"
+
     def __init__(
         self,
         creator: Callable[[], Any],

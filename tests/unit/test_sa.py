@@ -137,3 +137,8 @@ def test_adapter_is_a_queue_pool_with_sqlalchemys_functions_on_the_hot_path() ->
     # Not wrappers: SQLAlchemy's own functions, so the hot path pays no extra call.
     assert SaPool.take is QueuePool._do_get
     assert SaPool.connection is _ConnectionRecord.get_connection
+
+
+def test_echo_logs_under_sqlalchemys_own_logger_name() -> None:
+    """ECHO users configure "sqlalchemy.pool" loggers: the subclass must not move them."""
+    assert make(logging_name="default").logger.name == "sqlalchemy.pool.impl.QueuePool.default"

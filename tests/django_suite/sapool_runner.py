@@ -85,7 +85,7 @@ def describe_backends() -> None:
             line += f", driver {driver.__name__} {driver.__version__}, is_psycopg3={is_psycopg3}"
         elif conn.vendor == "mysql":
             version = ".".join(map(str, conn.Database.version_info[:3]))
-            # The client library matters: drivers.py reads libmariadb status flags.
+            # The client library matters: drivers/native.py reads libmariadb status flags.
             client = conn.Database._mysql.get_client_info()
             line += f", driver mysqlclient {version}, client library {client}"
         elif conn.vendor == "sqlite":

@@ -1,4 +1,4 @@
-"""MySQL and MariaDB with mysqlclient (the driver Django recommends)."""
+"""MySQL and MariaDB with mysqlclient (the driver Django recommends) or PyMySQL."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from django.db.backends.mysql import base, creation
 
 from django_sapool.backends import ServerFacts
-from django_sapool.drivers import MysqlclientOps
+from django_sapool.drivers import MySQLOps, mysql_ops
 from django_sapool.wrapper import PooledCreationMixin, PooledDatabaseWrapperMixin
 
 
@@ -18,11 +18,13 @@ class DatabaseCreation(PooledCreationMixin, creation.DatabaseCreation):
 class MySQLPoolMixin(PooledDatabaseWrapperMixin):
     """What pooling needs to know about Django's MySQL wrappers (+ GIS)."""
 
-    sapool_driver: MysqlclientOps = MysqlclientOps()
+    # Django's backend imported MySQLdb above and connects with that module
+    # ever after: PyMySQL's if pymysql.install_as_MySQLdb() ran first.
+    sapool_driver: MySQLOps = mysql_ops(base.DatabaseWrapper.Database)
 
     def sapool_new_connection(self, conn_params: dict[str, Any]) -> Any:
         params = dict(conn_params)
-        handshake_only = params.pop(MysqlclientOps.HANDSHAKE_ONLY, False)
+        handshake_only = params.pop(MySQLOps.HANDSHAKE_ONLY, False)
         conn = super().sapool_new_connection(params)
         if handshake_only:
             self.sapool_driver.end_handshake(conn)

@@ -21,7 +21,7 @@ and before it loads the app, i.e. before Django imports the driver):
   while ours yields once per checkout in the pre-ping's zero-timeout poll(), which
   gevent turns into a hub switch, so other greenlets check out meanwhile and the
   pool runs at its cap with overflow churn (~100-160 connects per 500 requests;
-  1 connect if DriverOps.socket_has_news used the unpatched poll()).
+  1 connect if DriverOps.poller used the unpatched poll()).
 """
 
 from __future__ import annotations

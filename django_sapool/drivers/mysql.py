@@ -1,0 +1,150 @@
+"""MySQL's two drivers: mysqlclient, and PyMySQL installed as MySQLdb.
+
+Django's MySQL backend imports ``MySQLdb`` once, when it is first imported
+(``import MySQLdb as Database``), and connects with that module ever after:
+PyMySQL if ``pymysql.install_as_MySQLdb()`` ran before, mysqlclient otherwise
+(also when install_as_MySQLdb() runs later). ``mysql_ops()`` picks the class
+for that module.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from .base import DriverOps
+from .native import MariaDBClient, mariadb_client
+
+
+class MySQLOps(DriverOps):
+    """What both MySQL drivers share: the server's codes and the client API."""
+
+    #: Client errors that mean the server connection is gone: CR_SERVER_GONE_ERROR,
+    #: CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED, MariaDB's ER_CONNECTION_KILLED and
+    #: MySQL's ER_CLIENT_INTERACTION_TIMEOUT.
+    GONE = frozenset({2006, 2013, 2055, 1927, 4031})
+    #: ER_OPTION_PREVENTS_STATEMENT (with "read-only" or "read_only" in the message:
+    #: ``--read-only``, ``--super-read-only``) and ER_READ_ONLY_MODE.
+    READ_ONLY = frozenset({1290, 1836})
+    #: SERVER_STATUS_IN_TRANS, in the server status flags of every OK packet.
+    IN_TRANS = 0x0001
+
+    #: Marks connect parameters whose ``read_timeout`` bounds PyMySQL's handshake only.
+    HANDSHAKE_ONLY = "django_sapool.handshake_read_timeout"
+
+    def end_handshake(self, conn: Any) -> None:
+        """Undo what add_connect_timeout() set for the handshake only (see HANDSHAKE_ONLY)."""
+
+    def is_read_only_error(self, conn: Any, exc: BaseException) -> bool:
+        args: tuple[Any, ...] = getattr(exc, "args", ())
+        if len(args) < 2 or args[0] not in self.READ_ONLY:
+            return False
+        code, message = args[0], str(args[1]).lower()
+        return code == 1836 or "read-only" in message or "read_only" in message
+
+    def autocommit(self, conn: Any) -> bool | None:
+        return bool(conn.get_autocommit())
+
+    def execute(self, conn: Any, sql: str) -> None:
+        cursor = conn.cursor()
+        try:
+            cursor.execute(sql)
+        finally:
+            cursor.close()
+
+
+class MysqlclientOps(MySQLOps):
+    """mysqlclient (the C extension), with libmariadb's helpers where it links them."""
+
+    name = "mysqlclient"
+
+    def __init__(self) -> None:
+        self._client: MariaDBClient | None | bool = False  # False: not probed yet
+
+    def client(self, conn: Any) -> MariaDBClient | None:
+        """Return the libmariadb helper if it works with this driver build, else None."""
+        if self._client is False:
+            self._client = mariadb_client(conn)
+        return self._client  # type: ignore[return-value]
+
+    def is_closed(self, conn: Any) -> bool:
+        # mysqlclient keeps .open true after "Lost connection"/"gone away": its
+        # last error code tells, without a round trip.
+        return not conn.open or conn.errno() in self.GONE
+
+    def in_transaction(self, conn: Any) -> bool | None:
+        client = self.client(conn)
+        if client is not None:
+            return bool(client.server_status(conn) & self.IN_TRANS)
+        # Without the status flags: autocommit off means Django's atomic() may
+        # have left work behind; in autocommit mode only a raw BEGIN could.
+        return True if not conn.get_autocommit() else None
+
+    def socket_fd(self, conn: Any) -> int | None:
+        try:
+            return int(conn.fileno())
+        except Exception:
+            return None
+
+    def ping(self, conn: Any) -> None:
+        # COM_PING: no statement, no transaction.
+        conn.ping()
+
+    def strict_reset(self, conn: Any) -> None:
+        client = self.client(conn)
+        if client is None:
+            raise NotImplementedError(
+                "RESET_ON_RETURN='reset' needs mysql_reset_connection, which this "
+                "mysqlclient build (not linked with MariaDB Connector/C) does not expose"
+            )
+        if client.reset(client.handle(conn)) != 0:
+            raise OSError("mysql_reset_connection failed")
+
+
+class PyMySQLOps(MySQLOps):
+    """PyMySQL (pure Python), installed as MySQLdb (``pymysql.install_as_MySQLdb()``)."""
+
+    name = "pymysql"
+    COM_RESET_CONNECTION = 0x1F
+
+    def add_connect_timeout(self, params: dict[str, Any], seconds: float | None) -> None:
+        super().add_connect_timeout(params, seconds)
+        # PyMySQL's connect_timeout covers the TCP connect only: it reads the
+        # server's greeting and the authentication with read_timeout (none by
+        # default), so a server that accepts and never answers would hang it.
+        # The handshake gets the connect timeout; end_handshake() lifts it.
+        if "connect_timeout" in params and "read_timeout" not in params:
+            params["read_timeout"] = params["connect_timeout"]
+            params[self.HANDSHAKE_ONLY] = True
+
+    def end_handshake(self, conn: Any) -> None:
+        """Give a PyMySQL connection back its unbounded reads (after add_connect_timeout)."""
+        conn._read_timeout = None
+        conn._sock.settimeout(None)
+
+    def is_closed(self, conn: Any) -> bool:
+        return not conn.open  # PyMySQL closes its socket on a lost connection
+
+    def in_transaction(self, conn: Any) -> bool | None:
+        return bool(conn.server_status & self.IN_TRANS)
+
+    def socket_fd(self, conn: Any) -> int | None:
+        try:
+            return int(conn._sock.fileno())
+        except Exception:
+            return None
+
+    def ping(self, conn: Any) -> None:
+        # COM_PING: no statement, no transaction. Never let the driver reconnect
+        # behind Django's back (PyMySQL would): a dead connection is replaced.
+        conn.ping(reconnect=False)
+
+    def strict_reset(self, conn: Any) -> None:
+        # PyMySQL has no public call for it; the protocol command is simple.
+        conn._execute_command(self.COM_RESET_CONNECTION, b"")
+        conn._read_ok_packet()
+
+
+def mysql_ops(database: ModuleType) -> MySQLOps:
+    """Return the ops for ``database``, the module Django's MySQL backend connects with."""
+    return PyMySQLOps() if database.__name__ == "pymysql" else MysqlclientOps()

@@ -1,0 +1,227 @@
+"""Native (ctypes) helpers the drivers use where the pure-Python call costs more.
+
+Two helpers, each with a pure-Python path the pool takes without it:
+
+``poll``
+    libc's poll(2) called with the GIL held, for the zero-timeout socket check
+    before trusting a recently used connection. Without it: ``select.poll``,
+    which releases the GIL (see ``HeldPoll``).
+``mariadb``
+    libmariadb's server status flags and ``mysql_reset_connection`` through
+    mysqlclient's native handle. Without it, mysqlclient cannot tell whether a
+    transaction is open, so a ``ROLLBACK`` is sent on every return (as where
+    mysqlclient is not linked with MariaDB Connector/C), and
+    ``RESET_ON_RETURN = "reset"`` raises NotImplementedError.
+
+Switch them off with the environment variable ``DJANGO_SAPOOL_NATIVE``, read once
+when this module is imported: ``off`` switches off both, ``no-poll`` or
+``no-mariadb`` one (comma-separated: ``no-poll,no-mariadb``); unset, empty or
+``on`` keeps both wherever they work. Any other word raises ImproperlyConfigured.
+``native_paths()`` says which path each helper takes in this process
+(``manage.py sapool`` shows it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import os
+import select
+import sys
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+#: The environment variable that switches the helpers off.
+ENV = "DJANGO_SAPOOL_NATIVE"
+#: The helpers, by the name a ``no-`` word switches off.
+HELPERS = ("poll", "mariadb")
+
+
+def parse_switch(value: str) -> frozenset[str]:
+    """Return the helpers that ``DJANGO_SAPOOL_NATIVE=value`` switches off."""
+    off: set[str] = set()
+    for word in (word.strip().lower() for word in value.split(",")):
+        if word in ("", "on"):
+            continue
+        if word == "off":
+            off.update(HELPERS)
+        elif word.startswith("no-") and word[3:] in HELPERS:
+            off.add(word[3:])
+        else:
+            raise ImproperlyConfigured(
+                f"{ENV}={value!r}: unknown word {word!r}; use 'off', or any of "
+                + ", ".join(f"'no-{name}'" for name in HELPERS)
+                + " separated by commas"
+            )
+    return frozenset(off)
+
+
+_SETTING = os.environ.get(ENV, "")
+#: The helpers switched off in this process (read once, at import).
+SWITCHED_OFF = parse_switch(_SETTING)
+
+
+def _switched_off(helper: str) -> str:
+    return f"{ENV}={_SETTING}" if helper in SWITCHED_OFF else ""
+
+
+# -- poll(2), GIL kept ---------------------------------------------------------
+
+
+class _PollFd(ctypes.Structure):
+    _fields_ = [("fd", ctypes.c_int), ("events", ctypes.c_short), ("revents", ctypes.c_short)]
+
+
+def _libc_poll() -> Any:
+    """libc's poll(2) called with the GIL held (ctypes.PyDLL), or None where unavailable."""
+    try:
+        function = ctypes.PyDLL(None).poll
+    except (OSError, AttributeError):  # pragma: no cover - not a POSIX libc
+        return None
+    function.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function
+
+
+_POLL: Any = None if "poll" in SWITCHED_OFF else _libc_poll()
+
+
+class HeldPoll:
+    """A zero-timeout poll(2) of one socket that keeps the GIL.
+
+    select.poll() releases the GIL around the system call even with timeout 0;
+    in a busy threaded server (gunicorn gthread) another thread then takes the
+    GIL and this one waits for it back, up to the 5 ms switch interval, at every
+    checkout. A zero-timeout poll never blocks, so there is nothing to release
+    the GIL for. Not monkey-patched by gevent either, so it never yields.
+    """
+
+    __slots__ = ("_ref", "_fds")
+
+    def __init__(self, fd: int) -> None:
+        self._fds = _PollFd(fd, select.POLLIN | select.POLLPRI, 0)
+        self._ref = ctypes.byref(self._fds)
+
+    def poll(self, timeout: float = 0) -> bool:
+        # > 0: readable or hung up; < 0: poll failed. Either way, worth a ping.
+        return bool(_POLL(self._ref, 1, 0))
+
+
+def held_poll(fd: int) -> HeldPoll | None:
+    """Return a GIL-keeping poll of ``fd``, or None when switched off or unavailable."""
+    return None if _POLL is None else HeldPoll(fd)
+
+
+# -- libmariadb through mysqlclient ----------------------------------------------
+
+
+class MariaDBClient:
+    """Zero-round-trip access to libmariadb through mysqlclient's native handle.
+
+    mysqlclient exposes neither the server status flags (is a transaction open?)
+    nor ``mysql_reset_connection``; MariaDB Connector/C, which it links on
+    Debian, has both. The server status arrives with every OK packet, so reading
+    it costs nothing. Loading raises where the library is not libmariadb.
+    """
+
+    SERVER_STATUS = 30  # enum mariadb_value: MARIADB_CONNECTION_SERVER_STATUS
+    AUTOCOMMIT = 0x0002  # SERVER_STATUS_AUTOCOMMIT
+
+    def __init__(self) -> None:
+        # By its own name: sys.modules["MySQLdb"] is PyMySQL after a late
+        # pymysql.install_as_MySQLdb(), while Django's backend uses mysqlclient.
+        native = importlib.import_module("MySQLdb._mysql")
+        lib = ctypes.CDLL(native.__file__)  # resolves libmariadb's symbols it links
+        # Reading the status flags is local and never blocks: keep the GIL
+        # (PyDLL) rather than hand it to another thread and wait to get it back.
+        self.get_info = ctypes.PyDLL(native.__file__).mariadb_get_infov
+        self.get_info.restype = ctypes.c_char
+        self._void_p = ctypes.c_void_p
+        self._int = ctypes.c_int
+        self.reset = lib.mysql_reset_connection
+        self.reset.argtypes = [ctypes.c_void_p]
+        self.reset.restype = ctypes.c_int
+        self._capsule = ctypes.pythonapi.PyCapsule_GetPointer
+        self._capsule.restype = ctypes.c_void_p
+        self._capsule.argtypes = [ctypes.py_object, ctypes.c_char_p]
+        self._status = ctypes.c_uint
+        self._byref = ctypes.byref
+        self._server_status = ctypes.c_int(self.SERVER_STATUS)
+
+    def handle(self, conn: Any) -> int:
+        return int(
+            self._capsule(conn._get_native_connection(), b"_mysql.connection.native_connection")
+        )
+
+    def server_status(self, conn: Any) -> int:
+        # The MYSQL* handle lives as long as the connection object: keep it there
+        # (ctypes calls cost microseconds each; this runs at every return).
+        handle = getattr(conn, "_sapool_native", None)
+        if handle is None:
+            handle = conn._sapool_native = self._void_p(self.handle(conn))
+        status = self._status(0)
+        if self.get_info(handle, self._server_status, self._byref(status)) != b"\0":
+            raise OSError("mariadb_get_infov(MARIADB_CONNECTION_SERVER_STATUS) failed")
+        return int(status.value)
+
+
+#: The probe's outcome: None (not probed yet), the helper, or why there is none.
+_mariadb: MariaDBClient | str | None = "switched off" if "mariadb" in SWITCHED_OFF else None
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def mariadb_client(conn: Any) -> MariaDBClient | None:
+    """Return the libmariadb helper if it works with mysqlclient connection ``conn``, else None.
+
+    Probed once per process, at the first connection; None when switched off.
+    """
+    global _mariadb
+    if _mariadb is None:
+        try:
+            client = MariaDBClient()
+            # Sanity check against a flag mysqlclient itself reports.
+            autocommit = bool(client.server_status(conn) & client.AUTOCOMMIT)
+            if autocommit == bool(conn.get_autocommit()):
+                _mariadb = client
+            else:
+                _mariadb = "the status flags disagree with mysqlclient's get_autocommit()"
+        except Exception as exc:
+            _mariadb = _why(exc)
+    return _mariadb if isinstance(_mariadb, MariaDBClient) else None
+
+
+# -- what is in use ----------------------------------------------------------------
+
+
+def native_paths() -> dict[str, str]:
+    """Say which path each native helper takes in this process, and why."""
+    if _POLL is not None:
+        poll = "libc poll(2), GIL kept"
+    else:
+        poll = f"select.poll ({_switched_off('poll') or 'libc poll(2) unavailable'})"
+    return {"socket poll": poll, "mysqlclient status": _mariadb_path()}
+
+
+def _mariadb_path() -> str:
+    if "mariadb" in SWITCHED_OFF:
+        return (
+            f"off ({_switched_off('mariadb')}): ROLLBACK on every return, "
+            "no RESET_ON_RETURN='reset'"
+        )
+    if isinstance(_mariadb, MariaDBClient):
+        return "libmariadb mariadb_get_infov, mysql_reset_connection"
+    if _mariadb is not None:
+        return f"unavailable: {_mariadb}"
+    # Not probed: no mysqlclient connection yet. Say what the probe would find,
+    # without importing a driver the process does not use.
+    if "MySQLdb._mysql" not in sys.modules:
+        return "not probed (mysqlclient not imported)"
+    try:
+        MariaDBClient()
+    except Exception as exc:
+        return f"unavailable: {_why(exc)}"
+    return "libmariadb mariadb_get_infov, mysql_reset_connection (checked at the first connection)"

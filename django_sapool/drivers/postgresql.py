@@ -1,0 +1,120 @@
+"""PostgreSQL's two drivers, psycopg 3 and psycopg2, and what they share (libpq)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .base import DriverOps
+
+
+class PostgresOps(DriverOps):
+    """What both PostgreSQL drivers share: libpq's options and error codes."""
+
+    #: libpq's own keepalive settings; if OPTIONS sets any, the sockets are left alone.
+    KEEPALIVE_KEYS = frozenset(
+        {"keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count"}
+        | {"tcp_user_timeout"}
+    )
+    #: read_only_sql_transaction
+    READ_ONLY = "25006"
+
+    def sets_own_keepalive(self, options: Mapping[str, Any]) -> bool:
+        return not self.KEEPALIVE_KEYS.isdisjoint(options)
+
+    def is_read_only_error(self, conn: Any, exc: BaseException) -> bool:
+        if self.sqlstate(exc) != self.READ_ONLY:
+            return False
+        # A transaction the application itself made read-only fails the same
+        # way; the server reports (PostgreSQL >= 14, no round trip) whether the
+        # session's default is read-only or the server is a standby.
+        reported = [
+            self.parameter(conn, name)
+            for name in ("default_transaction_read_only", "in_hot_standby")
+        ]
+        if all(value is None for value in reported):
+            return True  # an older server: assume a failover
+        return "on" in reported
+
+    def sqlstate(self, exc: BaseException) -> str | None:
+        raise NotImplementedError
+
+    def parameter(self, conn: Any, name: str) -> str | None:
+        raise NotImplementedError
+
+
+class Psycopg3Ops(PostgresOps):
+    name = "psycopg"
+    flags_broken = True
+
+    def sqlstate(self, exc: BaseException) -> str | None:
+        return getattr(exc, "sqlstate", None)
+
+    def parameter(self, conn: Any, name: str) -> str | None:
+        value = conn.pgconn.parameter_status(name.encode())
+        return None if value is None else value.decode()
+
+    def is_closed(self, conn: Any) -> bool:
+        # What psycopg's ``closed`` and ``broken`` both test, in one C call.
+        return bool(conn.pgconn.status == self._bad)
+
+    def __init__(self) -> None:
+        from psycopg.pq import ConnStatus, TransactionStatus
+
+        self._idle = TransactionStatus.IDLE
+        self._bad = ConnStatus.BAD
+
+    def in_transaction(self, conn: Any) -> bool | None:
+        return conn.pgconn.transaction_status != self._idle
+
+    def socket_fd(self, conn: Any) -> int | None:
+        try:
+            return int(conn.pgconn.socket)
+        except Exception:
+            return None
+
+    def ping(self, conn: Any) -> None:
+        # The empty query is what psycopg_pool uses: a round trip that starts no
+        # transaction and leaves no trace in pg_stat_statements.
+        self.execute(conn, "")
+
+    def _run(self, conn: Any, sql: str) -> None:
+        conn.execute(sql)
+
+
+class Psycopg2Ops(PostgresOps):
+    name = "psycopg2"
+    flags_broken = True
+
+    def sqlstate(self, exc: BaseException) -> str | None:
+        return getattr(exc, "pgcode", None)
+
+    def parameter(self, conn: Any, name: str) -> str | None:
+        value = conn.get_parameter_status(name)
+        return None if value is None else str(value)
+
+    def is_closed(self, conn: Any) -> bool:
+        return bool(conn.closed)
+
+    def __init__(self) -> None:
+        import psycopg2.extensions as ext
+
+        self._idle = ext.TRANSACTION_STATUS_IDLE
+
+    def in_transaction(self, conn: Any) -> bool | None:
+        return conn.get_transaction_status() != self._idle
+
+    def end_transaction(self, conn: Any, commit: bool) -> None:
+        if not conn.autocommit:
+            super().end_transaction(conn, commit)
+            return
+        # psycopg2 ignores rollback()/commit() in autocommit mode, yet a raw
+        # "BEGIN" may have opened a transaction there: end it explicitly.
+        with conn.cursor() as cursor:
+            cursor.execute("COMMIT" if commit else "ROLLBACK")
+
+    def socket_fd(self, conn: Any) -> int | None:
+        try:
+            return int(conn.fileno())
+        except Exception:
+            return None

@@ -116,12 +116,6 @@ class PoolStatus:
     )
 
 
-def kind_of(name: str) -> str:
-    """Return the kind (LABEL, GAUGE, COUNTER, WAIT...) of a PoolStatus field."""
-    return str(_FIELDS[name].metadata["kind"])
-
-
-_FIELDS = {f.name: f for f in fields(PoolStatus)}
 #: (metric, field, help) of every gauge and counter, in declaration order.
 GAUGES = tuple(
     (f.metadata["metric"], f.name, f.metadata["help"])

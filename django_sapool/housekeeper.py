@@ -1,8 +1,8 @@
 """One daemon thread per process that housekeeps every pool: the only place that sweeps.
 
-Every ``housekeeping_interval`` seconds it closes idle connections (IDLE_TIMEOUT,
-RECYCLE while idle), reports leaks (LEAK_TIMEOUT) and disposes of pools nobody
-used for longer than IDLE_TIMEOUT. The registry hands it each new pool; a
+Every :func:`interval` seconds it closes idle connections (IDLE_TIMEOUT, RECYCLE
+while idle) down to MIN_IDLE, reports leaks (LEAK_TIMEOUT) and disposes of pools
+nobody used for longer than IDLE_TIMEOUT. The registry hands it each new pool; a
 request's return never sweeps, so the hot path stays short.
 
 Fork-safe: a thread does not survive ``fork()``; the child (``fork.py``) starts
@@ -19,7 +19,11 @@ import time
 import weakref
 from typing import TYPE_CHECKING
 
+from .state import IDLE, state_of
+
 if TYPE_CHECKING:
+    from ._sa import Record
+    from .conf import PoolOptions
     from .pool import ManagedPool
 
 logger = logging.getLogger("django_sapool")
@@ -29,11 +33,23 @@ _pools: weakref.WeakSet[ManagedPool] = weakref.WeakSet()
 _wake = threading.Event()
 _thread: threading.Thread | None = None
 _pid = 0
+# Each pool's checkout count when the housekeeper last saw it change, and when.
+_quiet: weakref.WeakKeyDictionary[ManagedPool, tuple[int, float]] = weakref.WeakKeyDictionary()
+
+
+def interval(options: PoolOptions) -> float:
+    """Return how often a pool needs housekeeping, in seconds (0.0: never)."""
+    timeouts = [t for t in (options.idle_timeout, options.leak_timeout) if t]
+    if options.recycle > 0:
+        timeouts.append(options.recycle)
+    return min(30.0, max(0.05, min(timeouts) / 4)) if timeouts else 0.0
 
 
 def register(pool: ManagedPool) -> None:
     """Housekeep ``pool`` until it is garbage-collected; start the thread if needed."""
     global _thread, _pid
+    if not interval(pool.options):
+        return
     with _lock:
         _pools.add(pool)
         if _thread is None or _pid != os.getpid() or not _thread.is_alive():
@@ -65,18 +81,83 @@ def sweep(pid: int) -> float:
         pools = [p for p in _pools if p.pid == pid and not p.disposed]
     for pool in pools:
         try:
-            if pool.unused(time.monotonic()):
+            if unused(pool, time.monotonic()):
                 registry.retire(pool, "unused for longer than IDLE_TIMEOUT")
                 continue
-            pool.housekeep()
+            housekeep(pool)
         except Exception:  # never let one pool's trouble stop the others
             logger.exception("django_sapool: housekeeping failed for alias %r", pool.alias)
-    return min((p.housekeeping_interval for p in pools), default=30.0)
+    return min((interval(p.options) for p in pools), default=30.0)
+
+
+def housekeep(pool: ManagedPool, now: float | None = None) -> int:
+    """Close a pool's idle connections beyond MIN_IDLE, and report leaks; return how many closed.
+
+    An idle connection is closed when it has been idle longer than
+    IDLE_TIMEOUT, or is older than RECYCLE, as long as at least MIN_IDLE idle
+    connections stay open; connections in use are never touched.
+    """
+    if now is None:
+        now = time.monotonic()
+    if pool.disposed or pool.pid != os.getpid():
+        return 0
+    options = pool.options
+    if options.leak_timeout:
+        hint = f"CONNECT_TIMEOUT={options.connect_timeout}, PING_TIMEOUT={options.ping_timeout}"
+        leaks = pool.lending.report(now, options.leak_timeout, hint)
+        if leaks:
+            pool.stats.add("leaks", leaks)
+    closed = pool.close_idle(lambda live: idle_victims(live, now, options), IDLE)
+    if closed:
+        logger.info(
+            "django_sapool: closed %d idle connection(s) of alias %r (IDLE_TIMEOUT=%s, "
+            "RECYCLE=%s, MIN_IDLE=%d)",
+            closed,
+            pool.alias,
+            options.idle_timeout,
+            options.recycle,
+            options.min_idle,
+        )
+    return closed
+
+
+def idle_victims(live: list[Record], now: float, options: PoolOptions) -> list[Record]:
+    """Pick the idle connections to close, least recently used first."""
+    idle_timeout = options.idle_timeout
+    spare = len(live) - options.min_idle
+    victims: list[Record] = []
+    for record in sorted(live, key=lambda r: state_of(r).last_used):
+        if spare <= 0:
+            break
+        state = state_of(record)
+        idle_too_long = idle_timeout is not None and now - state.last_used > idle_timeout
+        if idle_too_long or now >= state.expires:
+            victims.append(record)
+            spare -= 1
+    return victims
+
+
+def unused(pool: ManagedPool, now: float) -> bool:
+    """Return whether nothing used a pool for longer than IDLE_TIMEOUT (dispose of it).
+
+    A pool is quiet while its checkout count does not change, which costs the
+    hot path nothing.
+    """
+    idle_timeout = pool.options.idle_timeout
+    if idle_timeout is None:
+        return False
+    checkouts = pool.stats.checkouts()
+    seen, since = _quiet.get(pool, (-1, now))
+    if checkouts != seen or pool.lending.lent or pool.lending.busy:
+        _quiet[pool] = (checkouts, now)
+        return False
+    return now - since > idle_timeout
 
 
 def forget_in_child() -> None:
     """After fork, in the child (``fork.py``): the thread is gone; pools are the parent's."""
-    global _thread, _pools, _wake
+    global _thread, _pools, _wake, _quiet
     _thread = None
+    _quiet = weakref.WeakKeyDictionary()
     _pools = weakref.WeakSet()
     _wake = threading.Event()

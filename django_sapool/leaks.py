@@ -148,6 +148,26 @@ class Lending:
             f"(django.db.close_old_connections())."
         )
 
+    def log_checkout(self, thread: threading.Thread, idle: int) -> None:
+        logger.debug(
+            "django_sapool: checked out a connection of alias %r in thread %r "
+            "(%d checked out, %d idle)",
+            self.alias,
+            thread.name,
+            len(self.lent),
+            idle,
+        )
+
+    def log_return(self, thread: threading.Thread | None, idle: int) -> None:
+        logger.debug(
+            "django_sapool: returned a connection of alias %r checked out in thread %r "
+            "(%d checked out, %d idle)",
+            self.alias,
+            thread.name if thread is not None else "?",
+            len(self.lent),
+            idle,
+        )
+
     def returned(self, key: int, state: ConnState, now: float) -> None:
         """Note the return of a lent connection; log it if it was reported as a leak."""
         if self.reported.pop(key, None) is None:

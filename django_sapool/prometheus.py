@@ -14,7 +14,7 @@ does not aggregate custom collectors).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,96 +35,77 @@ LABELS = ("alias", "vendor", "database")
 GAUGES = stats.GAUGES
 COUNTERS = stats.COUNTERS
 WAIT = "django_sapool_checkout_wait_seconds"
+RECENT = "django_sapool_checkout_wait_recent_seconds"
 WAIT_MAX = "django_sapool_checkout_wait_max_seconds"
 QUANTILES = (("0.5", "wait_ms_p50"), ("0.95", "wait_ms_p95"), ("0.99", "wait_ms_p99"))
-# The PoolStatus fields a scrape reads.
-_FIELDS = (
-    *(f for _, f, _ in GAUGES),
-    *(f for _, f, _ in COUNTERS),
-    "wait_ms_total",
-    *(f for _, f in QUANTILES),
-    "wait_ms_max",
-)
 
 _lock = threading.Lock()
 _registered: dict[int, tuple[Any, SapoolCollector]] = {}
 
 
-def _merged(statuses: Iterable[PoolStatus]) -> dict[tuple[str, str, str], dict[str, float]]:
-    """Fold pools that share (alias, vendor, database) into one labelled series.
-
-    An alias has several pools when its connect settings changed at run time
-    (override_settings, the test runner's swap). Sizes and counters add up;
-    of the wait-time quantiles, the largest is kept (the windows can't be merged).
-    """
-    merged: dict[tuple[str, str, str], dict[str, float]] = {}
-    for status in statuses:
-        key = (status.alias, status.vendor, status.database)
-        values = {name: float(getattr(status, name)) for name in _FIELDS}
-        seen = merged.get(key)
-        if seen is None:
-            merged[key] = values
-            continue
-        for name, value in values.items():
-            if name.startswith("wait_ms_p") or name == "wait_ms_max":
-                seen[name] = max(seen[name], value)
-            else:
-                seen[name] += value
-    return merged
-
-
 class SapoolCollector:
-    """A prometheus_client custom collector for this process's django_sapool pools."""
+    """A prometheus_client custom collector for this process's django_sapool pools.
+
+    One series per pool: the registry keeps at most one pool per alias (a
+    settings change disposes of the previous one), so labels never repeat.
+    """
 
     def describe(self) -> list[Metric]:
         """Return the metric families without samples (for duplicate detection)."""
-        return list(self._build({}))
+        return list(self._build([]))
 
     def collect(self) -> Iterator[Metric]:
         """Read pool_status() and yield one family per metric."""
         from . import registry
 
-        yield from self._build(_merged(registry.status()))
+        yield from self._build(registry.status())
 
-    def _build(self, pools: dict[tuple[str, str, str], dict[str, float]]) -> Iterator[Metric]:
+    def _build(self, pools: list[PoolStatus]) -> Iterator[Metric]:
         from prometheus_client.core import (  # type: ignore[import-not-found]
             CounterMetricFamily,
             GaugeMetricFamily,
-            Metric,
+            HistogramMetricFamily,
         )
 
-        from .stats import WAIT_WINDOW
+        from .stats import WAIT_BUCKETS_MS, WAIT_WINDOW
 
+        labelled = [((p.alias, p.vendor, p.database), p) for p in pools]
         for name, field, text in GAUGES:
             gauge = GaugeMetricFamily(name, text, labels=LABELS)
-            for labels, values in pools.items():
-                gauge.add_metric(labels, values[field])
+            for labels, status in labelled:
+                gauge.add_metric(labels, getattr(status, field))
             yield gauge
         for name, field, text in COUNTERS:
             counter = CounterMetricFamily(name, text, labels=LABELS)
-            for labels, values in pools.items():
-                counter.add_metric(labels, values[field])
+            for labels, status in labelled:
+                counter.add_metric(labels, getattr(status, field))
             yield counter
-        # prometheus_client's SummaryMetricFamily has no quantiles: build the samples.
-        summary = Metric(
+        histogram = HistogramMetricFamily(
             WAIT,
-            f"Time checkouts waited for a connection when the pool was exhausted; "
-            f"quantiles over the last {WAIT_WINDOW} waits.",
-            "summary",
+            "Time checkouts waited for a connection when the pool was exhausted.",
+            labels=LABELS,
+        )
+        recent = GaugeMetricFamily(
+            RECENT,
+            f"Checkout wait-time quantiles over the last {WAIT_WINDOW} waits "
+            f"(per process; aggregate {WAIT} instead).",
+            labels=(*LABELS, "quantile"),
         )
         longest = GaugeMetricFamily(
             WAIT_MAX, f"Longest of the last {WAIT_WINDOW} checkout waits.", labels=LABELS
         )
-        for labels, values in pools.items():
-            label_map = dict(zip(LABELS, labels, strict=True))
+        for labels, status in labelled:
+            buckets = [
+                (f"{bound / 1000.0:g}", count)
+                for bound, count in zip(WAIT_BUCKETS_MS, status.wait_ms_buckets, strict=True)
+            ]
+            buckets.append(("+Inf", status.checkout_waits))
+            histogram.add_metric(labels, buckets, status.wait_ms_total / 1000.0)
             for quantile, field in QUANTILES:
-                summary.add_sample(
-                    WAIT, {**label_map, "quantile": quantile}, values[field] / 1000.0
-                )
-            summary.add_sample(f"{WAIT}_count", label_map, values["checkout_waits"])
-            summary.add_sample(f"{WAIT}_sum", label_map, values["wait_ms_total"] / 1000.0)
-            longest.add_metric(labels, values["wait_ms_max"] / 1000.0)
-        yield summary
+                recent.add_metric((*labels, quantile), getattr(status, field) / 1000.0)
+            longest.add_metric(labels, status.wait_ms_max / 1000.0)
+        yield histogram
+        yield recent
         yield longest
 
 

@@ -103,8 +103,7 @@ def get_pool(alias: str, fp: str, factory: Callable[[], ManagedPool]) -> Managed
                 pool = factory()
                 replaced = [k for k in _select(alias, None) if k != key]
                 _pools[key] = pool
-                if pool.housekeeping_interval:
-                    housekeeper.register(pool)
+                housekeeper.register(pool)
                 _note_created(alias)
                 logger.info(
                     "django_sapool: created pool for alias %r (%s, database %r): %s",
@@ -168,7 +167,7 @@ def _dispose_keys(keys: list[PoolKey], reason: str) -> int:
     for pool in victims:
         pool.dispose(reason)
     with _lock:
-        _disposed[:] = [p for p in (*_disposed, *victims) if p.has_connections()]
+        _disposed[:] = [p for p in (*_disposed, *victims) if p.opened.all()]
     return len(victims)
 
 
@@ -191,9 +190,13 @@ def pools() -> list[ManagedPool]:
 
 
 def owner_gone(owner: Any) -> None:
-    """Weak-reference callback: a wrapper died; return what it had checked out."""
+    """Weak-reference callback: a wrapper died; return what it had checked out.
+
+    Only this process's pools: what a wrapper inherited through fork is the parent's.
+    """
     for pool in pools():
-        pool.return_abandoned(owner)
+        for record in pool.lending.abandoned_by(owner):
+            pool.checkin(record)
 
 
 def keep_inherited(*objects: Any) -> None:
@@ -236,7 +239,7 @@ def _disarm(pool: ManagedPool) -> int:
     disarmed = 0
     devnull = os.open(os.devnull, os.O_RDWR)
     try:
-        for raw in pool.raw_connections():
+        for raw in pool.opened.all():
             fd = pool.driver.socket_fd(raw)
             if fd is not None and fd >= 0:
                 os.dup2(devnull, fd)

@@ -8,21 +8,34 @@ read them from here, so a new counter is exported everywhere by being declared.
 
 from __future__ import annotations
 
+import bisect
 import itertools
+import logging
 import math
 import threading
+import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from .conf import PoolOptions
+
+logger = logging.getLogger("django_sapool")
+T = TypeVar("T")
 
 #: How many of the most recent checkout waits the wait-time percentiles cover.
 WAIT_WINDOW = 1024
+#: Upper bounds (ms) of the wait-time histogram's buckets (Prometheus's
+#: ``le``, in seconds there): a histogram, unlike percentiles, adds up across
+#: worker processes.
+WAIT_BUCKETS_MS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 
 LABEL = "label"  # identifies the pool
 GAUGE = "gauge"  # a size now
 COUNTER = "counter"  # since the pool was created
-WAIT = "wait"  # checkout wait times (a summary in Prometheus)
+WAIT = "wait"  # checkout wait times (a histogram and recent percentiles in Prometheus)
 
 
 def _meta(kind: str, metric: str = "", help: str = "") -> Any:
@@ -49,9 +62,11 @@ class PoolStatus:
     waiting for a connection now; ``checkout_waits`` counts the checkouts that
     found the pool exhausted (no idle connection, no overflow left) and had to
     wait, and the ``wait_ms_*`` fields describe those waits (timed-out ones
-    included): the total, and percentiles over the last ``WAIT_WINDOW`` waits
-    (0.0 while none has waited). ``connecting`` and ``pinging`` count the
-    checkouts talking to the server now.
+    included): the total, percentiles over the last ``WAIT_WINDOW`` waits
+    (0.0 while none has waited), and ``wait_ms_buckets``: how many waits took
+    at most each bound of ``WAIT_BUCKETS_MS`` (cumulative, as Prometheus's
+    buckets; ``checkout_waits`` is the ``+Inf`` one). ``connecting`` and
+    ``pinging`` count the checkouts talking to the server now.
     """
 
     alias: str = _label()
@@ -96,6 +111,7 @@ class PoolStatus:
     wait_ms_p95: float = _meta(WAIT)
     wait_ms_p99: float = _meta(WAIT)
     wait_ms_max: float = _meta(WAIT)
+    wait_ms_buckets: tuple[int, ...] = _meta(WAIT)
     connections_idle_closed: int = _counter(
         "django_sapool_connections_idle_closed",
         "Idle connections closed (IDLE_TIMEOUT, or RECYCLE while idle).",
@@ -148,10 +164,18 @@ class Stats:
         "waiting",
         "_wait_ms_total",
         "wait_ms",
+        "_wait_buckets",
         "lock",
+        "_labels",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, options: PoolOptions, **labels: Any) -> None:
+        #: The fields of PoolStatus that never change (alias, pid, POOL_SIZE...).
+        self._labels = {
+            **labels,
+            "pool_size": options.pool_size,
+            "max_overflow": options.max_overflow,
+        }
         # Reentrant: SQLAlchemy's "close" event may fire from a garbage-collected
         # connection's finalizer while this thread counts something.
         self.lock = threading.RLock()
@@ -165,6 +189,8 @@ class Stats:
         self._wait_ms_total = 0.0
         # deque.append with maxlen is atomic: waits are recorded without a lock.
         self.wait_ms: deque[float] = deque(maxlen=WAIT_WINDOW)
+        # Waits per bucket of WAIT_BUCKETS_MS (not cumulative); the last one: longer.
+        self._wait_buckets = [0] * (len(WAIT_BUCKETS_MS) + 1)
 
     def count(self, name: str) -> None:
         with self.lock:
@@ -181,28 +207,44 @@ class Stats:
             self._seq_reads += 1
         return count
 
-    def wait_started(self) -> None:
+    def waited(self, take: Callable[[], T], alias: str) -> T:
+        """Return ``take()`` as a checkout that waits: count the waiting thread, time its wait.
+
+        Timed-out waits count too.
+        """
         with self.lock:
             self.waiting += 1
             self.counters["checkout_waits"] += 1
+        started = time.perf_counter()
+        try:
+            return take()
+        finally:
+            waited_ms = (time.perf_counter() - started) * 1000.0
+            self.wait_ms.append(waited_ms)
+            with self.lock:
+                self.waiting -= 1
+                self._wait_ms_total += waited_ms
+                self._wait_buckets[bisect.bisect_left(WAIT_BUCKETS_MS, waited_ms)] += 1
+            logger.debug(
+                "django_sapool: waited %.1f ms for a connection of alias %r "
+                "(all POOL_SIZE + MAX_OVERFLOW connections were checked out)",
+                waited_ms,
+                alias,
+            )
 
-    def wait_ended(self, waited_ms: float) -> None:
-        self.wait_ms.append(waited_ms)
-        with self.lock:
-            self.waiting -= 1
-            self._wait_ms_total += waited_ms
-
-    def snapshot(self, now: Mapping[str, Any]) -> PoolStatus:
-        """Return a PoolStatus of these counters and ``now`` (labels, sizes, busy counts)."""
+    def snapshot(self, **now: Any) -> PoolStatus:
+        """Return a PoolStatus of these counters, the labels and ``now`` (sizes, busy counts)."""
         checkouts = self.checkouts()
         with self.lock:
             counters = dict(self.counters)
             waiting = self.waiting
             wait_ms_total = self._wait_ms_total
+            buckets = tuple(itertools.accumulate(self._wait_buckets[:-1]))
         # Copying a deque of floats runs in C without releasing the GIL, so a
         # concurrent append cannot interleave.
         window = sorted(self.wait_ms)
         values: dict[str, Any] = {
+            **self._labels,
             **now,
             **counters,
             "checkouts": checkouts,
@@ -212,5 +254,6 @@ class Stats:
             "wait_ms_p95": round(percentile(window, 0.95), 3),
             "wait_ms_p99": round(percentile(window, 0.99), 3),
             "wait_ms_max": round(window[-1] if window else 0.0, 3),
+            "wait_ms_buckets": buckets,
         }
         return PoolStatus(**values)

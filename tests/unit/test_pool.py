@@ -17,7 +17,7 @@ from unittest import mock
 import pytest
 from django.db import connections
 
-from django_sapool import registry
+from django_sapool import housekeeper, registry
 from django_sapool.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
 
 LOGGER = "django_sapool"
@@ -157,8 +157,6 @@ def test_a_return_never_sweeps_the_housekeeper_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Idle connections past IDLE_TIMEOUT stay open through returns until housekeep()."""
-    from django_sapool import housekeeper
-
     monkeypatch.setattr(housekeeper, "register", lambda pool: None)  # no thread: returns only
     settings_dict = sqlite_settings(tmp_path, IDLE_TIMEOUT=0.05, MIN_IDLE=0)
     first, second = SqliteWrapper(settings_dict, "default"), SqliteWrapper(settings_dict, "default")
@@ -169,7 +167,7 @@ def test_a_return_never_sweeps_the_housekeeper_does(
     time.sleep(0.1)
     second.close()  # a return: it must not close the idle one
     assert pool.status().idle == 2
-    assert pool.housekeep() == 1  # the one idle longer than IDLE_TIMEOUT
+    assert housekeeper.housekeep(pool) == 1  # the one idle longer than IDLE_TIMEOUT
     status = pool.status()
     assert (status.idle, status.connections_idle_closed, status.connections_closed) == (1, 1, 1)
 
@@ -191,4 +189,4 @@ def test_every_close_is_counted_once_by_its_reason(tmp_path: Path) -> None:
     assert status.evictions == 1
     assert status.connections_closed == 3
     assert status.checked_out == 0
-    assert pool.raw_connections() == []  # (SQLAlchemy keeps the broken one's empty record)
+    assert pool.opened.all() == []  # (SQLAlchemy keeps the broken one's empty record)

@@ -15,6 +15,7 @@ from django.db import connections
 
 from django_sapool import registry
 from django_sapool.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
+from django_sapool.stats import WAIT_BUCKETS_MS
 
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 if not IN_CI:  # under CI a missing prometheus_client fails the run
@@ -98,16 +99,24 @@ def test_collector_reports_sizes_counters_and_wait_quantiles(tmp_path: Path) -> 
     wrapper.sapool_pool().evict("a test")
     assert samples(metrics)[("django_sapool_evictions_total", labels)] == 1
     assert value("django_sapool_checkout_wait_seconds_count") == 1
-    waited = value("django_sapool_checkout_wait_seconds", quantile="0.99")
+    waited = value("django_sapool_checkout_wait_recent_seconds", quantile="0.99")
     assert 0.05 <= waited < 5
     assert waited == pytest.approx(status.wait_ms_p99 / 1000)
-    assert value("django_sapool_checkout_wait_seconds", quantile="0.5") == waited
-    assert value("django_sapool_checkout_wait_seconds_sum") == pytest.approx(waited)
+    assert value("django_sapool_checkout_wait_recent_seconds", quantile="0.5") == waited
+    assert value("django_sapool_checkout_wait_seconds_sum") == pytest.approx(waited, abs=1e-3)
     assert value("django_sapool_checkout_wait_max_seconds") == waited
+    # The histogram: the one wait is in every bucket from its own upward (they
+    # are cumulative), and the buckets add up across processes, unlike quantiles.
+    for bound in WAIT_BUCKETS_MS:
+        expected = 1 if status.wait_ms_max <= bound else 0
+        bucket = value("django_sapool_checkout_wait_seconds_bucket", le=f"{bound / 1000:g}")
+        assert bucket == expected, bound
+    assert value("django_sapool_checkout_wait_seconds_bucket", le="0.05") == 0  # it waited >= 0.1 s
+    assert value("django_sapool_checkout_wait_seconds_bucket", le="+Inf") == 1
     wrapper.close()
 
 
-def test_pools_of_one_alias_and_database_fold_into_one_series(tmp_path: Path) -> None:
+def test_a_settings_change_leaves_one_series_the_new_pools(tmp_path: Path) -> None:
     name = str(tmp_path / "fold.sqlite3")
 
     def cycle(**pool_options: Any) -> None:

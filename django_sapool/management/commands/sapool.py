@@ -55,7 +55,9 @@ def _show(value: object) -> str:
 
 
 def _number(value: object) -> str:
-    """Format a statistic (floats without trailing zeros) for the text tables."""
+    """Format a statistic (floats without trailing zeros, buckets comma-separated)."""
+    if isinstance(value, tuple):
+        return ",".join(_number(v) for v in value)
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 

@@ -1,0 +1,133 @@
+"""Where connections are born: opened, given their state, kept while open, counted.
+
+:class:`OpenConnections` is SQLAlchemy's creator and "connect" listener for one
+pool. It opens a server connection within CONNECT_TIMEOUT (showing the checkout
+as connecting meanwhile) and tunes its socket, gives it its :class:`ConnState`,
+and keeps every open raw connection so that a forked child can disarm the
+parent's sockets (``registry.py``). SQLAlchemy reconnects a connection record in
+place (RECYCLE exceeded, or retired by a pool-wide invalidation), so a connect is
+either a new connection or a recycle of a record closed earlier: it counts both.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from . import tcp
+from .conf import PoolOptions
+from .drivers import DriverOps
+from .leaks import CONNECTING, Busy
+from .state import STATE, ConnState
+from .stats import Stats
+
+logger = logging.getLogger("django_sapool")
+
+
+class OpenConnections:
+    """One pool's births (creator and "connect" event) and its open raw connections."""
+
+    __slots__ = (
+        "alias",
+        "options",
+        "driver",
+        "_creator",
+        "_busy",
+        "_stats",
+        "_tune_sockets",
+        "_raw",
+        "_closed_records",
+    )
+
+    def __init__(
+        self,
+        alias: str,
+        options: PoolOptions,
+        driver: DriverOps,
+        creator: Callable[[], Any],
+        busy: dict[int, Busy],
+        stats: Stats,
+        tune_sockets: bool,
+    ) -> None:
+        self.alias = alias
+        self.options = options
+        self.driver = driver
+        self._creator = creator
+        self._busy = busy
+        self._stats = stats
+        # Keepalive defaults, unless the user's OPTIONS set the driver's own.
+        self._tune_sockets = driver.networked and tune_sockets
+        self._raw: dict[int, Any] = {}
+        # Records whose connection was closed while they stay in the pool: a
+        # later connect on one of them is a recycle, not a new connection.
+        self._closed_records: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def all(self) -> list[Any]:
+        """Return the raw connections opened and not closed."""
+        return list(self._raw.values())
+
+    def create(self) -> Any:
+        """Open a new server connection (SQLAlchemy's creator), within CONNECT_TIMEOUT.
+
+        The connect timeout itself is the driver's (``connect_timeout``, see
+        ``wrapper.py``); here the checkout shows as connecting meanwhile, and the
+        new socket gets the keepalive defaults.
+        """
+        key = threading.get_ident()
+        self._busy[key] = Busy(threading.current_thread(), CONNECTING, time.monotonic())
+        try:
+            raw = self._creator()
+        finally:
+            self._busy.pop(key, None)
+        if self._tune_sockets:
+            fd = self.driver.socket_fd(raw)
+            if fd is not None and fd >= 0:
+                tcp.tune(fd, self.options.tcp_keepalive, self.options.tcp_user_timeout)
+        return raw
+
+    def born(self, raw: Any, record: Any) -> None:
+        """Give a new connection its state and count it (SQLAlchemy's "connect" event)."""
+        now = time.monotonic()
+        recycle = self.options.recycle
+        if recycle > 0:
+            # Up to RECYCLE_JITTER early, so that connections opened together
+            # (a fleet started at once, a pool refilled after a restart) are not
+            # all replaced in the same second.
+            expires = now + recycle * (1.0 - random.random() * self.options.recycle_jitter)
+        else:
+            expires = math.inf
+        record.info[STATE] = ConnState(now, expires)
+        self._raw[id(raw)] = raw
+        stats = self._stats
+        with stats.lock:
+            stats.counters["connections_opened"] += 1
+            recycled = record in self._closed_records
+            if recycled:
+                self._closed_records.discard(record)
+                stats.counters["connections_recycled"] += 1
+        if recycled:
+            logger.debug(
+                "django_sapool: recycled a connection of alias %r (RECYCLE=%g s exceeded, "
+                "or retired after another connection was found dead)",
+                self.alias,
+                recycle,
+            )
+
+    def closed(self, raw: Any, record: Any, reconnectable: bool) -> None:
+        """Count a close; ``reconnectable``: the record may connect again (a recycle)."""
+        self._raw.pop(id(raw), None)
+        stats = self._stats
+        with stats.lock:
+            stats.counters["connections_closed"] += 1
+            if record is not None and reconnectable:
+                self._closed_records.add(record)
+
+    def detached(self, raw: Any) -> None:
+        """Forget a connection SQLAlchemy detached from its record (its "close_detached")."""
+        self._raw.pop(id(raw), None)

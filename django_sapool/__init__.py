@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .errors import PoolExhausted, ServerSilent
     from .stats import PoolStatus
+    from .wrapping import pooled_wrapper
 
 from . import fork as _fork
 
@@ -28,6 +29,7 @@ __all__ = [
     "dispose",
     "evict",
     "pool_status",
+    "pooled_wrapper",
 ]
 
 
@@ -95,4 +97,8 @@ def __getattr__(name: str) -> Any:
         from .stats import PoolStatus
 
         return PoolStatus
+    if name == "pooled_wrapper":  # imports django.db too (a backend's base module)
+        from .wrapping import pooled_wrapper
+
+        return pooled_wrapper
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,8 +15,8 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .backends import backend_for
-from .conf import conn_max_age_error, django_pool_error, read_pool_options
+from .backends import GENERIC, backend_for
+from .conf import backend_error, conn_max_age_error, django_pool_error, read_pool_options
 
 
 @dataclass
@@ -73,8 +73,25 @@ def settings_errors(alias: str, settings_dict: Mapping[str, Any]) -> list[tuple[
         )
         if (message := error(alias, settings_dict)) is not None
     ]
-    found += [("sapool.E003", message) for message in pool_options_errors(alias, settings_dict)]
+    options_errors = pool_options_errors(alias, settings_dict)
+    found += [("sapool.E003", message) for message in options_errors]
+    message = backend_error(alias, settings_dict)
+    if message is None and not options_errors and settings_dict.get("ENGINE") == GENERIC:
+        message = _wrap_error(alias, settings_dict)
+    if message is not None:
+        found.append(("sapool.E003", message))
     return found
+
+
+def _wrap_error(alias: str, settings_dict: Mapping[str, Any]) -> str | None:
+    """Return why the generic ENGINE cannot pool POOL_OPTIONS['BACKEND'], or None."""
+    from .wrapping import wrapper_for
+
+    try:
+        wrapper_for(alias, settings_dict)
+    except ImproperlyConfigured as exc:
+        return str(exc)
+    return None
 
 
 def _text(value: object) -> str:
@@ -85,7 +102,7 @@ def _text(value: object) -> str:
 def describe(alias: str, settings_dict: Mapping[str, Any]) -> AliasInfo:
     """Return what the settings of one alias say, validated like the backend does."""
     engine = _text(settings_dict.get("ENGINE"))
-    backend = backend_for(engine)
+    backend = backend_for(engine, settings_dict)
     info = AliasInfo(
         alias=alias,
         engine=engine,

@@ -81,7 +81,7 @@ def check_database_settings(
         if not isinstance(settings_dict, Mapping):
             continue  # Django reports a malformed DATABASES itself
         engine = settings_dict.get("ENGINE")
-        backend = backend_for(engine)
+        backend = backend_for(engine, settings_dict)
         if backend is None:
             ours = ours_for(engine)
             if settings_dict.get("POOL_OPTIONS") is not None and ours is not None:

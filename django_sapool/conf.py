@@ -9,6 +9,9 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+from .backends import GENERIC
 
 # Reset modes that are not SQL statements.
 RESET_ROLLBACK = "rollback"
@@ -38,6 +41,10 @@ class PoolOptions:
     connect_timeout: float | None = 10.0
     tcp_keepalive: float | None = 10.0
     tcp_user_timeout: float | None = 10.0
+    #: The ENGINE that ENGINE 'django_sapool.backends.pooled' pools (wrapping.py).
+    backend: str | None = None
+    #: Dotted path of provider(settings_dict) -> password, called per new connection.
+    password_provider: str | None = None
 
     @property
     def reset_query(self) -> str | None:
@@ -151,6 +158,43 @@ def _echo(path: str, value: object) -> bool | str:
     raise ImproperlyConfigured(f"{path} must be True, False or 'debug', {_got(value)}.")
 
 
+def _is_dotted_path(value: object) -> bool:
+    return isinstance(value, str) and all(part.isidentifier() for part in value.split("."))
+
+
+def _backend(path: str, value: object) -> str:
+    # By name only: wrapping.py imports it when the alias's wrapper is built,
+    # and refuses a module that is no Django backend, or one we cannot pool.
+    if not _is_dotted_path(value):
+        raise ImproperlyConfigured(
+            f"{path} must be the dotted path of a Django database backend (what its "
+            f"ENGINE would be without django_sapool), such as "
+            f"'django_tenants.postgresql_backend', {_got(value)}."
+        )
+    return value  # type: ignore[return-value]
+
+
+def _password_provider(path: str, value: object) -> str:
+    if not _is_dotted_path(value) or "." not in value:  # type: ignore[operator]
+        raise ImproperlyConfigured(
+            f"{path} must be the dotted path of a callable, such as "
+            f"'myproject.secrets.db_password', called with the alias's settings dict "
+            f"for every new server connection and returning its password, {_got(value)}."
+        )
+    try:
+        provider = import_string(value)  # type: ignore[arg-type]
+    except ImportError as exc:
+        raise ImproperlyConfigured(
+            f"{path} = {value!r} cannot be imported: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not callable(provider):
+        raise ImproperlyConfigured(
+            f"{path} = {value!r} is a {type(provider).__name__}, not a callable: name a "
+            f"function that takes the alias's settings dict and returns the password."
+        )
+    return value  # type: ignore[return-value]
+
+
 _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "POOL_SIZE": _int_at_least(1),
     "MAX_OVERFLOW": _max_overflow,
@@ -169,6 +213,8 @@ _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "CONNECT_TIMEOUT": _optional_seconds,
     "TCP_KEEPALIVE": _optional_seconds,
     "TCP_USER_TIMEOUT": _optional_seconds,
+    "BACKEND": _backend,
+    "PASSWORD_PROVIDER": _password_provider,
 }
 
 VALID_KEYS = tuple(_PARSERS)
@@ -177,7 +223,11 @@ VALID_KEYS = tuple(_PARSERS)
 def parse_pool_options(alias: str, settings_dict: Mapping[str, Any]) -> PoolOptions:
     """Validate the pool-related settings of one alias; raise ImproperlyConfigured."""
     check_connection_settings(alias, settings_dict)
-    return read_pool_options(alias, settings_dict)
+    options = read_pool_options(alias, settings_dict)
+    error = backend_error(alias, settings_dict)
+    if error is not None:
+        raise ImproperlyConfigured(error)
+    return options
 
 
 def read_pool_options(alias: str, settings_dict: Mapping[str, Any]) -> PoolOptions:
@@ -220,6 +270,30 @@ def conn_max_age_error(alias: str, settings_dict: Mapping[str, Any]) -> str | No
         f"connection would pin one pooled connection to each thread. Remove "
         f"CONN_MAX_AGE (or set it to 0) and size the pool with POOL_OPTIONS."
     )
+
+
+def backend_error(alias: str, settings_dict: Mapping[str, Any]) -> str | None:
+    """Return why POOL_OPTIONS['BACKEND'] is missing or misplaced, or None.
+
+    The generic ENGINE needs it (it says what to pool); any other ENGINE names
+    its backend itself, so BACKEND there would be silently ignored.
+    """
+    raw = settings_dict.get("POOL_OPTIONS")
+    backend = raw.get("BACKEND") if isinstance(raw, Mapping) else None
+    engine = settings_dict.get("ENGINE")
+    if engine == GENERIC and backend is None:
+        return (
+            f"{_path(alias, 'BACKEND')} is required with ENGINE {GENERIC!r}: name the "
+            f"Django backend to pool (what ENGINE would be without django_sapool), such "
+            f"as 'django_tenants.postgresql_backend'."
+        )
+    if engine != GENERIC and backend is not None:
+        return (
+            f"{_path(alias, 'BACKEND')} is only read with ENGINE {GENERIC!r}; "
+            f"ENGINE {engine!r} names its backend itself. Set ENGINE to {GENERIC!r} "
+            f"to pool {backend!r}, or remove BACKEND."
+        )
+    return None
 
 
 def django_pool_error(alias: str, settings_dict: Mapping[str, Any]) -> str | None:

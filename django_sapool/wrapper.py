@@ -8,12 +8,19 @@ the cursor and transaction machinery are untouched. We fill four hooks:
   ``conn.autocommit = x`` and psycopg's ``conn.info`` behave as Django expects.
   When the pool needs a new connection it calls Django's own
   ``get_new_connection`` for this wrapper, so every vendor's setup (SQLite
-  functions, psycopg adapters, isolation level) happens exactly as without us.
+  functions, psycopg adapters, isolation level) happens exactly as without us,
+  with parameters worked out for that connection (``get_connection_params()``,
+  then POOL_OPTIONS' PASSWORD_PROVIDER): a backend that puts a short-lived token
+  there connects with a current one.
 - ``init_connection_state`` runs once per raw connection, not per checkout: what
   it sets lives in the server session, and re-sending it would cost round trips.
 - ``_close`` returns the connection to the pool (reset per RESET_ON_RETURN), or
   discards it when broken, and leaves ``self.connection = None``.
 - ``check_settings`` refuses CONN_MAX_AGE != 0 and OPTIONS["pool"].
+
+A wrapped backend (``wrapping.py``) that overrides ``close()`` to forget
+per-connection state it keeps on the wrapper (django-tenants' search_path
+cache) gets its ``close()`` called at every return, as Django would.
 """
 
 from __future__ import annotations
@@ -25,11 +32,15 @@ import time
 import weakref
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
-from django.db.utils import DatabaseErrorWrapper
+from django.db.utils import DatabaseErrorWrapper, OperationalError
 from django.utils.functional import cached_property
+from django.utils.module_loading import import_string
 
 from . import registry
+from .backends import GENERIC, backend_for
 from .conf import check_connection_settings, parse_pool_options
 from .drivers import DriverOps
 from .pool import ManagedPool
@@ -45,10 +56,11 @@ except ImportError:  # pragma: no cover
 _connecting = threading.local()
 _connecting.wrapper = None
 
-#: Passed by our connect() instead of get_connection_params(): get_new_connection()
-#: takes the parameters cached with the pool for the current settings (worked out
-#: once per wrapper and settings, so Django's side effects on the wrapper, such as
-#: SQLite's transaction_mode and MySQL's isolation_level, still happen).
+#: Passed by our connect() instead of get_connection_params(): a checkout of a
+#: pooled connection needs none, and a new server connection gets parameters
+#: worked out when it is opened (``_creator``). Django's side effects on the
+#: wrapper (SQLite's transaction_mode, MySQL's isolation_level) still happen:
+#: get_connection_params() runs once per wrapper and settings (``sapool_pool()``).
 LAZY_PARAMS: dict[str, Any] = {}
 
 
@@ -62,28 +74,28 @@ def _snapshot(value: Any) -> Any:
 
 
 def _creator() -> Any:
+    """Open a new server connection for the wrapper checking out (SQLAlchemy's creator)."""
     wrapper: PooledDatabaseWrapperMixin | None = getattr(_connecting, "wrapper", None)
     if wrapper is None:
         raise RuntimeError("django_sapool: a pool may only connect during a checkout")
-    return wrapper.sapool_new_connection(_connecting.params)
+    # Parameters worked out earlier in this same checkout serve its first new
+    # connection only; any other (a retry, a recycle) works them out again.
+    params, _connecting.params = _connecting.params, None
+    return wrapper.sapool_new_connection(wrapper.sapool_connect_params(params))
 
 
 class _PoolLookup:
     """The pool a wrapper found for its settings, with what it checks them against."""
 
-    __slots__ = ("settings", "extra", "pool", "params")
+    __slots__ = ("settings", "extra", "pool")
 
-    def __init__(
-        self, settings: dict[str, Any], extra: Any, pool: ManagedPool, params: dict[str, Any]
-    ) -> None:
+    def __init__(self, settings: dict[str, Any], extra: Any, pool: ManagedPool) -> None:
         #: A copy of settings_dict when the pool was looked up (in memory only:
         #: it holds what settings_dict holds; it is never shown).
         self.settings = settings
         #: sapool_fingerprint_extra() then.
         self.extra = extra
         self.pool = pool
-        #: Django's connect parameters for those settings (+ CONNECT_TIMEOUT).
-        self.params = params
 
 
 class _ErrorWatch(DatabaseErrorWrapper):
@@ -121,12 +133,20 @@ def check_all_aliases() -> None:
     """
     from django.conf import settings
 
+    from .wrapping import wrapper_for
+
     databases = getattr(settings, "DATABASES", None) or {}
     for alias, settings_dict in databases.items():
-        if isinstance(settings_dict, dict) and str(settings_dict.get("ENGINE", "")).startswith(
-            "django_sapool."
-        ):
-            parse_pool_options(alias, settings_dict)
+        if not isinstance(settings_dict, dict):
+            continue
+        engine = settings_dict.get("ENGINE")
+        # Ours, the generic one, and a project's module (pooled_wrapper() or a
+        # subclass of ours); backend_for() remembers an imported ENGINE's answer.
+        if backend_for(engine, settings_dict) is None:
+            continue
+        parse_pool_options(alias, settings_dict)
+        if engine == GENERIC:
+            wrapper_for(alias, settings_dict)  # BACKEND importable and poolable
 
 
 class PooledDatabaseWrapperMixin:
@@ -134,6 +154,12 @@ class PooledDatabaseWrapperMixin:
 
     #: Driver operations (transaction status, liveness, reset); set by each backend.
     sapool_driver: DriverOps
+    #: Where the vendor's get_connection_params() puts PASSWORD (None: no password).
+    sapool_password_key: str | None = "password"
+    #: The ENGINE a pooled_wrapper() class wraps; None for our own backends.
+    sapool_wraps: str | None = None
+    #: False when the class overrides Django's close() (set per class, below).
+    _sapool_inline_close = True
 
     # Declared for type checkers; provided by Django's BaseDatabaseWrapper.
     alias: str
@@ -150,6 +176,25 @@ class PooledDatabaseWrapperMixin:
     _sapool_owner: weakref.ref[Any] | None = None
     _sapool_reused = False  # set by get_new_connection, read by init_connection_state
     _sapool_cache: _PoolLookup | None = None
+    # get_connection_params() of this wrapper's last settings change, until the
+    # checkout it happened in hands it to its new connection (or to nothing).
+    _sapool_fresh: dict[str, Any] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Our close_if_unusable_or_obsolete() repeats Django's close() to save
+        # a call per request; a backend with a close() of its own (it forgets
+        # state it keeps per connection, as django-tenants does) gets it called.
+        django_close = next(
+            (
+                c.__dict__["close"]
+                for c in cls.__mro__
+                if c.__module__.startswith(("django.db.backends.", "django.contrib.gis."))
+                and "close" in c.__dict__
+            ),
+            BaseDatabaseWrapper.close,
+        )
+        cls._sapool_inline_close = getattr(cls, "close", django_close) is django_close
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -157,7 +202,13 @@ class PooledDatabaseWrapperMixin:
             # Fail at startup, not at the first query, on bad POOL_OPTIONS; and
             # never run half-configured: every pooled alias is checked when the
             # first one is used, so a typo in a rarely used alias shows at once.
-            parse_pool_options(self.alias, self.settings_dict)
+            options = parse_pool_options(self.alias, self.settings_dict)
+            if options.password_provider and self.sapool_password_key is None:
+                raise ImproperlyConfigured(
+                    f"settings.DATABASES[{self.alias!r}]['POOL_OPTIONS']['PASSWORD_PROVIDER'] "
+                    f"has no use with the {self.vendor!r} backend, which connects without "
+                    f"a password: remove it."
+                )
             check_all_aliases()
 
     def sapool_enabled(self) -> bool:
@@ -173,8 +224,9 @@ class PooledDatabaseWrapperMixin:
 
         Whenever the settings changed since this wrapper's last call (and the
         first time), they are validated (``check_settings()``) and Django's
-        connect parameters are worked out again, which also sets the wrapper
-        attributes Django's ``get_connection_params()`` sets.
+        ``get_connection_params()`` runs, for the wrapper attributes it sets
+        (SQLite's transaction_mode, MySQL's isolation_level); its parameters
+        serve a new connection opened in the same checkout, if one is.
         """
         settings_dict = self.settings_dict
         extra = self.sapool_fingerprint_extra()
@@ -194,9 +246,8 @@ class PooledDatabaseWrapperMixin:
                 return pool
         self.check_settings()
         pool = self._sapool_lookup(settings_dict)
-        params = self.get_connection_params()  # type: ignore[attr-defined]
-        self.sapool_driver.add_connect_timeout(params, pool.options.connect_timeout)
-        self._sapool_cache = _PoolLookup(_snapshot(settings_dict), extra, pool, params)
+        self._sapool_fresh = self.get_connection_params()  # type: ignore[attr-defined]
+        self._sapool_cache = _PoolLookup(_snapshot(settings_dict), extra, pool)
         return pool
 
     def _sapool_lookup(self, settings_dict: dict[str, Any]) -> ManagedPool:
@@ -234,7 +285,8 @@ class PooledDatabaseWrapperMixin:
         The same steps as Django's ``BaseDatabaseWrapper.connect()`` (identical
         from Django 4.2 to 6.1; ``tests/unit/test_hot_path.py`` watches it), in
         the same order, with three savings on a pooled connection: the connect
-        parameters are worked out once per wrapper and settings, not per checkout;
+        parameters are worked out only when a new server connection is opened
+        (and once per wrapper and settings, for their side effects);
         ``set_autocommit()`` switches the driver only if its mode differs; and
         the session setup runs once per server connection (see
         ``init_connection_state``). ``check_settings()`` runs whenever the
@@ -275,13 +327,16 @@ class PooledDatabaseWrapperMixin:
         if not self.sapool_enabled():
             return super().get_new_connection(conn_params)  # type: ignore[misc]
         pool = self.sapool_pool()
-        if conn_params is LAZY_PARAMS:
-            conn_params = self._sapool_cache.params  # type: ignore[union-attr]
+        fresh = self._sapool_fresh
+        if fresh is not None:
+            self._sapool_fresh = None  # this checkout's, or no one's
+        if conn_params is not LAZY_PARAMS:
+            fresh = conn_params  # worked out by the caller, just now
         owner = self._sapool_owner
         if owner is None:
             owner = self._sapool_owner = weakref.ref(self, registry.owner_gone)
         local = _connecting
-        local.wrapper, local.params = self, conn_params
+        local.wrapper, local.params = self, fresh
         try:
             record = pool.checkout(owner)
         finally:
@@ -291,10 +346,47 @@ class PooledDatabaseWrapperMixin:
         self._sapool_reused = record.info[STATE].initialized
         return record.dbapi_connection
 
+    def sapool_connect_params(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Return the parameters of one new server connection, worked out now.
+
+        ``params``: ``get_connection_params()`` of a moment ago (this checkout);
+        None calls it now. Adds CONNECT_TIMEOUT and PASSWORD_PROVIDER's password.
+        """
+        if params is None:
+            params = self.get_connection_params()  # type: ignore[attr-defined]
+        else:
+            params = dict(params)  # Django's get_new_connection() may change it
+        cache = self._sapool_cache
+        options = (
+            cache.pool.options
+            if cache is not None
+            else parse_pool_options(self.alias, self.settings_dict)
+        )
+        self.sapool_driver.add_connect_timeout(params, options.connect_timeout)
+        if options.password_provider and self.sapool_password_key:
+            params[self.sapool_password_key] = self._sapool_password(options.password_provider)
+        return params
+
+    def _sapool_password(self, dotted_path: str) -> str:
+        """Call POOL_OPTIONS['PASSWORD_PROVIDER'] for one new connection; never show its value."""
+        setting = f"settings.DATABASES[{self.alias!r}]['POOL_OPTIONS']['PASSWORD_PROVIDER']"
+        try:
+            password = import_string(dotted_path)(self.settings_dict)
+        except Exception as exc:
+            raise OperationalError(
+                f"django_sapool: {setting} ({dotted_path!r}) failed, so no new connection "
+                f"could be opened: {type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(password, str):
+            raise OperationalError(
+                f"django_sapool: {setting} ({dotted_path!r}) must return the password as a "
+                f"str, returned a {type(password).__name__}."
+            )
+        return password
+
     def sapool_new_connection(self, conn_params: dict[str, Any]) -> Any:
         """Open a new server connection the way Django's own backend does."""
-        # A copy: Django's get_new_connection() may change the dict it is given.
-        return super().get_new_connection(dict(conn_params))  # type: ignore[misc]
+        return super().get_new_connection(conn_params)  # type: ignore[misc]
 
     def init_connection_state(self) -> None:
         # Skip Django's session setup only inside connect(), for a server
@@ -331,6 +423,8 @@ class PooledDatabaseWrapperMixin:
     def close_if_unusable_or_obsolete(self) -> None:
         if self._sapool_record is None:
             return super().close_if_unusable_or_obsolete()  # type: ignore[misc]
+        if not self._sapool_inline_close:
+            return self.close()  # type: ignore[attr-defined,no-any-return]
         # CONN_MAX_AGE is always 0 with a pool, so Django would close anyway; it
         # would first spend a round trip on is_usable() after an error, which the
         # pool's reset on return makes unnecessary. What follows is Django's

@@ -146,6 +146,11 @@ INVALID = [
     ("CONNECT_TIMEOUT", "3", "must be a number of seconds > 0, or None to turn it off"),
     ("TCP_KEEPALIVE", -1, "must be a number of seconds > 0, or None to turn it off, got -1"),
     ("TCP_USER_TIMEOUT", float("inf"), "must be a number of seconds > 0, or None to turn it off"),
+    ("BACKEND", "django-tenants", "must be the dotted path of a Django database backend"),
+    ("BACKEND", 3, "must be the dotted path of a Django database backend (what its ENGINE"),
+    ("PASSWORD_PROVIDER", len, "must be the dotted path of a callable, such as"),
+    ("PASSWORD_PROVIDER", "nosuch.module.f", "= 'nosuch.module.f' cannot be imported: "),
+    ("PASSWORD_PROVIDER", "os.sep", "= 'os.sep' is a str, not a callable: name a function"),
 ]
 
 

@@ -83,12 +83,17 @@ def settings_from_url(url: str, *, alias: str = "default", **overrides: Any) -> 
             f"of {', '.join(_SCHEMES)}, or name the ENGINE: "
             f"settings_from_url(url, ENGINE=...)."
         )
+    ours = scheme in _SCHEMES
     engine_name, parse_as = _SCHEMES.get(scheme, ("", scheme))
-    engine = PREFIX + engine_name if engine_name else str(overrides["ENGINE"])
-    vendor = next((b.vendor for b in BACKENDS if b.engine == PREFIX + engine_name), "")
+    engine = PREFIX + engine_name if ours else str(overrides["ENGINE"])
+    vendor = next((b.vendor for b in BACKENDS if b.engine == engine), "")
 
     query = _Query.split(url, shown, vendor)
-    parsed = _parse(_parser(), parse_as + url[len(scheme) :], query.driver_part, engine, shown)
+    # dj-database-url applies what a scheme implies (currentSchema, ssl-ca) by the
+    # Django ENGINE it picks for it (2.x): let it pick, then put ours in.
+    url_to_parse = parse_as + url[len(scheme) :]
+    parsed = _parse(_parser(), url_to_parse, query.driver_part, None if ours else engine, shown)
+    parsed["ENGINE"] = engine
 
     settings: dict[str, Any] = {**parsed, **query.django_settings}
     if query.pool_options:
@@ -299,15 +304,19 @@ def _parser() -> ModuleType:
 
 
 def _parse(
-    parser: ModuleType, url: str, driver_query: str, engine: str, shown: str
+    parser: ModuleType, url: str, driver_query: str, engine: str | None, shown: str
 ) -> dict[str, Any]:
     base = url.partition("#")[0].partition("?")[0]
     try:
         parsed: dict[str, Any] = dict(
             parser.parse(base + ("?" + driver_query if driver_query else ""), engine=engine)
         )
-    except ValueError as exc:  # dj-database-url's ParseError, UnknownSchemeError
-        raise ImproperlyConfigured(f"{shown!r} is not a database URL: {exc}") from None
-    # dj-database-url answers "sqlite://:memory:" with Django's own ENGINE.
-    parsed["ENGINE"] = engine
+    except ValueError:
+        # Not the exception's text: urllib's (which older dj-database-url versions let
+        # through) quotes the unparsable part, which may be the password.
+        raise ImproperlyConfigured(
+            f"{shown!r} is not a database URL that dj-database-url can read: check its "
+            f"scheme and port, and percent-encode special characters of the user name "
+            f"and password (urllib.parse.quote)."
+        ) from None
     return parsed

@@ -30,6 +30,7 @@ __all__ = [
     "evict",
     "pool_status",
     "pooled_wrapper",
+    "settings_from_url",
 ]
 
 
@@ -81,6 +82,19 @@ def after_fork() -> None:
     # before its gevent/eventlet worker monkey-patches: Django's per-thread
     # connections would then be one connection shared by every greenlet.
     _fork.after_fork_in_child()
+
+
+def settings_from_url(url: str, *, alias: str = "default", **overrides: Any) -> dict[str, Any]:
+    """Return ``DATABASES[alias]`` for a database URL, pool options in its query string.
+
+    ``settings_from_url("postgres://app@db/app?pool_size=10&max_overflow=0")``:
+    ENGINE is ours for the scheme, POOL_OPTIONS keys (lower case) are validated as
+    settings are, other parameters go to OPTIONS. Keywords are settings of the
+    alias (``ENGINE=``, ``TEST=``...). Needs dj-database-url (the ``url`` extra).
+    """
+    from . import dburl
+
+    return dburl.settings_from_url(url, alias=alias, **overrides)
 
 
 def __getattr__(name: str) -> Any:

@@ -5,7 +5,8 @@ the dict for ``DATABASES[alias]``: ENGINE is our backend for the URL's scheme; a
 parameter named after a POOL_OPTIONS key (in lower case), or after CONN_MAX_AGE or
 CONN_HEALTH_CHECKS, becomes that setting and is checked by ``conf.py`` exactly as
 hand-written settings are; every other parameter goes to OPTIONS for the driver, as
-dj-database-url puts it. dj-database-url parses the rest of the URL (the ``url``
+dj-database-url puts it. ``?backend=<a Django backend>`` selects the generic ENGINE,
+which pools that backend. dj-database-url parses the rest of the URL (the ``url``
 extra); this module only splits the query string and names what went wrong.
 
 Messages show the URL with its password masked, never the password.
@@ -24,7 +25,7 @@ from urllib.parse import unquote_plus, urlsplit
 from django.core.exceptions import ImproperlyConfigured
 
 from . import conf
-from .backends import BACKENDS, PREFIX
+from .backends import BACKENDS, GENERIC, PREFIX
 
 MASK = "********"
 
@@ -98,6 +99,9 @@ def settings_from_url(url: str, *, alias: str = "default", **overrides: Any) -> 
     settings: dict[str, Any] = {**parsed, **query.django_settings}
     if query.pool_options:
         settings["POOL_OPTIONS"] = dict(query.pool_options)
+        if "BACKEND" in query.pool_options and "ENGINE" not in overrides:
+            # ?backend=... says what to pool, which only the generic ENGINE reads.
+            settings["ENGINE"] = GENERIC
     for key, value in overrides.items():
         if key in ("OPTIONS", "POOL_OPTIONS"):
             from_url = settings.get(key) or {}

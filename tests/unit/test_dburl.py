@@ -15,7 +15,7 @@ from django.db.utils import ConnectionHandler
 
 import django_sapool
 from django_sapool import conf, dburl
-from django_sapool.backends import BACKENDS
+from django_sapool.backends import BACKENDS, GENERIC
 from django_sapool.conf import parse_pool_options
 from django_sapool.dburl import MASK, mask_url, settings_from_url
 
@@ -163,6 +163,20 @@ def test_option_names_are_read_from_conf_at_call_time(monkeypatch: pytest.Monkey
     assert "query parameter colour=green is refused" in message
     assert "['POOL_OPTIONS']['COLOUR'] must be 'red' or 'blue'" in message
     assert "did you mean colour?" in refused("postgres://u@h/d?colur=blue")
+
+
+def test_backend_selects_the_generic_engine_and_password_provider_is_a_dotted_path() -> None:
+    db = settings_from_url(f"{PG}?backend=django_tenants.postgresql_backend&pool_size=2")
+    assert db["ENGINE"] == GENERIC
+    assert db["POOL_OPTIONS"] == {"BACKEND": "django_tenants.postgresql_backend", "POOL_SIZE": 2}
+    # An ENGINE named by keyword is kept, and conf.py says BACKEND does not fit it.
+    message = refused(f"{PG}?backend=django_tenants.postgresql_backend", ENGINE=OURS + "postgis")
+    assert f"['BACKEND'] is only read with ENGINE {GENERIC!r}" in message
+    db = settings_from_url(f"{PG}?password_provider=os.getcwd")
+    assert db["POOL_OPTIONS"] == {"PASSWORD_PROVIDER": "os.getcwd"}
+    message = refused(f"{PG}?password_provider=os.no_such_function")
+    assert "query parameter password_provider=os.no_such_function is refused" in message
+    assert "cannot be imported" in message
 
 
 def test_other_parameters_go_to_options_as_dj_database_url_puts_them() -> None:
@@ -434,5 +448,6 @@ def test_module_reads_no_option_list_of_its_own() -> None:
     with open(source, encoding="utf-8") as handle:
         text = handle.read()
     for key in conf.VALID_KEYS:
-        if key not in ("TIMEOUT", "TCP_USER_TIMEOUT"):  # named as driver clashes
+        # Named for what they do: two driver clashes, and BACKEND selects the ENGINE.
+        if key not in ("TIMEOUT", "TCP_USER_TIMEOUT", "BACKEND"):
             assert f'"{key}"' not in text, key

@@ -238,15 +238,12 @@ class _Query:
                     f"{self.shown!r}: the query parameter {param.name}={param.text} is "
                     f"refused: CONN_HEALTH_CHECKS must be true or false."
                 )
-            if key in DJANGO_KEYS:
-                alone = {**settings, "POOL_OPTIONS": {}, "OPTIONS": {}}
-                check = conf.check_connection_settings
-            else:
-                alone = {**settings, "POOL_OPTIONS": {key: param.value}}
-                check = conf.read_pool_options
-            alone.setdefault("CONN_MAX_AGE", 0)
             try:
-                check(alias, alone)
+                if key in DJANGO_KEYS:
+                    # Without OPTIONS, whose errors (OPTIONS['pool']) are not this parameter's.
+                    conf.check_connection_settings(alias, {**settings, "OPTIONS": {}})
+                else:
+                    conf.read_pool_options(alias, {**settings, "POOL_OPTIONS": {key: param.value}})
             except ImproperlyConfigured as exc:
                 raise ImproperlyConfigured(
                     f"{self.shown!r}: the query parameter {param.name}={param.text} is "

@@ -195,7 +195,7 @@ class _Query:
             name, _, text = (unquote_plus(part) for part in raw.partition("="))
             key = known.get(name.lower())
             if key is None:
-                self._check_typo(name, text, known)
+                self._check_typo(name, known)
                 driver.append(raw)
                 continue
             if key in self.params:
@@ -218,7 +218,7 @@ class _Query:
         self.driver_part = "&".join(driver)
         return self
 
-    def _check_typo(self, name: str, text: str, known: Mapping[str, str]) -> None:
+    def _check_typo(self, name: str, known: Mapping[str, str]) -> None:
         close = difflib.get_close_matches(name.lower(), list(known), n=1, cutoff=_TYPO_CUTOFF)
         if not close:
             return

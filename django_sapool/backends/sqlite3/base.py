@@ -24,6 +24,7 @@ class SQLitePoolMixin(PooledDatabaseWrapperMixin):
     """What pooling needs to know about Django's SQLite wrappers (+ SpatiaLite)."""
 
     sapool_driver = Sqlite3Ops()
+    sapool_password_key = None  # a file: PASSWORD_PROVIDER is refused
 
     def sapool_enabled(self) -> bool:
         return super().sapool_enabled() and not self.is_in_memory_db()  # type: ignore[attr-defined]

@@ -145,7 +145,7 @@ class ManagedPool:
         for _ in range(self._attempts):
             try:
                 if limit >= 0 and overflow_now(sa) >= limit and not self._idle:
-                    record = self.stats.waited(sa.take, self.alias)
+                    record: Record = self.stats.waited(sa.take, self.alias)
                 else:
                     record = sa.take()
             except Timeout:

@@ -1,0 +1,3 @@
+import django_sapool
+
+DatabaseWrapper = django_sapool.pooled_wrapper("django.db.backends.postgresql")

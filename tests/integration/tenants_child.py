@@ -1,0 +1,307 @@
+"""A django-tenants site on a pooled connection (``python -m tests.integration.tenants_child``).
+
+Settings are per process, so each variant (driver, TENANT_LIMIT_SET_CALLS) gets
+its own. The parent (test_tenants.py) passes a JSON config in
+SAPOOL_TENANTS_CHILD::
+
+    {"databases": {...}, "driver": "psycopg" | "psycopg2", "limit_set_calls": bool,
+     "app_name": ..., "admin_conninfo": ..., "dbname": ...,
+     "tenants": {"tenant_a": ["a-1", ...], ...}, "threads": 8, "requests": 1000,
+     "job_cycles": 20}
+
+The child creates the public tables (tenants, domains), one schema per tenant
+with a table of the same name (``tenants_app_item``) holding that tenant's
+rows, then serves ``requests`` requests, interleaving the tenants, from
+``threads`` threads through Django's WSGI handler with django-tenants'
+TenantMainMiddleware (the tenant comes from the Host header, as in
+production). Half the requests also return their connection to the pool in
+the middle of the view (``connection.close()``) and query again: another
+thread, of the other tenant, may have used that server session meanwhile.
+Then ``job`` threads do what a Celery worker does: ``set_schema()`` once, then
+``job_cycles`` units of work each ending in ``close_old_connections()``.
+
+Facts (JSON on the last stdout line): what each request and job saw, the peak
+of server sessions with our application_name (sampled by an unpooled
+session), the backend pids, the ``SET search_path`` statements the server ran
+(pg_stat_statements), and the pool's status.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import asdict
+from typing import Any
+
+CONFIG: dict[str, Any] = json.loads(os.environ.get("SAPOOL_TENANTS_CHILD", "{}"))
+if CONFIG.get("driver") == "psycopg2":
+    sys.modules["psycopg"] = None  # type: ignore[assignment]  # Django falls back to psycopg2
+
+import django  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+APP = "tests.integration.tenants_app"
+settings.configure(
+    DEBUG=False,
+    SECRET_KEY="not-secret",
+    ALLOWED_HOSTS=["*"],
+    ROOT_URLCONF=__name__,
+    # django-tenants' own installation: the tenant model's app is shared, the
+    # items' app is per tenant (here one app is both), and its router.
+    SHARED_APPS=["django_tenants", "django.contrib.contenttypes", APP],
+    TENANT_APPS=[APP],
+    INSTALLED_APPS=["django_tenants", "django.contrib.contenttypes", APP],
+    TENANT_MODEL="tenants_app.Client",
+    TENANT_DOMAIN_MODEL="tenants_app.Domain",
+    DATABASE_ROUTERS=["django_tenants.routers.TenantSyncRouter"],
+    MIDDLEWARE=["django_tenants.middleware.main.TenantMainMiddleware"],
+    TENANT_LIMIT_SET_CALLS=CONFIG["limit_set_calls"],
+    DATABASES=CONFIG["databases"],
+    DEFAULT_AUTO_FIELD="django.db.models.AutoField",
+    USE_TZ=True,
+    LOGGING_CONFIG=None,
+)
+django.setup()
+
+from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
+from django.db import close_old_connections, connection, connections  # noqa: E402
+from django.http import HttpRequest, HttpResponse, JsonResponse  # noqa: E402
+from django.urls import path  # noqa: E402
+
+import django_sapool  # noqa: E402
+from tests.integration.tenants_app.models import Client, Domain, Item  # noqa: E402
+
+TENANTS: dict[str, list[str]] = CONFIG["tenants"]
+
+
+def host(schema: str) -> str:
+    return f"{schema.replace('_', '-')}.example"
+
+
+def _scalar(sql: str) -> Any:
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchone()[0]
+
+
+def seen() -> dict[str, Any]:
+    """What this connection shows now: the items' names, the schema, the server session."""
+    return {
+        "names": list(Item.objects.order_by("name").values_list("name", flat=True)),
+        "schema": _scalar("SELECT current_schema()"),
+        "pid": _scalar("SELECT pg_backend_pid()"),
+    }
+
+
+# -- the site ------------------------------------------------------------------
+
+
+def view_items(request: HttpRequest) -> HttpResponse:
+    first = seen()
+    body: dict[str, Any] = {"tenant": request.tenant.schema_name, "first": first}  # type: ignore[attr-defined]
+    if request.GET.get("close"):
+        # Back to the pool mid-request (cheap with a pool, and documented as
+        # such): the next query may get a server session another tenant used.
+        connection.close()
+        body["after_close"] = seen()
+    return JsonResponse(body)
+
+
+urlpatterns = [path("items", view_items)]
+
+_handler = WSGIHandler()
+
+
+def request(hostname: str, url: str) -> tuple[int, Any]:
+    """Serve one GET for ``hostname`` through Django's WSGI handler (request_finished fires)."""
+    route, _, query = url.partition("?")
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": route,
+        "QUERY_STRING": query,
+        "HTTP_HOST": hostname,
+        "SERVER_NAME": hostname,
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": io.StringIO(),
+    }
+    status: list[str] = []
+    response = _handler(environ, lambda s, headers, exc_info=None: status.append(s))
+    try:
+        body = b"".join(response)
+    finally:
+        response.close()  # request_finished -> close_old_connections(): back to the pool
+    code = int(status[0].split()[0])
+    return code, json.loads(body) if code == 200 else body.decode(errors="replace")[:300]
+
+
+# -- setup ---------------------------------------------------------------------
+
+
+def create_tenants() -> None:
+    """Public tables, then per tenant: its schema, its items table and rows, its domain."""
+    connection.set_schema_to_public()
+    with connection.schema_editor() as editor:
+        editor.create_model(Client)
+        editor.create_model(Domain)
+    for schema, names in TENANTS.items():
+        with connection.cursor() as cursor:
+            cursor.execute(f'CREATE SCHEMA "{schema}"')
+        connection.set_schema(schema)
+        with connection.schema_editor() as editor:
+            editor.create_model(Item)  # in the tenant's schema: first on its search_path
+        Item.objects.bulk_create(Item(name=name) for name in names)
+        connection.set_schema_to_public()
+        tenant = Client.objects.create(schema_name=schema, name=schema)
+        Domain.objects.create(domain=host(schema), tenant=tenant, is_primary=True)
+    connection.close()
+
+
+class Observer:
+    """An unpooled server session that counts ours (by application_name)."""
+
+    def __init__(self) -> None:
+        self.conn = connection.Database.connect(CONFIG["admin_conninfo"])
+        self.conn.autocommit = True
+        self.lock = threading.Lock()
+
+    def scalar(self, sql: str, params: Any = None) -> Any:
+        with self.lock:
+            cursor = self.conn.cursor()
+            try:
+                cursor.execute(sql, params)
+                return cursor.fetchone()[0]
+            finally:
+                cursor.close()
+
+    def sessions(self) -> int:
+        sql = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+        return int(self.scalar(sql, [CONFIG["app_name"]]))
+
+    def search_path_sets(self) -> int:
+        """SET search_path statements the server ran in our database (pg_stat_statements)."""
+        return int(
+            self.scalar(
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s "
+                "JOIN pg_database d ON d.oid = s.dbid "
+                "WHERE d.datname = %s AND s.query ILIKE 'SET search_path%%'",
+                [CONFIG["dbname"]],
+            )
+        )
+
+
+# -- the run -------------------------------------------------------------------
+
+
+def pause() -> None:
+    """A client's think time between requests (a server waits on its socket there).
+
+    Without it the thread that just returned a connection takes it straight
+    back (the GIL does not switch at a lock release), so each thread would keep
+    one server session for all its requests and sessions would rarely change
+    hands, which is the very case under test.
+    """
+    time.sleep(0.0005)
+
+
+def serve(n_threads: int, n_requests: int) -> list[dict[str, Any]]:
+    """``n_requests`` requests from ``n_threads`` threads, tenants interleaved."""
+    schemas = sorted(TENANTS)
+    results: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(n_threads)
+
+    def work(worker: int) -> None:
+        start.wait()
+        # Each thread alternates tenants (A, B, A, B...), half of them closing
+        # mid-view (every other pair); neighbouring threads start on different ones.
+        for j in range(len(range(worker, n_requests, n_threads))):
+            schema = schemas[(worker + j) % len(schemas)]
+            url = "/items?close=1" if (j // 2) % 2 else "/items"
+            code, body = request(host(schema), url)
+            with lock:
+                results.append({"want": schema, "code": code, "body": body, "thread": worker})
+            pause()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def jobs(n_threads: int, cycles: int) -> list[dict[str, Any]]:
+    """Celery-style workers: set_schema() once, then units of work that return the connection."""
+    schemas = sorted(TENANTS)
+    results: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(n_threads)
+
+    def work(worker: int) -> None:
+        schema = schemas[worker % len(schemas)]
+        connection.set_schema(schema)
+        start.wait()
+        for _ in range(cycles):
+            try:
+                got: dict[str, Any] = seen()
+            except Exception as exc:  # a wrong search_path: the table is not found
+                got = {"error": f"{type(exc).__name__}: {exc}"}
+            with lock:
+                results.append({"want": schema, **got})
+            close_old_connections()  # task_postrun's advice: back to the pool
+            pause()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def main() -> None:
+    create_tenants()
+    observer = Observer()
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], observer.sessions())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sets_before = observer.search_path_sets()
+    sampler.start()
+    started = time.monotonic()
+    try:
+        served = serve(CONFIG["threads"], CONFIG["requests"])
+        sets_served = observer.search_path_sets()
+        worked = jobs(CONFIG["threads"], CONFIG["job_cycles"])
+    finally:
+        done.set()
+        sampler.join()
+    wrapper = connections["default"]
+    facts = {
+        "driver": connection.Database.__name__,
+        "limit_set_calls": settings.TENANT_LIMIT_SET_CALLS,
+        "wrapper": f"{type(wrapper).__module__}.{type(wrapper).__qualname__}",
+        "served": served,
+        "jobs": worked,
+        "seconds": time.monotonic() - started,
+        "peak_sessions": peak[0],
+        "sessions_after": observer.sessions(),
+        "search_path_sets_requests": sets_served - sets_before,
+        "pools": [asdict(s) for s in django_sapool.pool_status()],
+    }
+    print("SAPOOL-RESULT " + json.dumps(facts, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -467,6 +467,28 @@ class PooledDatabaseWrapperMixin:
             registry.keep_inherited(self._sapool_record, self.connection)
             self._sapool_record = self._sapool_pool = None
             self.connection = None
+            if not self._sapool_inline_close:
+                self._sapool_forget_session_state()
+
+    def _sapool_forget_session_state(self) -> None:
+        """Run a wrapped backend's own close() once its connection is gone.
+
+        It forgets what the backend keeps on the wrapper about its server
+        session: django-tenants' search_path cache (TENANT_LIMIT_SET_CALLS)
+        would otherwise skip the SET on the child's next session, which another
+        tenant may have used. With no connection, Django's part of close() only
+        drops the parent's on_commit callbacks.
+        """
+        try:
+            self.close()  # type: ignore[attr-defined]
+        except Exception as exc:  # a fork hook must go on with the other wrappers
+            registry.logger.warning(
+                "django_sapool: after fork, %s.close() failed (%s: %s); state it keeps "
+                "per connection may describe the parent's session",
+                type(self).__qualname__,
+                type(exc).__name__,
+                exc,
+            )
 
 
 class PooledCreationMixin:

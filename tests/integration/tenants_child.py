@@ -7,7 +7,7 @@ SAPOOL_TENANTS_CHILD::
     {"databases": {...}, "driver": "psycopg" | "psycopg2", "limit_set_calls": bool,
      "app_name": ..., "admin_conninfo": ..., "dbname": ...,
      "tenants": {"tenant_a": ["a-1", ...], ...}, "threads": 8, "requests": 1000,
-     "job_cycles": 20}
+     "job_cycles": 20, "scenario": "serve" | "fork"}
 
 The child creates the public tables (tenants, domains), one schema per tenant
 with a table of the same name (``tenants_app_item``) holding that tenant's
@@ -19,6 +19,9 @@ the middle of the view (``connection.close()``) and query again: another
 thread, of the other tenant, may have used that server session meanwhile.
 Then ``job`` threads do what a Celery worker does: ``set_schema()`` once, then
 ``job_cycles`` units of work each ending in ``close_old_connections()``.
+
+The "fork" scenario forks while a tenant's connection is checked out (see
+``fork()``).
 
 Facts (JSON on the last stdout line): what each request and job saw, the peak
 of server sessions with our application_name (sampled by an unpooled
@@ -265,8 +268,55 @@ def jobs(n_threads: int, cycles: int) -> list[dict[str, Any]]:
     return results
 
 
+def fork() -> dict[str, Any]:
+    """A worker forked while its main thread holds tenant A's connection (gunicorn --preload).
+
+    In the child, another thread serves tenant B first and returns its server
+    session; the main thread's next query (tenant A still selected) gets that
+    session, whose search_path is B's: the inherited wrapper must not trust
+    what it remembers about the parent's session.
+    """
+    first, second = sorted(TENANTS)
+    connection.set_schema(first)
+    parent_before = seen()  # checked out and kept across the fork
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: django_sapool's fork hook has run
+        out: dict[str, Any] = {}
+        try:
+
+            def other_tenant() -> None:
+                connection.set_schema(second)
+                out["thread"] = seen()
+                connection.close()  # back to the child's pool, search_path = B's
+
+            worker = threading.Thread(target=other_tenant)
+            worker.start()
+            worker.join()
+            try:
+                out["main"] = seen()
+            except Exception as exc:  # a wrong search_path: no such table
+                out["main"] = {"error": f"{type(exc).__name__}: {exc}"}
+            connection.close()
+        finally:
+            os.write(write_fd, json.dumps(out).encode())
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        child = json.loads(pipe.read() or "{}")
+    os.waitpid(pid, 0)
+    parent_after = seen()
+    connection.close()
+    return {"want": first, "parent_before": parent_before, "parent_after": parent_after, **child}
+
+
 def main() -> None:
     create_tenants()
+    if CONFIG.get("scenario") == "fork":
+        facts = fork()
+        facts["limit_set_calls"] = settings.TENANT_LIMIT_SET_CALLS
+        print("SAPOOL-RESULT " + json.dumps(facts, default=str))
+        return
     observer = Observer()
     peak = [0]
     done = threading.Event()

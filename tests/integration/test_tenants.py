@@ -66,7 +66,9 @@ def _admin_of(pg: PgServer, dbname: str) -> Any:
     return psycopg.connect(pg.conninfo(dbname), autocommit=True)
 
 
-def run_tenants(pg: PgServer, dbname: str, driver: str, limit_set_calls: bool) -> dict[str, Any]:
+def run_tenants(
+    pg: PgServer, dbname: str, driver: str, limit_set_calls: bool, scenario: str = "serve"
+) -> dict[str, Any]:
     pytest.importorskip(driver)
     app_name = f"sapool-tenants-{uuid.uuid4().hex[:10]}"
     db = pg.settings(
@@ -91,6 +93,7 @@ def run_tenants(pg: PgServer, dbname: str, driver: str, limit_set_calls: bool) -
             "threads": THREADS,
             "requests": REQUESTS,
             "job_cycles": JOB_CYCLES,
+            "scenario": scenario,
         },
         timeout=120,
         module="tests.integration.tenants_child",
@@ -163,3 +166,26 @@ def test_tenants_never_see_each_other(
         assert sets_per_request <= 2 + closes / REQUESTS + 0.01, sets_per_request
     else:
         assert sets_per_request >= 4 + 3 * closes / REQUESTS - 0.01, sets_per_request
+
+
+@pytest.mark.parametrize("limit_set_calls", [False, True], ids=["limit-off", "limit-on"])
+def test_forked_worker_forgets_the_parents_search_path(
+    pg: PgServer, tenants_db: str, limit_set_calls: bool
+) -> None:
+    """A child's inherited wrapper gets a session another tenant used: it sets its own path.
+
+    Without the pool running django-tenants' close() when the fork hook drops
+    the inherited connection, TENANT_LIMIT_SET_CALLS=True showed tenant B's
+    rows to the child's tenant A (found by this test).
+    """
+    facts = run_tenants(pg, tenants_db, "psycopg", limit_set_calls, scenario="fork")
+    assert facts["limit_set_calls"] is limit_set_calls
+    a, b = sorted(TENANTS)
+    assert (facts["thread"]["names"], facts["thread"]["schema"]) == (TENANTS[b], b)
+    assert (facts["main"].get("names"), facts["main"].get("schema")) == (TENANTS[a], a), facts
+    # The child's main thread really got the session tenant B had just used.
+    assert facts["main"]["pid"] == facts["thread"]["pid"]
+    # The parent's session was never touched by the child, and still serves tenant A.
+    before, after = facts["parent_before"], facts["parent_after"]
+    assert after == before and before["names"] == TENANTS[a]
+    assert before["pid"] != facts["main"]["pid"]

@@ -48,9 +48,17 @@ is an error. Other blocks without one (ini for uWSGI, ...) are not run.
 
 README.md has no markers (it is edited elsewhere, and parsed at test time): each
 of its Python blocks must compile; one that defines ``DATABASES`` is tested as
-``settings nodb``; any other runs as ``hooks``, keeping only imports, definitions,
-assignments and statements that use ``django_sapool`` at the top level (the
-``multiprocessing.Pool`` of its example is not started).
+``settings nodb``, and as ``settings`` (connected) when it pools another backend
+or names a ``PASSWORD_PROVIDER`` (what those do happens at connect time); one whose
+first line is a comment naming a module's path (``# myproject/db/base.py``) is that
+module: they are all written under a temporary directory on ``sys.path`` for the
+README's other blocks, and each is imported; any other runs as ``hooks``, keeping
+only imports, definitions, assignments and statements that use ``django_sapool`` at
+the top level (the ``multiprocessing.Pool`` of its example is not started).
+
+Settings are loaded with the example's other upper-case names (``DATABASE_ROUTERS``,
+``TENANT_LIMIT_SET_CALLS``...) in force, and, when an alias pools another backend,
+with ``WRAPPED_BACKEND_APPS`` installed.
 """
 
 from __future__ import annotations
@@ -58,18 +66,21 @@ from __future__ import annotations
 import ast
 import configparser
 import copy
+import importlib
 import inspect
 import re
 import subprocess
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.test.utils import override_settings
 
 from .test_pgbouncer import PgBouncer, pgbouncer  # noqa: F401 - a fixture
 
@@ -93,6 +104,11 @@ KINDS = (
 )
 TABLE_KINDS = ("arithmetic", "mapping")
 #: DATABASES keys a mapping table may name besides POOL_OPTIONS keys.
+#: A README block that is a module: its first line names its path in a package.
+MODULE_PATH = re.compile(r"^#\s*(?P<path>\w+(?:/\w+)+\.py)\s*$")
+#: Apps a wrapped backend may need at import time (django-tenants' imports the
+#: ContentType model); installed while settings that pool another backend load.
+WRAPPED_BACKEND_APPS = ["django.contrib.contenttypes"]
 DJANGO_DB_SETTINGS = frozenset(
     "ENGINE NAME USER PASSWORD HOST PORT OPTIONS TEST TIME_ZONE ATOMIC_REQUESTS AUTOCOMMIT "
     "CONN_MAX_AGE CONN_HEALTH_CHECKS DISABLE_SERVER_SIDE_CURSORS POOL_OPTIONS".split()
@@ -232,6 +248,32 @@ def _databases(example: Example) -> dict[str, dict[str, Any]]:
     return databases
 
 
+def _other_settings(example: Example) -> dict[str, Any]:
+    """The example's upper-case names besides DATABASES (DATABASE_ROUTERS, TENANT_...)."""
+    return {k: v for k, v in _exec(example).items() if k.isupper() and k != "DATABASES"}
+
+
+def _wraps(databases: dict[str, dict[str, Any]]) -> bool:
+    """Whether an alias pools another backend (the generic ENGINE or a project's module)."""
+    from django_sapool.backends import BACKENDS
+
+    ours = {backend.engine for backend in BACKENDS}
+    return any(db.get("ENGINE") not in ours for db in databases.values())
+
+
+@contextmanager
+def django_settings(databases: dict[str, dict[str, Any]], other: dict[str, Any]) -> Iterator[None]:
+    """The example's other settings in force, and the apps a wrapped backend needs."""
+    overrides = dict(other)
+    if _wraps(databases):
+        overrides.setdefault("INSTALLED_APPS", WRAPPED_BACKEND_APPS)
+    if not overrides:
+        yield
+        return
+    with override_settings(**overrides):
+        yield
+
+
 def _handler(databases: dict[str, dict[str, Any]]) -> Any:
     from django.db.utils import ConnectionHandler
 
@@ -242,19 +284,23 @@ def _handler(databases: dict[str, dict[str, Any]]) -> Any:
 def validate(databases: dict[str, dict[str, Any]]) -> None:
     """What Django does with these settings at startup; raises ImproperlyConfigured."""
     from django_sapool.conf import PoolOptions, parse_pool_options
+    from django_sapool.wrapper import PooledDatabaseWrapperMixin
 
     handler = _handler(databases)
     for alias in databases:
         wrapper = handler[alias]  # the wrapper parses POOL_OPTIONS in __init__
-        assert wrapper.settings_dict["ENGINE"].startswith("django_sapool.backends."), alias
+        assert isinstance(wrapper, PooledDatabaseWrapperMixin), alias  # ours, or wrapped
         wrapper.check_settings()
         assert isinstance(parse_pool_options(alias, wrapper.settings_dict), PoolOptions)
 
 
 def _local(request: pytest.FixtureRequest, tmp_path: Path, db: dict[str, Any]) -> dict[str, Any]:
     """The same settings, pointed at the local test server of the engine's vendor."""
-    engine = db["ENGINE"].rsplit(".", 1)[-1]
-    if engine in ("postgresql", "postgis"):
+    from django_sapool.backends import backend_for
+
+    backend = backend_for(db["ENGINE"], db)  # a wrapped backend's too
+    vendor = backend.vendor if backend else ""
+    if vendor == "postgresql":
         pg = request.getfixturevalue("pg")
         where = {"NAME": pg.admin_db, "USER": pg.user, "PASSWORD": pg.password}
         # A multi-host PORT ("5432,5432") is pointed at the local server too.
@@ -262,7 +308,7 @@ def _local(request: pytest.FixtureRequest, tmp_path: Path, db: dict[str, Any]) -
             bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
             return {**db, **where, "HOST": bouncer.host, "PORT": bouncer.port}
         return {**db, **where, "HOST": pg.host, "PORT": pg.port}
-    if engine in ("mysql", "mysql_gis"):
+    if vendor == "mysql":
         my = request.getfixturevalue("mysql")
         return {
             **db,
@@ -272,7 +318,7 @@ def _local(request: pytest.FixtureRequest, tmp_path: Path, db: dict[str, Any]) -
             "HOST": my.host,
             "PORT": my.port,
         }
-    return {**db, "NAME": str(tmp_path / f"{engine}.sqlite3")}
+    return {**db, "NAME": str(tmp_path / f"{db['ENGINE'].rsplit('.', 1)[-1]}.sqlite3")}
 
 
 def connect_each(
@@ -299,6 +345,17 @@ def connect_each(
         handler.close_all()
         for alias in local:
             django_sapool.dispose(alias)
+
+
+def load_settings(
+    example: Example, request: pytest.FixtureRequest, tmp_path: Path, connect: bool
+) -> None:
+    """Validate the example's DATABASES (and connect each alias) with its settings in force."""
+    databases = _databases(example)
+    with django_settings(databases, _other_settings(example)):
+        validate(databases)
+        if connect:
+            connect_each(request, tmp_path, databases)
 
 
 # -- hooks -------------------------------------------------------------------------
@@ -465,14 +522,11 @@ def test_doc_example(
     if kind == "skip":
         pytest.skip(arg or "marked skip")
     elif kind == "settings":
-        databases = _databases(example)
-        validate(databases)
-        if arg != "nodb":
-            connect_each(request, tmp_path, databases)
+        load_settings(example, request, tmp_path, connect=arg != "nodb")
     elif kind == "refused":
         assert arg, f"{example.id}: refused needs the text the error must contain"
         with pytest.raises(ImproperlyConfigured) as refused:
-            validate(_databases(example))
+            load_settings(example, request, tmp_path, connect=False)
         assert arg in str(refused.value)
     elif kind in ("exec", "run"):
         _exec(example)
@@ -538,12 +592,59 @@ def _defines(example: Example, name: str) -> bool:
     )
 
 
+def module_path(example: Example) -> str | None:
+    """The path a README block that is a module names on its first line, or None."""
+    match = MODULE_PATH.match(example.text.split("\n", 1)[0])
+    return match["path"] if match else None
+
+
+@pytest.fixture(scope="module")
+def readme_modules(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Write the README's module blocks as a package tree on sys.path; remove it after."""
+    root = tmp_path_factory.mktemp("readme_modules")
+    paths = {path: ex for ex in readme_python() if (path := module_path(ex))}
+    for path, example in paths.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(example.text, encoding="utf-8")
+    for path in paths:
+        for package in Path(path).parents[:-1]:
+            (root / package / "__init__.py").touch(exist_ok=True)
+    top = {Path(path).parts[0] for path in paths}
+    sys.path.insert(0, str(root))
+    try:
+        yield root
+    finally:
+        sys.path.remove(str(root))
+        for name in [n for n in sys.modules if n.split(".")[0] in top]:
+            del sys.modules[name]
+
+
+def _connects(databases: dict[str, dict[str, Any]]) -> bool:
+    """Whether what the settings are about happens at connect time."""
+    providers = any(
+        "PASSWORD_PROVIDER" in (db.get("POOL_OPTIONS") or {}) for db in databases.values()
+    )
+    return _wraps(databases) or providers
+
+
 @pytest.mark.parametrize("example", readme_python(), ids=lambda ex: ex.id)
-def test_readme_python(example: Example, fake_uwsgidecorators: list[Callable[..., Any]]) -> None:
+def test_readme_python(
+    example: Example,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    readme_modules: Path,
+    fake_uwsgidecorators: list[Callable[..., Any]],
+) -> None:
     compile(example.text, example.id, "exec")
+    path = module_path(example)
+    if path:
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        assert Path(str(module.__file__)).is_relative_to(readme_modules), module.__file__
+        return
     if _defines(example, "DATABASES"):
-        # Its hosts are placeholders ("db"): validated, not connected.
-        validate(_databases(example))
+        # Validated; connected (to the local servers) when the point is what
+        # happens then: a wrapped backend, a password provider.
+        load_settings(example, request, tmp_path, connect=_connects(_databases(example)))
         return
     safe = _readme_definitions(example)
     namespace = _exec(safe)

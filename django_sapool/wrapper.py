@@ -32,14 +32,12 @@ import time
 import weakref
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
-from django.db.utils import DatabaseErrorWrapper, OperationalError
+from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
-from django.utils.module_loading import import_string
 
-from . import registry
+from . import credentials, registry
 from .backends import GENERIC, backend_for
 from .conf import check_connection_settings, parse_pool_options
 from .drivers import DriverOps
@@ -125,6 +123,41 @@ class _ErrorWatch(DatabaseErrorWrapper):
         super().__exit__(exc_type, exc_value, traceback)
 
 
+def _lookup(
+    wrapper: PooledDatabaseWrapperMixin, settings_dict: dict[str, Any], extra: tuple[Any, ...]
+) -> ManagedPool:
+    """Return this process's pool for a wrapper's settings, making it the first time."""
+    fp = registry.fingerprint(settings_dict, *extra)
+
+    def build() -> ManagedPool:
+        driver = wrapper.sapool_driver
+        return ManagedPool(
+            alias=wrapper.alias,
+            vendor=wrapper.vendor,
+            database=str(settings_dict.get("NAME")),
+            options=parse_pool_options(wrapper.alias, settings_dict),
+            driver=driver,
+            creator=_creator,
+            tune_sockets=not driver.sets_own_keepalive(settings_dict.get("OPTIONS") or {}),
+        )
+
+    return registry.get_pool(wrapper.alias, fp, build)
+
+
+def _has_own_close(cls: type) -> bool:
+    """Return whether a wrapper class overrides Django's close() (django-tenants does)."""
+    django_close = next(
+        (
+            c.__dict__["close"]
+            for c in cls.__mro__
+            if c.__module__.startswith(("django.db.backends.", "django.contrib.gis."))
+            and "close" in c.__dict__
+        ),
+        BaseDatabaseWrapper.close,
+    )
+    return getattr(cls, "close", django_close) is not django_close
+
+
 def check_all_aliases() -> None:
     """Validate the pool settings of every alias in settings.DATABASES that pools.
 
@@ -185,16 +218,7 @@ class PooledDatabaseWrapperMixin:
         # Our close_if_unusable_or_obsolete() repeats Django's close() to save
         # a call per request; a backend with a close() of its own (it forgets
         # state it keeps per connection, as django-tenants does) gets it called.
-        django_close = next(
-            (
-                c.__dict__["close"]
-                for c in cls.__mro__
-                if c.__module__.startswith(("django.db.backends.", "django.contrib.gis."))
-                and "close" in c.__dict__
-            ),
-            BaseDatabaseWrapper.close,
-        )
-        cls._sapool_inline_close = getattr(cls, "close", django_close) is django_close
+        cls._sapool_inline_close = not _has_own_close(cls)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -203,12 +227,7 @@ class PooledDatabaseWrapperMixin:
             # never run half-configured: every pooled alias is checked when the
             # first one is used, so a typo in a rarely used alias shows at once.
             options = parse_pool_options(self.alias, self.settings_dict)
-            if options.password_provider and self.sapool_password_key is None:
-                raise ImproperlyConfigured(
-                    f"settings.DATABASES[{self.alias!r}]['POOL_OPTIONS']['PASSWORD_PROVIDER'] "
-                    f"has no use with the {self.vendor!r} backend, which connects without "
-                    f"a password: remove it."
-                )
+            credentials.check_provider(self, options)
             check_all_aliases()
 
     def sapool_enabled(self) -> bool:
@@ -245,28 +264,10 @@ class PooledDatabaseWrapperMixin:
             ):
                 return pool
         self.check_settings()
-        pool = self._sapool_lookup(settings_dict)
+        pool = _lookup(self, settings_dict, extra)
         self._sapool_fresh = self.get_connection_params()  # type: ignore[attr-defined]
         self._sapool_cache = _PoolLookup(_snapshot(settings_dict), extra, pool)
         return pool
-
-    def _sapool_lookup(self, settings_dict: dict[str, Any]) -> ManagedPool:
-        fp = registry.fingerprint(settings_dict, *self.sapool_fingerprint_extra())
-
-        def build() -> ManagedPool:
-            return ManagedPool(
-                alias=self.alias,
-                vendor=self.vendor,
-                database=str(settings_dict.get("NAME")),
-                options=parse_pool_options(self.alias, settings_dict),
-                driver=self.sapool_driver,
-                creator=_creator,
-                tune_sockets=not self.sapool_driver.sets_own_keepalive(
-                    settings_dict.get("OPTIONS") or {}
-                ),
-            )
-
-        return registry.get_pool(self.alias, fp, build)
 
     # -- Django hooks -----------------------------------------------------------
 
@@ -354,39 +355,16 @@ class PooledDatabaseWrapperMixin:
         """Return the parameters of one new server connection, worked out now.
 
         ``params``: ``get_connection_params()`` of a moment ago (this checkout);
-        None calls it now. Adds CONNECT_TIMEOUT and PASSWORD_PROVIDER's password.
+        None calls it now. Adds CONNECT_TIMEOUT and PASSWORD_PROVIDER's password
+        (``credentials.py``).
         """
-        if params is None:
-            params = self.get_connection_params()  # type: ignore[attr-defined]
-        else:
-            params = dict(params)  # Django's get_new_connection() may change it
         cache = self._sapool_cache
         options = (
             cache.pool.options
             if cache is not None
             else parse_pool_options(self.alias, self.settings_dict)
         )
-        self.sapool_driver.add_connect_timeout(params, options.connect_timeout)
-        if options.password_provider and self.sapool_password_key:
-            params[self.sapool_password_key] = self._sapool_password(options.password_provider)
-        return params
-
-    def _sapool_password(self, dotted_path: str) -> str:
-        """Call POOL_OPTIONS['PASSWORD_PROVIDER'] for one new connection; never show its value."""
-        setting = f"settings.DATABASES[{self.alias!r}]['POOL_OPTIONS']['PASSWORD_PROVIDER']"
-        try:
-            password = import_string(dotted_path)(self.settings_dict)
-        except Exception as exc:
-            raise OperationalError(
-                f"django_sapool: {setting} ({dotted_path!r}) failed, so no new connection "
-                f"could be opened: {type(exc).__name__}: {exc}"
-            ) from exc
-        if not isinstance(password, str):
-            raise OperationalError(
-                f"django_sapool: {setting} ({dotted_path!r}) must return the password as a "
-                f"str, returned a {type(password).__name__}."
-            )
-        return password
+        return credentials.connect_params(self, options, params)
 
     def sapool_new_connection(self, conn_params: dict[str, Any]) -> Any:
         """Open a new server connection the way Django's own backend does."""
@@ -476,36 +454,6 @@ class PooledDatabaseWrapperMixin:
             # another thread may own it now (Django's own pool does the same).
             self.connection = None
 
-    def sapool_forget(self) -> None:
-        """Drop an inherited connection without closing it (after fork)."""
-        pool = self._sapool_pool
-        if self._sapool_record is not None and pool is not None and pool.pid != os.getpid():
-            registry.keep_inherited(self._sapool_record, self.connection)
-            self._sapool_record = self._sapool_pool = None
-            self.connection = None
-            if not self._sapool_inline_close:
-                self._sapool_forget_session_state()
-
-    def _sapool_forget_session_state(self) -> None:
-        """Run a wrapped backend's own close() once its connection is gone.
-
-        It forgets what the backend keeps on the wrapper about its server
-        session: django-tenants' search_path cache (TENANT_LIMIT_SET_CALLS)
-        would otherwise skip the SET on the child's next session, which another
-        tenant may have used. With no connection, Django's part of close() only
-        drops the parent's on_commit callbacks.
-        """
-        try:
-            self.close()  # type: ignore[attr-defined]
-        except Exception as exc:  # a fork hook must go on with the other wrappers
-            registry.logger.warning(
-                "django_sapool: after fork, %s.close() failed (%s: %s); state it keeps "
-                "per connection may describe the parent's session",
-                type(self).__qualname__,
-                type(exc).__name__,
-                exc,
-            )
-
 
 class PooledCreationMixin:
     """Dispose pools where Django's test runner creates, clones and drops databases.
@@ -546,4 +494,36 @@ def forget_inherited_connections() -> None:
         return
     for wrapper in wrappers:
         if isinstance(wrapper, PooledDatabaseWrapperMixin):
-            wrapper.sapool_forget()
+            _forget_inherited(wrapper)
+
+
+def _forget_inherited(wrapper: PooledDatabaseWrapperMixin) -> None:
+    """Drop a wrapper's inherited connection without closing it (after fork)."""
+    pool = wrapper._sapool_pool
+    if wrapper._sapool_record is not None and pool is not None and pool.pid != os.getpid():
+        registry.keep_inherited(wrapper._sapool_record, wrapper.connection)
+        wrapper._sapool_record = wrapper._sapool_pool = None
+        wrapper.connection = None
+        if not wrapper._sapool_inline_close:
+            _forget_session_state(wrapper)
+
+
+def _forget_session_state(wrapper: PooledDatabaseWrapperMixin) -> None:
+    """Run a wrapped backend's own close() once its inherited connection is gone.
+
+    It forgets what the backend keeps on the wrapper about its server
+    session: django-tenants' search_path cache (TENANT_LIMIT_SET_CALLS)
+    would otherwise skip the SET on the child's next session, which another
+    tenant may have used. With no connection, Django's part of close() only
+    drops the parent's on_commit callbacks.
+    """
+    try:
+        wrapper.close()  # type: ignore[attr-defined]
+    except Exception as exc:  # a fork hook must go on with the other wrappers
+        registry.logger.warning(
+            "django_sapool: after fork, %s.close() failed (%s: %s); state it keeps "
+            "per connection may describe the parent's session",
+            type(wrapper).__qualname__,
+            type(exc).__name__,
+            exc,
+        )

@@ -1,0 +1,75 @@
+"""What a new server connection connects with, worked out when it is opened.
+
+Django works out connect parameters in ``get_connection_params()``. A backend
+that puts a short-lived token there (IAM authentication) needs it called for
+each new server connection, never reused from an earlier one; so the pool's
+creator asks for them then (``wrapper.py``: ``_creator``), adds CONNECT_TIMEOUT,
+and, with ``POOL_OPTIONS["PASSWORD_PROVIDER"]``, the password the provider gives
+for this connection. A checkout of a pooled connection needs none of it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db.utils import OperationalError
+from django.utils.module_loading import import_string
+
+if TYPE_CHECKING:
+    from .conf import PoolOptions
+    from .wrapper import PooledDatabaseWrapperMixin
+
+
+def _setting(alias: str) -> str:
+    return f"settings.DATABASES[{alias!r}]['POOL_OPTIONS']['PASSWORD_PROVIDER']"
+
+
+def check_provider(wrapper: PooledDatabaseWrapperMixin, options: PoolOptions) -> None:
+    """Refuse PASSWORD_PROVIDER on a backend that connects without a password."""
+    if options.password_provider and wrapper.sapool_password_key is None:
+        raise ImproperlyConfigured(
+            f"{_setting(wrapper.alias)} has no use with the {wrapper.vendor!r} backend, "
+            f"which connects without a password: remove it."
+        )
+
+
+def connect_params(
+    wrapper: PooledDatabaseWrapperMixin, options: PoolOptions, params: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Return the parameters of one new server connection of ``wrapper``, worked out now.
+
+    ``params``: its ``get_connection_params()`` of a moment ago (the same
+    checkout); None calls it now.
+    """
+    if params is None:
+        params = wrapper.get_connection_params()  # type: ignore[attr-defined]
+    else:
+        params = dict(params)  # Django's get_new_connection() may change it
+    wrapper.sapool_driver.add_connect_timeout(params, options.connect_timeout)
+    if options.password_provider and wrapper.sapool_password_key:
+        params[wrapper.sapool_password_key] = provider_password(
+            wrapper.alias, wrapper.settings_dict, options.password_provider
+        )
+    return params
+
+
+def provider_password(alias: str, settings_dict: dict[str, Any], dotted_path: str) -> str:
+    """Call PASSWORD_PROVIDER for one new connection; never show what it returns.
+
+    Its failure is an OperationalError, as a refused login would be: connections
+    already in the pool keep serving, and the next new connection asks again.
+    """
+    try:
+        password = import_string(dotted_path)(settings_dict)
+    except Exception as exc:
+        raise OperationalError(
+            f"django_sapool: {_setting(alias)} ({dotted_path!r}) failed, so no new connection "
+            f"could be opened: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(password, str):
+        raise OperationalError(
+            f"django_sapool: {_setting(alias)} ({dotted_path!r}) must return the password as "
+            f"a str, returned a {type(password).__name__}."
+        )
+    return password

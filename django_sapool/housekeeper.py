@@ -107,7 +107,7 @@ def housekeep(pool: ManagedPool, now: float | None = None) -> int:
         leaks = pool.lending.report(now, options.leak_timeout, hint)
         if leaks:
             pool.stats.add("leaks", leaks)
-    closed = pool.close_idle(lambda live: idle_victims(live, now, options), IDLE)
+    closed = pool.retirement.close_idle(lambda live: idle_victims(live, now, options), IDLE)
     if closed:
         logger.info(
             "django_sapool: closed %d idle connection(s) of alias %r (IDLE_TIMEOUT=%s, "

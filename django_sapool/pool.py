@@ -7,11 +7,11 @@ One :class:`ManagedPool` per Django alias, connect settings and process (see
   CONNECT_TIMEOUT) and :meth:`OpenConnections.born` gives it its state (``opened.py``);
 - **lent**: :meth:`ManagedPool.checkout` (checked by ``validation.py`` first);
 - **returned**: :meth:`ManagedPool.checkin` (reset by ``validation.py``);
-- **retired**: :meth:`ManagedPool.retire`, through which every close the pool
-  makes goes, with its reason.
+- **retired**: :meth:`Retirement.retire` (``retirement.py``, the pool's
+  ``retire``), through which every close the pool makes goes, with its reason.
 
 The rooms around it: ``_sa.py`` (the SQLAlchemy adapter), ``validation.py``,
-``opened.py``, ``state.py`` (per connection), ``stats.py`` (counters),
+``opened.py``, ``retirement.py``, ``state.py`` (per connection), ``stats.py`` (counters),
 ``leaks.py`` (who holds what), ``deadline.py`` (round trips with a deadline),
 ``housekeeper.py`` (idle connections, leaks, unused pools).
 """
@@ -34,9 +34,10 @@ from .drivers import DriverOps
 from .errors import PoolExhausted, ServerSilent
 from .leaks import CONNECTING, PINGING, Lending, checkout_stack
 from .opened import OpenConnections
+from .retirement import Retirement
 from .state import BROKEN, EVICTED, EXPIRED, IDLE, RETIRED, STATE, ConnState
 from .stats import PoolStatus, Stats
-from .validation import Closed, Validation
+from .validation import Validation
 
 logger = logging.getLogger("django_sapool")
 
@@ -57,9 +58,9 @@ class ManagedPool:
     # fmt: off
     __slots__ = (
         "alias", "vendor", "database", "options", "driver", "pid", "disposed", "stats",
-        "lending", "opened", "validation", "_sa", "_lent", "_leaks_reported", "_checkout_seq",
-        "_attempts", "_unfit", "_leak_timeout", "_wait_limit", "_idle", "_evicted_at",
-        "_closing_returns", "__weakref__",
+        "lending", "opened", "validation", "retirement", "retire", "_sa", "_lent",
+        "_leaks_reported", "_checkout_seq", "_attempts", "_unfit", "_leak_timeout",
+        "_wait_limit", "_idle", "_evicted_at", "_closing_returns", "__weakref__",
     )
     # fmt: on
 
@@ -115,6 +116,8 @@ class ManagedPool:
         # MAX_OVERFLOW and nothing is idle; with no limit (-1) it never waits.
         self._wait_limit = options.max_overflow
         self._idle = self._sa.idle_records
+        self.retirement = Retirement(alias, self._sa, stats)
+        self.retire = self.retirement.retire
         event.listen(self._sa, "connect", self.opened.born)
         event.listen(self._sa, "close", self._on_close)
         event.listen(self._sa, "close_detached", self.opened.detached)
@@ -230,40 +233,6 @@ class ManagedPool:
 
     # -- retired ----------------------------------------------------------------
 
-    def retire(self, record: Record, reason: str, error: BaseException | None = None) -> None:
-        """Close a connection for ``reason`` (see ``state.py``), counting it there.
-
-        Every close the pool makes goes through here; the ones SQLAlchemy makes
-        by itself (an overflow connection returned, ``dispose()``, reconnecting
-        a connection older than the last invalidation) show in :meth:`_on_close`.
-        """
-        state = record.info.get(STATE)
-        if state is not None:
-            state.closing = reason
-        sa = self._sa
-        if reason == BROKEN:
-            self.stats.count("connections_invalidated")
-            logger.warning(
-                "django_sapool: discarded a connection of alias %r (%s)",
-                self.alias,
-                "unusable" if error is None or type(error) is Closed else type(error).__name__,
-            )
-            # Also retires every older connection at its next checkout: a dead
-            # connection usually means a restarted or failed-over server.
-            sa.discard(record, error)
-        elif reason == EXPIRED:
-            record.close()  # the checkout that found it connects it again
-        elif reason == RETIRED:
-            logger.debug("django_sapool: closed a connection of retired pool %r", self.alias)
-            sa.close_and_give_back(record)
-        else:  # IDLE, EVICTED: taken out of the idle queue by close_idle()
-            if reason == IDLE:
-                self.stats.count("connections_idle_closed")
-            try:
-                sa.close_taken(record)
-            except Exception:  # a dead socket may fail to close cleanly
-                logger.debug("django_sapool: error closing an idle connection", exc_info=True)
-
     def _on_close(self, dbapi_connection: Any, record: Record | None) -> None:
         """Count a close (SQLAlchemy's "close" event), the pool's own or SQLAlchemy's."""
         state = record.info.get(STATE) if record is not None else None
@@ -272,13 +241,6 @@ class ManagedPool:
         # neither are those of a disposed pool.
         reconnectable = reason not in (BROKEN, IDLE) and not self.disposed
         self.opened.closed(dbapi_connection, record, reconnectable)
-
-    def close_idle(self, pick: Callable[[list[Record]], list[Record]], reason: str) -> int:
-        """Retire the idle connections ``pick`` chooses among them; return how many."""
-        victims = self._sa.take_idle(pick)
-        for record in victims:
-            self.retire(record, reason)
-        return len(victims)
 
     # -- the whole pool ------------------------------------------------------------
 
@@ -293,7 +255,7 @@ class ManagedPool:
         self._closing_returns = True
         self.stats.count("evictions")
         self._sa.retire_all()
-        closed = self.close_idle(list, EVICTED)
+        closed = self.retirement.close_idle(list, EVICTED)
         logger.warning(
             "django_sapool: retired every connection of alias %r (%s): %d idle closed now, "
             "%d checked out closed when returned",

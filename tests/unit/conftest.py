@@ -1,4 +1,4 @@
-"""Fixtures shared by the unit tests of the command and the live check."""
+"""Fixtures shared by the unit tests (helpers to import are in pools.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from django.conf import settings
 from django.db import connections
 
 from django_sapool import registry
+
+from .pools import filled
 
 
 @pytest.fixture
@@ -28,8 +30,7 @@ def extra_alias(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     added: list[str] = []
 
     def add(alias: str, **settings_dict: Any) -> None:
-        filled = connections.configure_settings({"default": settings_dict})["default"]
-        monkeypatch.setitem(settings.DATABASES, alias, filled)
+        monkeypatch.setitem(settings.DATABASES, alias, filled(**settings_dict))
         added.append(alias)
 
     yield add

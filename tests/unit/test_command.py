@@ -20,9 +20,9 @@ from django.core.management.base import CommandError
 from django_sapool.management.commands import sapool
 from django_sapool.management.commands.sapool import Command
 
-pytestmark = pytest.mark.usefixtures("clean_registry")
+from .pools import PASSWORD, UNREACHABLE_PG
 
-PASSWORD = "Zebra-4711-do-not-leak"
+pytestmark = pytest.mark.usefixtures("clean_registry")
 
 
 def run(*args: str) -> str:
@@ -149,18 +149,7 @@ def with_password(extra_alias: Any, tmp_path: Path) -> None:
         NAME=str(tmp_path / "lite.sqlite3"),
         PASSWORD=PASSWORD,
     )
-    extra_alias(
-        "pg",
-        ENGINE="django_sapool.backends.postgresql",
-        NAME="app",
-        USER="app",
-        PASSWORD=PASSWORD,
-        # Nothing listens on port 1: the connect fails without a server.
-        HOST="127.0.0.1",
-        PORT="1",
-        OPTIONS={"connect_timeout": 2},
-        POOL_OPTIONS={"ECHO": "debug", "TIMEOUT": 0.1},
-    )
+    extra_alias("pg", **UNREACHABLE_PG)
 
 
 @pytest.mark.parametrize("output", ["text", "json"])

@@ -11,9 +11,9 @@ from django.db import connections
 
 from django_sapool.livecheck import PINGS, live_check, mask
 
-pytestmark = pytest.mark.usefixtures("clean_registry")
+from .pools import PASSWORD
 
-PASSWORD = "Zebra-4711-do-not-leak"
+pytestmark = pytest.mark.usefixtures("clean_registry")
 
 
 def test_sqlite_facts_and_timings() -> None:

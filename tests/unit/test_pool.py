@@ -9,36 +9,19 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from unittest import mock
 
 import pytest
-from django.db import connections
 
 from django_sapool import housekeeper, registry
 from django_sapool.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
 
+from .pools import checkout_after_a_wait, sqlite_settings
+
+pytestmark = pytest.mark.usefixtures("clean_registry")
+
 LOGGER = "django_sapool"
-
-
-@pytest.fixture(autouse=True)
-def clean_registry() -> Iterator[None]:
-    registry.dispose()
-    yield
-    registry.dispose()
-
-
-def sqlite_settings(tmp_path: Path, **pool_options: Any) -> dict[str, Any]:
-    raw = {
-        "default": {
-            "ENGINE": "django_sapool.backends.sqlite3",
-            "NAME": str(tmp_path / "log.sqlite3"),
-            "POOL_OPTIONS": pool_options,
-        }
-    }
-    return connections.configure_settings(raw)["default"]
 
 
 def ours(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
@@ -96,24 +79,7 @@ def test_pool_creation_and_disposal_are_info(
 
 def test_a_wait_is_logged_at_debug(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     caplog.set_level(logging.DEBUG, logger=LOGGER)
-    settings_dict = sqlite_settings(tmp_path, POOL_SIZE=1, MAX_OVERFLOW=0)
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        wrapper = SqliteWrapper(settings_dict, "default")
-        wrapper.ensure_connection()
-        holding.set()
-        release.wait(5)
-        wrapper.close()
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    assert holding.wait(5)
-    threading.Timer(0.1, release.set).start()
-    wrapper = SqliteWrapper(settings_dict, "default")
-    wrapper.ensure_connection()
-    wrapper.close()
-    thread.join(5)
+    checkout_after_a_wait(sqlite_settings(tmp_path, POOL_SIZE=1, MAX_OVERFLOW=0)).close()
     waits = [m for m in ours(caplog, logging.DEBUG) if m.startswith("django_sapool: waited ")]
     assert len(waits) == 1 and "for a connection of alias 'default'" in waits[0]
 

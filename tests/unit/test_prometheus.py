@@ -5,17 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connections
 
-from django_sapool import registry
 from django_sapool.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
 from django_sapool.stats import WAIT_BUCKETS_MS
+
+from .pools import checkout_after_a_wait, sqlite_settings
 
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 if not IN_CI:  # under CI a missing prometheus_client fails the run
@@ -26,12 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 import django_sapool.prometheus as sapool_prometheus  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def clean_registry() -> Iterator[None]:
-    registry.dispose()
-    yield
-    registry.dispose()
+pytestmark = pytest.mark.usefixtures("clean_registry")
 
 
 def samples(metrics_registry: CollectorRegistry) -> dict[tuple[str, tuple[Any, ...]], float]:
@@ -44,32 +37,9 @@ def samples(metrics_registry: CollectorRegistry) -> dict[tuple[str, tuple[Any, .
 
 
 def test_collector_reports_sizes_counters_and_wait_quantiles(tmp_path: Path) -> None:
-    name = str(tmp_path / "prom.sqlite3")
-    settings_dict = connections.configure_settings(
-        {
-            "default": {
-                "ENGINE": "django_sapool.backends.sqlite3",
-                "NAME": name,
-                "POOL_OPTIONS": {"POOL_SIZE": 1, "MAX_OVERFLOW": 0},
-            }
-        }
-    )["default"]
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        wrapper = SqliteWrapper(settings_dict, "default")
-        wrapper.ensure_connection()
-        holding.set()
-        release.wait(5)
-        wrapper.close()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    assert holding.wait(5)
-    threading.Timer(0.1, release.set).start()
-    wrapper = SqliteWrapper(settings_dict, "default")
-    wrapper.ensure_connection()  # waits for the holder
-    holder.join(5)
+    settings_dict = sqlite_settings(tmp_path, POOL_SIZE=1, MAX_OVERFLOW=0)
+    name = settings_dict["NAME"]
+    wrapper = checkout_after_a_wait(settings_dict)
 
     metrics = CollectorRegistry()
     collector = sapool_prometheus.register(metrics)
@@ -117,19 +87,10 @@ def test_collector_reports_sizes_counters_and_wait_quantiles(tmp_path: Path) -> 
 
 
 def test_a_settings_change_leaves_one_series_the_new_pools(tmp_path: Path) -> None:
-    name = str(tmp_path / "fold.sqlite3")
+    name = sqlite_settings(tmp_path)["NAME"]  # the database of both pools
 
     def cycle(**pool_options: Any) -> None:
-        settings_dict = connections.configure_settings(
-            {
-                "default": {
-                    "ENGINE": "django_sapool.backends.sqlite3",
-                    "NAME": name,
-                    "POOL_OPTIONS": pool_options,
-                }
-            }
-        )["default"]
-        wrapper = SqliteWrapper(settings_dict, "default")
+        wrapper = SqliteWrapper(sqlite_settings(tmp_path, **pool_options), "default")
         wrapper.ensure_connection()
         wrapper.close()
 

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connections
 
 from django_sapool import pool_status, registry
 from django_sapool.backends.postgresql.base import DatabaseWrapper as PgWrapper
 from django_sapool.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
 
+from .pools import SQLITE, filled
+
+pytestmark = pytest.mark.usefixtures("clean_registry")
+
 
 def pg_settings(**overrides: Any) -> dict[str, Any]:
-    raw = {
-        "default": {
+    return filled(
+        **{
             "ENGINE": "django_sapool.backends.postgresql",
             "NAME": "app",
             "USER": "app",
@@ -25,16 +27,7 @@ def pg_settings(**overrides: Any) -> dict[str, Any]:
             "PORT": "5432",
             **overrides,
         }
-    }
-    # Django's own defaults filling (CONN_MAX_AGE, OPTIONS, TIME_ZONE, TEST...).
-    return connections.configure_settings(raw)["default"]
-
-
-@pytest.fixture(autouse=True)
-def clean_registry() -> Iterator[None]:
-    registry.dispose()  # other tests in this process may have left pools
-    yield
-    registry.dispose()
+    )
 
 
 def pool_of(alias: str = "default", **overrides: Any) -> Any:
@@ -133,11 +126,7 @@ def test_nodb_wrapper_is_not_pooled() -> None:
 
 def test_in_memory_sqlite_is_not_pooled(tmp_path: Any) -> None:
     def wrapper(name: str) -> SqliteWrapper:
-        engine = "django_sapool.backends.sqlite3"
-        settings_dict = connections.configure_settings(
-            {"default": {"ENGINE": engine, "NAME": name}}
-        )["default"]
-        return SqliteWrapper(settings_dict, "default")
+        return SqliteWrapper(filled(ENGINE=SQLITE, NAME=name), "default")
 
     memory = wrapper(":memory:")
     assert memory.sapool_enabled() is False

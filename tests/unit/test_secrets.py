@@ -10,32 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connections
 
 from django_sapool import pool_status, registry
 from django_sapool.backends.postgresql.base import DatabaseWrapper as PgWrapper
 from django_sapool.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
 
-PASSWORD = "Zebra-4711-do-not-leak"
+from .pools import PASSWORD, SQLITE, UNREACHABLE_PG, filled
 
 
 def test_password_appears_nowhere(caplog: pytest.LogCaptureFixture, capsys: Any) -> None:
-    settings_dict = connections.configure_settings(
-        {
-            "default": {
-                "ENGINE": "django_sapool.backends.postgresql",
-                "NAME": "app",
-                "USER": "app",
-                "PASSWORD": PASSWORD,
-                # Nothing listens on port 1: the connect fails without a server.
-                "HOST": "127.0.0.1",
-                "PORT": "1",
-                "OPTIONS": {"connect_timeout": 2},
-                "POOL_OPTIONS": {"ECHO": "debug", "TIMEOUT": 0.1},
-            }
-        }
-    )["default"]
-    wrapper = PgWrapper(settings_dict, "default")
+    wrapper = PgWrapper(filled(**UNREACHABLE_PG), "default")
     caplog.set_level(logging.DEBUG)
     try:
         with pytest.raises(Exception) as info:
@@ -63,16 +47,12 @@ def test_password_appears_nowhere(caplog: pytest.LogCaptureFixture, capsys: Any)
 
 def test_debug_checkout_and_return_lines(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     caplog.set_level(logging.DEBUG)
-    settings_dict = connections.configure_settings(
-        {
-            "default": {
-                "ENGINE": "django_sapool.backends.sqlite3",
-                "NAME": str(tmp_path / "db.sqlite3"),
-                "PASSWORD": PASSWORD,
-                "POOL_OPTIONS": {"ECHO": "debug"},
-            }
-        }
-    )["default"]
+    settings_dict = filled(
+        ENGINE=SQLITE,
+        NAME=str(tmp_path / "db.sqlite3"),
+        PASSWORD=PASSWORD,
+        POOL_OPTIONS={"ECHO": "debug"},
+    )
     wrapper = SqliteWrapper(settings_dict, "default")
     try:
         for _ in range(2):

@@ -4,34 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from django.db import connections
 
 from django_sapool import PoolExhausted, registry
 from django_sapool.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
 from django_sapool.stats import WAIT_WINDOW, PoolStatus, percentile
 
+from .pools import Holder, sqlite_settings
 
-@pytest.fixture(autouse=True)
-def clean_registry() -> Iterator[None]:
-    registry.dispose()
-    yield
-    registry.dispose()
-
-
-def sqlite_settings(tmp_path: Path, **pool_options: Any) -> dict[str, Any]:
-    raw = {
-        "default": {
-            "ENGINE": "django_sapool.backends.sqlite3",
-            "NAME": str(tmp_path / "stats.sqlite3"),
-            "POOL_OPTIONS": pool_options,
-        }
-    }
-    return connections.configure_settings(raw)["default"]
+pytestmark = pytest.mark.usefixtures("clean_registry")
 
 
 def status_of(wrapper: SqliteWrapper) -> PoolStatus:
@@ -41,29 +25,6 @@ def status_of(wrapper: SqliteWrapper) -> PoolStatus:
 def cycle(wrapper: SqliteWrapper) -> None:
     wrapper.ensure_connection()
     wrapper.close()
-
-
-class Holder:
-    """A thread that checks out a connection and keeps it until released."""
-
-    def __init__(self, settings_dict: dict[str, Any]) -> None:
-        self.holding = threading.Event()
-        self.release = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(settings_dict,))
-        self.thread.start()
-        assert self.holding.wait(5)
-
-    def _run(self, settings_dict: dict[str, Any]) -> None:
-        # A Django wrapper belongs to the thread that made it.
-        wrapper = SqliteWrapper(settings_dict, "default")
-        wrapper.ensure_connection()
-        self.holding.set()
-        self.release.wait(10)
-        wrapper.close()
-
-    def stop(self) -> None:
-        self.release.set()
-        self.thread.join(10)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from django.db import connections
 
 import django_sapool
 from django_sapool import registry
 from django_sapool.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
+
+from .pools import SQLITE, filled
 
 pytestmark = pytest.mark.usefixtures("clean_registry")
 
@@ -17,19 +18,12 @@ pytestmark = pytest.mark.usefixtures("clean_registry")
 def test_close_pool_disposes_of_the_alias_pool_and_the_next_checkout_makes_one(
     tmp_path: Path,
 ) -> None:
-    settings_dict = connections.configure_settings(
-        {
-            "default": {
-                "ENGINE": "django_sapool.backends.sqlite3",
-                "NAME": str(tmp_path / "a.sqlite3"),
-                "POOL_OPTIONS": {"POOL_SIZE": 2},
-            },
-            "other": {
-                "ENGINE": "django_sapool.backends.sqlite3",
-                "NAME": str(tmp_path / "b.sqlite3"),
-            },
-        }
-    )
+    settings_dict = {
+        "default": filled(
+            ENGINE=SQLITE, NAME=str(tmp_path / "a.sqlite3"), POOL_OPTIONS={"POOL_SIZE": 2}
+        ),
+        "other": filled(ENGINE=SQLITE, NAME=str(tmp_path / "b.sqlite3")),
+    }
     idle = SqliteWrapper(settings_dict["default"], "default")
     held = SqliteWrapper(settings_dict["default"], "default")
     idle.ensure_connection()

@@ -21,10 +21,12 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.integration.conftest import ROOT
 
@@ -114,6 +116,20 @@ def timeline(recs: Sequence[Rec], down: float, up: float) -> Timeline:
         while_down=[r for r in recs if down <= r.start < up],
         after=[r for r in recs if r.start >= up],
     )
+
+
+def assert_connection_errors(recs: Iterable[Rec]) -> None:
+    """Every failed request is Django's OperationalError naming the connection problem."""
+    for rec in Timeline.failed(recs):
+        assert "django.db.utils.OperationalError" in rec.classes, rec.brief()
+        assert names_connection_problem(rec.message), rec.brief()
+
+
+def assert_resumed(line: Timeline, threads: int) -> None:
+    """Every request started once the server was back succeeded, in each of ``threads``."""
+    failed_after = Timeline.failed(line.after)
+    assert failed_after == [], [r.brief() for r in failed_after]
+    assert {r.thread for r in line.after if r.ok} == set(range(threads))
 
 
 def error_counts(recs: Iterable[Rec]) -> dict[str, int]:
@@ -242,6 +258,39 @@ class Child:
                 except OSError:
                     pass
         self._log_file.close()
+
+
+@dataclass
+class Load:
+    """What a child's load threads did (``start_load``): its requests, its one pool."""
+
+    recs: list[Rec]  # by start time
+    pool: dict[str, Any]  # the pool's status once the threads ended
+    alive: list[Any]  # threads that did not end within the join timeout
+
+
+def stop_load(child: Child) -> Load:
+    """End the child's load threads; a hung one shows in ``alive`` after 30 s."""
+    result = child.call("stop_load", timeout=90, join_timeout=30)
+    (pool,) = result["pools"]
+    return Load(records(result["records"]), pool, result["alive"])
+
+
+def time_bound(seconds: float) -> Any:
+    """An autouse fixture for a test module: each test, fixtures included, ends in ``seconds``.
+
+    A bound on a hang, not on a slow machine: ``seconds`` is well above the usual time.
+    Assign it to a module-level name (``bounded = time_bound(...)``).
+    """
+
+    @pytest.fixture(autouse=True)
+    def bounded() -> Iterator[None]:
+        start = time.monotonic()
+        yield
+        took = time.monotonic() - start
+        assert took < seconds, f"the test took {took:.1f} s"
+
+    return bounded
 
 
 def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:

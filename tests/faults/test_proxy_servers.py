@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -19,6 +19,7 @@ import pytest
 
 from tests.integration.conftest import MYSQL_URL, PG_URL, unavailable
 
+from .harness import time_bound
 from .proxy import FaultProxy
 
 #: How long a black-holed query is watched to see that it hangs.
@@ -30,11 +31,7 @@ LATE_MARGIN = 2.0
 TEST_SECONDS = 15.0
 
 
-@pytest.fixture(autouse=True)
-def bounded() -> Iterator[None]:
-    start = time.monotonic()
-    yield
-    assert time.monotonic() - start < TEST_SECONDS
+bounded = time_bound(TEST_SECONDS)
 
 
 class Background:

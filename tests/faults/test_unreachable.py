@@ -16,11 +16,12 @@ import pytest
 from .conftest import Target
 from .harness import (
     Timeline,
+    assert_connection_errors,
+    assert_resumed,
     error_counts,
-    names_connection_problem,
     pool_counters,
-    records,
     report,
+    stop_load,
     timeline,
 )
 from .servers import PgInstance
@@ -49,9 +50,8 @@ def test_stopped_server_fails_fast_and_service_resumes(target: Target) -> None:
     restart_issued = time.monotonic()
     up = target.server.start()
     time.sleep(2.0)
-    result = child.call("stop_load", timeout=90, join_timeout=30)
-    recs = records(result["records"])
-    (pool,) = result["pools"]
+    load = stop_load(child)
+    recs, pool = load.recs, load.pool
     line = timeline(recs, down, up)
     fully_down = [r for r in recs if gone <= r.start and r.end < restart_issued]
     outage = line.in_flight + line.while_down
@@ -69,24 +69,21 @@ def test_stopped_server_fails_fast_and_service_resumes(target: Target) -> None:
         failed_while_fully_down=len(Timeline.failed(fully_down)),
         max_request_seconds_while_down=round(max_down, 3),
         failed_after_up=len(Timeline.failed(line.after)),
-        threads_alive_at_stop=len(result["alive"]),
+        threads_alive_at_stop=len(load.alive),
         errors=error_counts(recs),
         sample_message=failed[-1].message if failed else None,
         pool=pool_counters(pool),
     )
-    assert result["alive"] == [], "load threads hung"
+    assert load.alive == [], "load threads hung"
     assert Timeline.failed(line.before) == []
     # Down means down: every request made while the server was stopped failed.
     assert len(fully_down) >= THREADS
     assert all(not r.ok for r in fully_down)
-    for rec in failed:
-        assert "django.db.utils.OperationalError" in rec.classes, rec.brief()
-        assert names_connection_problem(rec.message), rec.brief()
+    assert_connection_errors(recs)
     # Fast: within the connect timeout (refused connections fail at once).
     assert max_down <= CONNECT_TIMEOUT + MARGIN
     # Resumed by itself, in every thread.
-    assert Timeline.failed(line.after) == [], [r.brief() for r in Timeline.failed(line.after)]
-    assert {r.thread for r in line.after if r.ok} == set(range(THREADS))
+    assert_resumed(line, THREADS)
     assert pool["checked_out"] == 0
 
 
@@ -122,9 +119,8 @@ def test_hung_server_fails_within_connect_timeout(target: Target) -> None:
         os.kill(postmaster, signal.SIGCONT)
     up = server.wait_accepting()
     time.sleep(2.0)
-    result = child.call("stop_load", timeout=90, join_timeout=30)
-    recs = records(result["records"])
-    (pool,) = result["pools"]
+    load = stop_load(child)
+    recs, pool = load.recs, load.pool
     line = timeline(recs, down, up)
     outage = line.in_flight + line.while_down
     timed_out = [r for r in outage if not r.ok and "timeout" in r.message.lower()]
@@ -144,16 +140,13 @@ def test_hung_server_fails_within_connect_timeout(target: Target) -> None:
         sample_message=timed_out[-1].message if timed_out else None,
         pool=pool_counters(pool),
     )
-    assert result["alive"] == [], "load threads hung"
+    assert load.alive == [], "load threads hung"
     assert backends
     assert Timeline.failed(line.before) == []
     # Each thread ran into the frozen server, and the timeout ended it.
     assert len(timed_out) >= THREADS
-    for rec in Timeline.failed(recs):
-        assert "django.db.utils.OperationalError" in rec.classes, rec.brief()
-        assert names_connection_problem(rec.message), rec.brief()
+    assert_connection_errors(recs)
     assert max_down <= CONNECT_TIMEOUT + MARGIN
     assert all(r.seconds >= CONNECT_TIMEOUT - 0.1 for r in timed_out)
-    assert Timeline.failed(line.after) == [], [r.brief() for r in Timeline.failed(line.after)]
-    assert {r.thread for r in line.after if r.ok} == set(range(THREADS))
+    assert_resumed(line, THREADS)
     assert pool["checked_out"] == 0

@@ -19,33 +19,20 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-CONFIG: dict[str, Any] = json.loads(os.environ.get("SAPOOL_CHILD", "{}"))
-if CONFIG.get("driver") == "psycopg2":
-    sys.modules["psycopg"] = None  # type: ignore[assignment]  # Django falls back to psycopg2
-elif CONFIG.get("driver") == "pymysql":
-    import pymysql
+from tests.child_setup import read_config, setup_django, use_driver
 
-    pymysql.install_as_MySQLdb()
+CONFIG = read_config("SAPOOL_CHILD")
+use_driver(CONFIG.get("driver"))
 
-import django  # noqa: E402
-from django.conf import settings  # noqa: E402
 from django.db import connection, connections, transaction  # noqa: E402
 from django.http import HttpRequest, HttpResponse, JsonResponse  # noqa: E402
 from django.urls import path  # noqa: E402
 
-settings.configure(
-    DEBUG=False,
-    SECRET_KEY="not-secret",
-    ALLOWED_HOSTS=["*"],
+setup_django(
     ROOT_URLCONF=__name__,
-    MIDDLEWARE=[],
-    INSTALLED_APPS=[],
-    USE_TZ=True,
     TIME_ZONE=CONFIG.get("time_zone", "UTC"),
     DATABASES=CONFIG.get("databases", {}),
-    LOGGING_CONFIG=None,
 )
-django.setup()
 
 import django_sapool  # noqa: E402
 

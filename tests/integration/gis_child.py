@@ -16,14 +16,14 @@ cycle, and the pool's counters.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import asdict
 from typing import Any
 
-CONFIG: dict[str, Any] = json.loads(os.environ.get("SAPOOL_GIS_CHILD", "{}"))
-if CONFIG.get("driver") == "psycopg2":
-    sys.modules["psycopg"] = None  # type: ignore[assignment]  # Django falls back to psycopg2
+from tests.child_setup import read_config, setup_django, use_driver
+
+CONFIG = read_config("SAPOOL_GIS_CHILD")
+use_driver(CONFIG.get("driver"))
 
 
 def _sqlite_with_extensions() -> str:
@@ -51,20 +51,12 @@ def _sqlite_with_extensions() -> str:
 if "spatialite" in CONFIG["databases"]["default"]["ENGINE"]:
     SQLITE_MODULE = _sqlite_with_extensions()
 
-import django  # noqa: E402
-from django.conf import settings  # noqa: E402
-
-settings.configure(
-    DEBUG=False,
-    SECRET_KEY="not-secret",
+setup_django(
     # GIS fields need no app of their own; the model below borrows the "gis" label.
     INSTALLED_APPS=["django.contrib.gis"],
-    USE_TZ=True,
     DATABASES=CONFIG["databases"],
     DEFAULT_AUTO_FIELD="django.db.models.AutoField",
-    LOGGING_CONFIG=None,
 )
-django.setup()
 
 from django.contrib.gis.db import models  # noqa: E402
 from django.contrib.gis.db.models.functions import Distance  # noqa: E402

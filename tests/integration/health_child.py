@@ -24,20 +24,16 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import threading
 import time
 from dataclasses import asdict
 from typing import Any
 
-CONFIG: dict[str, Any] = json.loads(os.environ.get("SAPOOL_HEALTH_CHILD", "{}"))
-if CONFIG.get("driver") == "psycopg2":
-    sys.modules["psycopg"] = None  # type: ignore[assignment]  # Django falls back to psycopg2
-elif CONFIG.get("driver") == "pymysql":
-    import pymysql
+from tests.child_setup import read_config, setup_django, use_driver
 
-    pymysql.install_as_MySQLdb()
+CONFIG = read_config("SAPOOL_HEALTH_CHILD")
+use_driver(CONFIG.get("driver"))
 
 from tests.faults.proxy import FaultProxy  # noqa: E402
 
@@ -68,21 +64,11 @@ DATABASES = {
     },
 }
 
-import django  # noqa: E402
-from django.conf import settings  # noqa: E402
-
-settings.configure(
-    DEBUG=False,
-    SECRET_KEY="not-secret",
-    ALLOWED_HOSTS=["*"],
+setup_django(
     ROOT_URLCONF=__name__,
-    MIDDLEWARE=[],
     INSTALLED_APPS=["health_check", "django_sapool.contrib.health_check"],
     DATABASES=DATABASES,
-    USE_TZ=True,
-    LOGGING_CONFIG=None,
 )
-django.setup()
 
 import health_check  # noqa: E402
 from django.db import connections  # noqa: E402

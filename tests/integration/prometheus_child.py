@@ -19,28 +19,16 @@ end; the backend pids the requests saw; the peak of our server sessions
 from __future__ import annotations
 
 import json
-import os
-import sys
 import threading
 import time
 from dataclasses import asdict
 from typing import Any
 
-CONFIG: dict[str, Any] = json.loads(os.environ.get("SAPOOL_PROMETHEUS_CHILD", "{}"))
-if CONFIG.get("driver") == "psycopg2":
-    sys.modules["psycopg"] = None  # type: ignore[assignment]  # Django falls back to psycopg2
-elif CONFIG.get("driver") == "pymysql":
-    import pymysql
+from tests.child_setup import read_config, setup_django, use_driver
 
-    pymysql.install_as_MySQLdb()
-
-import django  # noqa: E402
-from django.conf import settings  # noqa: E402
-
-settings.configure(
-    DEBUG=False,
-    SECRET_KEY="not-secret",
-    ALLOWED_HOSTS=["*"],
+CONFIG = read_config("SAPOOL_PROMETHEUS_CHILD")
+use_driver(CONFIG.get("driver"))
+setup_django(
     ROOT_URLCONF=__name__,
     INSTALLED_APPS=["django_prometheus"],
     MIDDLEWARE=[
@@ -48,10 +36,7 @@ settings.configure(
         "django_prometheus.middleware.PrometheusAfterMiddleware",
     ],
     DATABASES=CONFIG["databases"],
-    USE_TZ=True,
-    LOGGING_CONFIG=None,
 )
-django.setup()
 
 from django.db import DatabaseError, connection, connections  # noqa: E402
 from django.http import HttpRequest, HttpResponse, JsonResponse  # noqa: E402

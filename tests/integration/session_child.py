@@ -25,16 +25,12 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-CONFIG: dict[str, Any] = json.loads(os.environ.get("SAPOOL_SESSION_CHILD", "{}"))
+from tests.child_setup import read_config, setup_django, use_driver
+
+CONFIG = read_config("SAPOOL_SESSION_CHILD")
 DRIVERS: list[str] = CONFIG.get("drivers", [])
-if "psycopg2" in DRIVERS:
-    sys.modules["psycopg"] = None  # type: ignore[assignment]  # Django falls back to psycopg2
-if "pymysql" in DRIVERS:
-    import pymysql
+use_driver(*DRIVERS)
 
-    pymysql.install_as_MySQLdb()
-
-import django  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 
@@ -52,19 +48,13 @@ def _databases() -> dict[str, Any]:
     return databases
 
 
-settings.configure(
+setup_django(
     DEBUG=CONFIG.get("debug", False),
-    SECRET_KEY="not-secret",
-    ALLOWED_HOSTS=["*"],
     ROOT_URLCONF=__name__,
-    MIDDLEWARE=[],
     INSTALLED_APPS=CONFIG.get("installed_apps", []),
-    USE_TZ=True,
     TIME_ZONE="UTC",
     DATABASES=_databases(),
-    LOGGING_CONFIG=None,
 )
-django.setup()
 
 from django.db import connections, transaction  # noqa: E402
 from django.http import HttpRequest, HttpResponse, JsonResponse  # noqa: E402

@@ -34,24 +34,20 @@ from __future__ import annotations
 import io
 import json
 import os
-import sys
 import threading
 import time
 from dataclasses import asdict
 from typing import Any
 
-CONFIG: dict[str, Any] = json.loads(os.environ.get("SAPOOL_TENANTS_CHILD", "{}"))
-if CONFIG.get("driver") == "psycopg2":
-    sys.modules["psycopg"] = None  # type: ignore[assignment]  # Django falls back to psycopg2
+from tests.child_setup import read_config, setup_django, use_driver
 
-import django  # noqa: E402
+CONFIG = read_config("SAPOOL_TENANTS_CHILD")
+use_driver(CONFIG.get("driver"))
+
 from django.conf import settings  # noqa: E402
 
 APP = "tests.integration.tenants_app"
-settings.configure(
-    DEBUG=False,
-    SECRET_KEY="not-secret",
-    ALLOWED_HOSTS=["*"],
+setup_django(
     ROOT_URLCONF=__name__,
     # django-tenants' own installation: the tenant model's app is shared, the
     # items' app is per tenant (here one app is both), and its router.
@@ -65,10 +61,7 @@ settings.configure(
     TENANT_LIMIT_SET_CALLS=CONFIG["limit_set_calls"],
     DATABASES=CONFIG["databases"],
     DEFAULT_AUTO_FIELD="django.db.models.AutoField",
-    USE_TZ=True,
-    LOGGING_CONFIG=None,
 )
-django.setup()
 
 from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
 from django.db import close_old_connections, connection, connections  # noqa: E402

@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.child_setup import setup_django, use_driver
+
 ROOT = Path(__file__).resolve().parents[2]
 SUITE_DIR = ROOT / "tests" / "django_suite"
 PGBOUNCER_PORT = int(os.environ.get("SAPOOL_PGBOUNCER_PORT") or 6432)
@@ -70,20 +72,12 @@ def _tail(output: str, limit: int = 20_000) -> str:
 
 def _child_main() -> None:
     config: dict[str, Any] = json.loads(os.environ[CHILD_ENV])
-    if config["driver"] == "psycopg2":
-        sys.modules["psycopg"] = None  # type: ignore[assignment]  # Django falls back
-    import django
-    from django.conf import settings
-
-    settings.configure(
-        SECRET_KEY="not-secret",
+    use_driver(config["driver"])
+    setup_django(
         # A model for QuerySet.iterator() (_cursors); its table is created there.
         INSTALLED_APPS=["django.contrib.contenttypes"],
-        USE_TZ=True,
         DATABASES=config["databases"],
-        LOGGING_CONFIG=None,
     )
-    django.setup()
     from django.db import connection
 
     scenarios: dict[str, Callable[..., dict[str, Any]]] = {"load": _load, "cursors": _cursors}

@@ -24,8 +24,8 @@ def prepare() -> None:
         _handler = WSGIHandler()
 
 
-def request(url: str) -> tuple[int, Any]:
-    """Serve one GET through Django's WSGI handler; return (status, JSON body or None)."""
+def request(url: str, host: str = "testserver") -> tuple[int, Any]:
+    """Serve one GET for ``host`` through Django's WSGI handler: (status, JSON body or None)."""
     if _handler is None:
         prepare()
     route, _, query = url.partition("?")
@@ -33,7 +33,8 @@ def request(url: str) -> tuple[int, Any]:
         "REQUEST_METHOD": "GET",
         "PATH_INFO": route,
         "QUERY_STRING": query,
-        "SERVER_NAME": "testserver",
+        "HTTP_HOST": host,
+        "SERVER_NAME": host,
         "SERVER_PORT": "80",
         "wsgi.url_scheme": "http",
         "wsgi.input": io.BytesIO(b""),

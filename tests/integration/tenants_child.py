@@ -31,7 +31,6 @@ session), the backend pids, the ``SET search_path`` statements the server ran
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import threading
@@ -63,13 +62,13 @@ setup_django(
     DEFAULT_AUTO_FIELD="django.db.models.AutoField",
 )
 
-from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
 from django.db import close_old_connections, connection, connections  # noqa: E402
 from django.http import HttpRequest, HttpResponse, JsonResponse  # noqa: E402
 from django.urls import path  # noqa: E402
 
 import django_sapool  # noqa: E402
 from tests.integration.tenants_app.models import Client, Domain, Item  # noqa: E402
+from tests.wsgi_request import prepare, request  # noqa: E402
 
 TENANTS: dict[str, list[str]] = CONFIG["tenants"]
 
@@ -108,33 +107,7 @@ def view_items(request: HttpRequest) -> HttpResponse:
 
 
 urlpatterns = [path("items", view_items)]
-
-_handler = WSGIHandler()
-
-
-def request(hostname: str, url: str) -> tuple[int, Any]:
-    """Serve one GET for ``hostname`` through Django's WSGI handler (request_finished fires)."""
-    route, _, query = url.partition("?")
-    environ = {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": route,
-        "QUERY_STRING": query,
-        "HTTP_HOST": hostname,
-        "SERVER_NAME": hostname,
-        "SERVER_PORT": "80",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(b""),
-        "wsgi.errors": io.StringIO(),
-    }
-    status: list[str] = []
-    response = _handler(environ, lambda s, headers, exc_info=None: status.append(s))
-    try:
-        body = b"".join(response)
-    finally:
-        response.close()  # request_finished -> close_old_connections(): back to the pool
-    code = int(status[0].split()[0])
-    return code, json.loads(body) if code == 200 else body.decode(errors="replace")[:300]
-
+prepare()  # the handler, before threads serve (as a server does)
 
 # -- setup ---------------------------------------------------------------------
 
@@ -219,7 +192,7 @@ def serve(n_threads: int, n_requests: int) -> list[dict[str, Any]]:
         for j in range(len(range(worker, n_requests, n_threads))):
             schema = schemas[(worker + j) % len(schemas)]
             url = "/items?close=1" if (j // 2) % 2 else "/items"
-            code, body = request(host(schema), url)
+            code, body = request(url, host=host(schema))
             with lock:
                 results.append({"want": schema, "code": code, "body": body, "thread": worker})
             pause()

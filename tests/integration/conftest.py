@@ -13,6 +13,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,19 +79,26 @@ def pg() -> PgServer:
     return server
 
 
-def _admin(pg: PgServer) -> Any:
+def _admin(pg: PgServer, dbname: str | None = None) -> Any:
+    """An autocommit psycopg connection as the admin user (to ``dbname``, or the admin db)."""
     import psycopg
 
-    return psycopg.connect(pg.conninfo(pg.admin_db), autocommit=True)
+    return psycopg.connect(pg.conninfo(dbname or pg.admin_db), autocommit=True)
 
 
-@pytest.fixture(scope="session")
-def pg_database(pg: PgServer) -> Iterator[str]:
-    """A database of our own for the whole session, dropped at the end."""
-    name = f"sapool_it_{uuid.uuid4().hex[:10]}"
+@contextmanager
+def own_pg_database(pg: PgServer, prefix: str) -> Iterator[str]:
+    """Create a database of our own; drop it at the end.
+
+    pg_stat_statements, the statement counter, is created in it and in the
+    admin database (the scenarios read it from either); it must be preloaded
+    (scripts/ensure-postgres does it).
+    """
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with _admin(pg) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-        # The statement counter; it must be preloaded (scripts/ensure-postgres does it).
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    with _admin(pg, name) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     try:
         yield name
@@ -101,6 +109,13 @@ def pg_database(pg: PgServer) -> Iterator[str]:
                 [name],
             )
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+@pytest.fixture(scope="session")
+def pg_database(pg: PgServer) -> Iterator[str]:
+    """A database of our own for the whole session, dropped at the end."""
+    with own_pg_database(pg, "sapool_it") as name:
+        yield name
 
 
 def run_child(

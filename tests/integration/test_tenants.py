@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import PgServer, _admin, run_child, unavailable
+from .conftest import PgServer, own_pg_database, run_child, unavailable
 
 pytestmark = pytest.mark.postgresql
 
@@ -44,26 +44,8 @@ def tenants_db(pg: PgServer) -> Iterator[str]:
         import django_tenants  # noqa: F401
     except ImportError as exc:
         unavailable(f"django-tenants is not installed (the test extra has it): {exc}")
-    name = f"sapool_tenants_{uuid.uuid4().hex[:10]}"
-    with _admin(pg) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    with _admin_of(pg, name) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-    try:
+    with own_pg_database(pg, "sapool_tenants") as name:
         yield name
-    finally:
-        with _admin(pg) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                [name],
-            )
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-
-
-def _admin_of(pg: PgServer, dbname: str) -> Any:
-    import psycopg
-
-    return psycopg.connect(pg.conninfo(dbname), autocommit=True)
 
 
 def run_tenants(

@@ -53,6 +53,16 @@ def run_url(
     return facts
 
 
+def server_url(
+    scheme: str, server: PgServer | MySQLServer, password: str, dbname: str, *params: str
+) -> str:
+    """The URL of `dbname` on `server`, user and password quoted; the non-empty `params`
+    (a recipe's own, then the test's) joined into its query."""
+    auth = quote(server.user) + (f":{quote(password)}" if password else "")
+    query = "&".join(p for p in params if p)
+    return f"{scheme}://{auth}@{server.host}:{server.port}/{dbname}?{query}"
+
+
 def assert_capped(facts: dict[str, Any], size: int, timeout: float = 5.0) -> None:
     """All requests served, by at most `size` server sessions, with the URL's options live."""
     assert (facts["ok"], facts["failed"]) == (THREADS * CYCLES, 0)
@@ -72,9 +82,8 @@ def pg_url(request: pytest.FixtureRequest, pg: PgServer, pg_database: str) -> An
 
     def run(recipe: str, query: str, scenario: str = "threads", **params: Any) -> Any:
         app_name = f"sapool-url-{uuid.uuid4().hex[:10]}"
-        url = (
-            f"postgres://{quote(pg.user)}:{URL_PASSWORD}@{pg.host}:{pg.port}/{pg_database}"
-            f"?application_name={app_name}" + (f"&{query}" if query else "")
+        url = server_url(
+            "postgres", pg, URL_PASSWORD, pg_database, f"application_name={app_name}", query
         )
         child = {
             "driver": driver,
@@ -145,11 +154,7 @@ def mysql_url(request: pytest.FixtureRequest, mysql: MySQLServer, mysql_database
     pytest.importorskip("MySQLdb" if driver == "mysqlclient" else driver)
 
     def run(recipe: str, scheme: str, query: str) -> Any:
-        password = f":{quote(mysql.password)}" if mysql.password else ""
-        url = (
-            f"{scheme}://{quote(mysql.user)}{password}@{mysql.host}:{mysql.port}/"
-            f"{mysql_database}?charset=utf8mb4" + (f"&{query}" if query else "")
-        )
+        url = server_url(scheme, mysql, mysql.password, mysql_database, "charset=utf8mb4", query)
         child = {
             "driver": driver,
             "dbname": mysql_database,

@@ -35,6 +35,7 @@ setup_django(
 )
 
 import django_sapool  # noqa: E402
+from tests.integration.child_threads import Peak, SharedSession, connect, run_threads  # noqa: E402
 
 # -- views ---------------------------------------------------------------------
 
@@ -169,31 +170,11 @@ def pool_status() -> list[dict[str, Any]]:
     return [asdict(s) for s in django_sapool.pool_status()]
 
 
-class Observer:
+class Observer(SharedSession):
     """A separate, unpooled server session that watches ours (PostgreSQL, MySQL)."""
 
     def __init__(self) -> None:
-        self.mysql = connection.vendor == "mysql"
-        self.conn = self._connect(CONFIG["admin_conninfo"])
-        if self.mysql:
-            self.conn.autocommit(True)
-        else:
-            self.conn.autocommit = True
-        self.lock = threading.Lock()
-
-    def _connect(self, conninfo: Any) -> Any:
-        # The driver Django picked (psycopg, psycopg2 or MySQLdb); MySQLdb takes kwargs.
-        database = connection.Database
-        return database.connect(**conninfo) if self.mysql else database.connect(conninfo)
-
-    def scalar(self, sql: str, params: Any = None) -> Any:
-        with self.lock:
-            cursor = self.conn.cursor()
-            try:
-                cursor.execute(sql, params)
-                return cursor.fetchone()[0]
-            finally:
-                cursor.close()
+        super().__init__(CONFIG["admin_conninfo"], mysql=connection.vendor == "mysql")
 
     def our_sessions(self, state: str | None = None) -> int:
         if self.mysql:
@@ -224,26 +205,12 @@ class Observer:
 
     def kill(self, pid: int) -> None:
         if self.mysql:
-            self._execute(f"KILL {int(pid)}")
+            self.row(f"KILL {int(pid)}")
         else:
             self.scalar("SELECT pg_terminate_backend(%s)", [pid])
 
-    def _execute(self, sql: str) -> None:
-        with self.lock:
-            cursor = self.conn.cursor()
-            try:
-                cursor.execute(sql)
-            finally:
-                cursor.close()
-
     def _mysql_status(self, name: str) -> int:
-        with self.lock:
-            cursor = self.conn.cursor()
-            try:
-                cursor.execute("SHOW GLOBAL STATUS LIKE %s", [name])
-                return int(cursor.fetchone()[1])
-            finally:
-                cursor.close()
+        return int(self.row("SHOW GLOBAL STATUS LIKE %s", [name])[1])
 
     def statements(self) -> int:
         if self.mysql:
@@ -263,7 +230,7 @@ class Observer:
 
     def item_count(self, name: str) -> int:
         # Committed rows only: asked from a fresh session of our own, outside the pool.
-        conn = self._connect(CONFIG["test_conninfo"])
+        conn = connect(CONFIG["test_conninfo"], mysql=self.mysql)
         try:
             cursor = conn.cursor()
             cursor.execute("SELECT count(*) FROM item WHERE name = %s", [name])
@@ -318,19 +285,11 @@ def sequential(n: int) -> dict[str, Any]:
 
 def threads(n_threads: int, cycles: int) -> dict[str, Any]:
     observer = Observer() if connection.vendor != "sqlite" else None
-    done = threading.Event()
-    peak = [0]
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], observer.our_sessions())  # type: ignore[union-attr]
-            time.sleep(0.002)
-
     ids: set[Any] = set()
     codes: list[int] = []
     lock = threading.Lock()
 
-    def work() -> None:
+    def work(_worker: int) -> None:
         for _ in range(cycles):
             code, body = request("/pid")
             with lock:
@@ -338,22 +297,13 @@ def threads(n_threads: int, cycles: int) -> dict[str, Any]:
                 if code == 200:
                     ids.add(body["pid"])
 
-    sampler = threading.Thread(target=sample) if observer else None
-    if sampler:
-        sampler.start()
-    workers = [threading.Thread(target=work) for _ in range(n_threads)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join()
-    done.set()
-    if sampler:
-        sampler.join()
+    with Peak(observer.our_sessions if observer else None) as peak:
+        run_threads(n_threads, work)
     return {
         "ok": codes.count(200),
         "failed": len(codes) - codes.count(200),
         "distinct": len(ids),
-        "peak_server_sessions": peak[0],
+        "peak_server_sessions": peak.value,
         "pools": pool_status(),
     }
 
@@ -625,7 +575,7 @@ def recycle_spread(n: int, duration: float) -> dict[str, Any]:
     failures: list[int] = []
     started = time.time()
 
-    def work() -> None:
+    def work(_worker: int) -> None:
         while time.time() - started < duration:
             code, body = request("/age")
             if code != 200:
@@ -634,11 +584,7 @@ def recycle_spread(n: int, duration: float) -> dict[str, Any]:
                 seen.append({**body, "at": time.time()})
             time.sleep(0.01)
 
-    workers = [threading.Thread(target=work) for _ in range(n)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    run_threads(n, work)
     return {"started": started, "seen": seen, "failures": failures, "pools": pool_status()}
 
 

@@ -44,6 +44,7 @@ from django.urls import path  # noqa: E402
 from prometheus_client import REGISTRY  # noqa: E402
 
 import django_sapool  # noqa: E402
+from tests.integration.child_threads import Peak, SharedSession, run_threads  # noqa: E402
 from tests.wsgi_request import prepare, request  # noqa: E402
 
 PID_SQL = (
@@ -100,19 +101,11 @@ def counters() -> dict[str, float]:
     return found
 
 
-class Observer:
+class Observer(SharedSession):
     """An unpooled server session that counts ours."""
 
     def __init__(self) -> None:
-        self.mysql = CONFIG["vendor"] == "mysql"
-        info = CONFIG["admin_conninfo"]
-        database = connection.Database
-        self.conn = database.connect(**info) if self.mysql else database.connect(info)
-        if self.mysql:
-            self.conn.autocommit(True)
-        else:
-            self.conn.autocommit = True
-        self.lock = threading.Lock()
+        super().__init__(CONFIG["admin_conninfo"], mysql=CONFIG["vendor"] == "mysql")
 
     def sessions(self) -> int:
         if self.mysql:
@@ -121,29 +114,19 @@ class Observer:
         else:
             sql = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
             params = [CONFIG["app_name"]]
-        with self.lock:
-            cursor = self.conn.cursor()
-            try:
-                cursor.execute(sql, params)
-                return int(cursor.fetchone()[0])
-            finally:
-                cursor.close()
+        return int(self.scalar(sql, params))
 
 
 def warm_up() -> None:
     """Open the pool's two connections: two threads hold one each at the same time."""
     both = threading.Barrier(2)
 
-    def hold() -> None:
+    def hold(_worker: int) -> None:
         connections["default"].ensure_connection()
         both.wait()
         connections["default"].close()
 
-    workers = [threading.Thread(target=hold) for _ in range(2)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    run_threads(2, hold)
 
 
 def main() -> None:
@@ -152,36 +135,19 @@ def main() -> None:
     warm_up()
     warm = counters()
     observer = Observer()
-    peak = [0]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], observer.sessions())
-            time.sleep(0.002)
-
     results: list[dict[str, Any]] = []
     lock = threading.Lock()
 
-    def work() -> None:
+    def work(_worker: int) -> None:
         for _ in range(CONFIG["requests"]):
             code, body = request(f"/queries?n={CONFIG['queries']}")
             with lock:
                 results.append({"code": code, "body": body})
             time.sleep(0.0005)  # think time: sessions change threads (see tenants_child)
 
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        workers = [threading.Thread(target=work) for _ in range(CONFIG["threads"])]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
+    with Peak(observer.sessions) as peak:
+        run_threads(CONFIG["threads"], work)
         errors = [request("/error") for _ in range(CONFIG["errors"])]
-    finally:
-        done.set()
-        sampler.join()
     facts = {
         "driver": connection.Database.__name__,
         "wrapper": f"{type(connections['default']).__module__}."
@@ -191,7 +157,7 @@ def main() -> None:
         "end": counters(),
         "results": results,
         "errors": [{"code": code, "body": body} for code, body in errors],
-        "peak_sessions": peak[0],
+        "peak_sessions": peak.value,
         "pools": [asdict(s) for s in django_sapool.pool_status()],
     }
     print("SAPOOL-RESULT " + json.dumps(facts, default=str))

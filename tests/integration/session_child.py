@@ -242,6 +242,7 @@ urlpatterns = [
 
 # -- plumbing ------------------------------------------------------------------
 
+from tests.integration.child_threads import run_threads  # noqa: E402
 from tests.wsgi_request import request  # noqa: E402
 
 
@@ -400,11 +401,7 @@ def interleave(aliases: list[str], threads: int, rounds: int) -> list[dict[str, 
             with lock:
                 seen.append({"alias": alias, **body})
 
-    workers = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join()
+    run_threads(threads, work)
     if errors:
         raise AssertionError(f"{len(errors)} requests failed, first: {errors[0]}")
     return seen

@@ -67,6 +67,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse  # noqa: E402
 from django.urls import path  # noqa: E402
 
 import django_sapool  # noqa: E402
+from tests.integration.child_threads import Peak, SharedSession, run_threads  # noqa: E402
 from tests.integration.tenants_app.models import Client, Domain, Item  # noqa: E402
 from tests.wsgi_request import prepare, request  # noqa: E402
 
@@ -131,22 +132,11 @@ def create_tenants() -> None:
     connection.close()
 
 
-class Observer:
+class Observer(SharedSession):
     """An unpooled server session that counts ours (by application_name)."""
 
     def __init__(self) -> None:
-        self.conn = connection.Database.connect(CONFIG["admin_conninfo"])
-        self.conn.autocommit = True
-        self.lock = threading.Lock()
-
-    def scalar(self, sql: str, params: Any = None) -> Any:
-        with self.lock:
-            cursor = self.conn.cursor()
-            try:
-                cursor.execute(sql, params)
-                return cursor.fetchone()[0]
-            finally:
-                cursor.close()
+        super().__init__(CONFIG["admin_conninfo"], mysql=False)
 
     def sessions(self) -> int:
         sql = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
@@ -197,11 +187,7 @@ def serve(n_threads: int, n_requests: int) -> list[dict[str, Any]]:
                 results.append({"want": schema, "code": code, "body": body, "thread": worker})
             pause()
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(n_threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(n_threads, work)
     return results
 
 
@@ -226,11 +212,7 @@ def jobs(n_threads: int, cycles: int) -> list[dict[str, Any]]:
             close_old_connections()  # task_postrun's advice: back to the pool
             pause()
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(n_threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(n_threads, work)
     return results
 
 
@@ -284,25 +266,12 @@ def main() -> None:
         print("SAPOOL-RESULT " + json.dumps(facts, default=str))
         return
     observer = Observer()
-    peak = [0]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], observer.sessions())
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample)
     sets_before = observer.search_path_sets()
-    sampler.start()
-    started = time.monotonic()
-    try:
+    with Peak(observer.sessions) as peak:
+        started = time.monotonic()
         served = serve(CONFIG["threads"], CONFIG["requests"])
         sets_served = observer.search_path_sets()
         worked = jobs(CONFIG["threads"], CONFIG["job_cycles"])
-    finally:
-        done.set()
-        sampler.join()
     wrapper = connections["default"]
     facts = {
         "driver": connection.Database.__name__,
@@ -311,7 +280,7 @@ def main() -> None:
         "served": served,
         "jobs": worked,
         "seconds": time.monotonic() - started,
-        "peak_sessions": peak[0],
+        "peak_sessions": peak.value,
         "sessions_after": observer.sessions(),
         "search_path_sets_requests": sets_served - sets_before,
         "pools": [asdict(s) for s in django_sapool.pool_status()],

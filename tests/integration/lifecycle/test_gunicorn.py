@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from ._http import (
+    EXAMPLE_CONF,
     Gunicorn,
     LoadResult,
     Sampler,
+    Site,
     by_worker,
     conf_with_urls_in_master,
     load,
@@ -37,6 +41,32 @@ CAP = POOL_SIZE + MAX_OVERFLOW  # the most connections one worker process may ho
 POOL = {"POOL_SIZE": POOL_SIZE, "MAX_OVERFLOW": MAX_OVERFLOW, "TIMEOUT": 20}
 
 
+@contextmanager
+def serving(
+    request: pytest.FixtureRequest,
+    vendor: str,
+    tmp_path: Path,
+    workers: int,
+    args: Sequence[str],
+    query_at_import: bool = False,
+) -> Iterator[tuple[Site, Gunicorn, int | None]]:
+    """gunicorn with ``workers`` workers and ``args`` on a fresh lifesite (POOL), started.
+
+    Yields the site, the server and the site's abandoned-session count from before
+    the start (for terminate_cleanly, each test's last step). ``query_at_import``:
+    the site queries when its views are imported, which the master does before it
+    forks (conf_with_urls_in_master), so the master holds a session of its own.
+    """
+    site = open_site(request, vendor, POOL_OPTIONS=POOL)
+    env, conf = site.env, EXAMPLE_CONF
+    if query_at_import:
+        env, conf = {**env, "SAPOOL_SITE_QUERY_AT_IMPORT": "1"}, conf_with_urls_in_master(tmp_path)
+    abandoned = site.abandoned()
+    with Gunicorn(env, ["--workers", str(workers), *args], tmp_path / "g.log", conf=conf) as server:
+        server.start(workers)
+        yield site, server, abandoned
+
+
 @pytest.mark.parametrize("vendor", VENDORS)
 def test_preload_sync_workers_never_share_a_session(
     request: pytest.FixtureRequest, vendor: str, tmp_path: Path
@@ -47,18 +77,16 @@ def test_preload_sync_workers_never_share_a_session(
     (workers connect lazily), and /proc confirms that only the master process holds
     its socket: each worker's inherited copy was disarmed right after fork.
     """
-    site = open_site(request, vendor, POOL_OPTIONS=POOL)
-    env = {**site.env, "SAPOOL_SITE_QUERY_AT_IMPORT": "1"}
     workers = 3
-    abandoned = site.abandoned()
-    with Gunicorn(
-        env,
+    with serving(
+        request,
+        vendor,
+        tmp_path,
+        workers,
         # --threads 1: the example's threads=4 would turn "sync" into gthread.
-        ["--preload", "-k", "sync", "--threads", "1", "--workers", str(workers)],
-        tmp_path / "g.log",
-        conf=conf_with_urls_in_master(tmp_path),
-    ) as server:
-        server.start(workers)
+        ["--preload", "-k", "sync", "--threads", "1"],
+        query_at_import=True,
+    ) as (site, server, abandoned):
         before = site.probe.current()
         assert len(before) == 1, f"expected only the master's import-time session: {before}"
         master = before[0]
@@ -102,15 +130,10 @@ def test_gthread_workers_stay_under_the_cap(
     request: pytest.FixtureRequest, vendor: str, tmp_path: Path
 ) -> None:
     """2 gthread workers x 8 threads share 2 x (POOL_SIZE + MAX_OVERFLOW) connections."""
-    site = open_site(request, vendor, POOL_OPTIONS=POOL)
     workers, threads = 2, 8
-    abandoned = site.abandoned()
-    with Gunicorn(
-        site.env,
-        ["-k", "gthread", "--workers", str(workers), "--threads", str(threads)],
-        tmp_path / "g.log",
-    ) as server:
-        server.start(workers)
+    with serving(
+        request, vendor, tmp_path, workers, ["-k", "gthread", "--threads", str(threads)]
+    ) as (site, server, abandoned):
         with Sampler(site.new_probe) as sampler:
             result = load(server.port, "/pid", total=400, concurrency=32)
         assert result.all_ok, result.summary() + server.log()
@@ -138,15 +161,10 @@ def test_hup_reload_closes_the_old_workers_sessions(
     request: pytest.FixtureRequest, vendor: str, tmp_path: Path
 ) -> None:
     """HUP: new workers serve, the old ones exit, and their sessions go with them."""
-    site = open_site(request, vendor, POOL_OPTIONS=POOL)
     workers, threads = 2, 4
-    abandoned = site.abandoned()
-    with Gunicorn(
-        site.env,
-        ["-k", "gthread", "--workers", str(workers), "--threads", str(threads)],
-        tmp_path / "g.log",
-    ) as server:
-        server.start(workers)
+    with serving(
+        request, vendor, tmp_path, workers, ["-k", "gthread", "--threads", str(threads)]
+    ) as (site, server, abandoned):
         old_pids = set(server.workers())
         first = load(server.port, "/pid", total=120, concurrency=16)
         assert first.all_ok, first.summary() + server.log()
@@ -197,16 +215,14 @@ def test_term_under_load_leaves_no_session(
     stop listening (a connection error, never a 500); then the master and workers
     have closed every session.
     """
-    site = open_site(request, vendor, POOL_OPTIONS=POOL)
-    env = {**site.env, "SAPOOL_SITE_QUERY_AT_IMPORT": "1"}
-    abandoned = site.abandoned()
-    with Gunicorn(
-        env,
-        ["--preload", "-k", "gthread", "--workers", "2", "--threads", "4"],
-        tmp_path / "g.log",
-        conf=conf_with_urls_in_master(tmp_path),
-    ) as server:
-        server.start(2)
+    with serving(
+        request,
+        vendor,
+        tmp_path,
+        2,
+        ["--preload", "-k", "gthread", "--threads", "4"],
+        query_at_import=True,
+    ) as (site, server, abandoned):
         results: list[LoadResult] = []
         loader = threading.Thread(
             target=lambda: results.append(

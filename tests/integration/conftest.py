@@ -149,6 +149,14 @@ def run_child(
     return facts
 
 
+@pytest.fixture(scope="session")
+def django_tests() -> None:
+    """Django's own tests, fetched once into .django-tests/ (suite_runs.py runs them)."""
+    from .suite_runs import fetch
+
+    fetch()
+
+
 @pytest.fixture(params=["psycopg", "psycopg2"])
 def pg_run(request: pytest.FixtureRequest, pg: PgServer, pg_database: str) -> Any:
     """Run a scenario against PostgreSQL with psycopg 3, then with psycopg2."""

@@ -32,10 +32,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -47,22 +44,14 @@ from typing import Any
 from tests.child_setup import setup_django, use_driver
 
 ROOT = Path(__file__).resolve().parents[2]
-SUITE_DIR = ROOT / "tests" / "django_suite"
 PGBOUNCER_PORT = int(os.environ.get("SAPOOL_PGBOUNCER_PORT") or 6432)
 CHILD_ENV = "SAPOOL_PGBOUNCER_CHILD"
-# Per-run state run.py and the suite settings pass to their own children; one
-# inherited from elsewhere would make two runs share test database names.
-RUN_STATE = ("SAPOOL_SUITE_RUN_ID", "SAPOOL_PG_DRIVER", "SAPOOL_SQLITE_DIR")
 
 # Our pool is larger than PgBouncer's server-side cap on purpose (ensure-pgbouncer
 # sets default_pool_size = 10): the test shows the cap, not the pool, bounding
 # what PostgreSQL sees.
 POOL_SIZE = 16
 THREADS = 32
-
-
-def _tail(output: str, limit: int = 20_000) -> str:
-    return output if len(output) <= limit else "[...]\n" + output[-limit:]
 
 
 # ----------------------------------------------------------------------------
@@ -316,6 +305,7 @@ if __name__ == "__main__":
 import pytest  # noqa: E402
 
 from .conftest import PgServer, run_child, unavailable  # noqa: E402
+from .suite_runs import run_suite  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -368,56 +358,16 @@ def pgb_database(pg: PgServer, pgbouncer: PgBouncer) -> Iterator[str]:
 # -- Django's test suite through PgBouncer ------------------------------------
 
 
-def _suite_env(driver: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in {*RUN_STATE, "DJANGO_SETTINGS_MODULE"}}
-    # run.py picks the driver for settings_postgresql*; settings_pgbouncer reads
-    # the same variable (through settings_postgresql) to hide psycopg for psycopg2.
-    env["SAPOOL_PG_DRIVER"] = driver
-    env["SAPOOL_PGBOUNCER_PORT"] = str(PGBOUNCER_PORT)
-    return env
-
-
-def _run_script(script: str, *args: str, env: dict[str, str], timeout: float) -> tuple[int, str]:
-    # A session of its own, so that a timeout kills runtests.py's workers too.
-    proc = subprocess.Popen(
-        [sys.executable, str(SUITE_DIR / script), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        output, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail(f"{script} {' '.join(args)} timed out after {timeout}s:\n{_tail(output)}")
-    return proc.returncode, output
-
-
-@pytest.fixture(scope="session")
-def django_suite_tests() -> None:
-    """Django's tests, fetched once into .django-tests/ (a no-op when there)."""
-    code, output = _run_script("fetch.py", env=dict(os.environ), timeout=600)
-    if code != 0:
-        unavailable(f"could not fetch Django's test suite (exit {code}):\n{_tail(output, 5000)}")
-
-
 @pytest.mark.postgresql
 @pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
 def test_django_suite_through_pgbouncer(
-    driver: str, pgbouncer: PgBouncer, django_suite_tests: None
+    driver: str, pgbouncer: PgBouncer, django_tests: None
 ) -> None:
     pytest.importorskip(driver)
-    args = ("--settings", "settings_pgbouncer", "--driver", driver)
-    start = time.monotonic()
-    code, output = _run_script("run.py", *args, env=_suite_env(driver), timeout=600)
-    print(f"run.py {' '.join(args)}: exit {code} in {time.monotonic() - start:.1f}s")
-    assert code == 0, f"Django's suite failed through PgBouncer ({driver}):\n{_tail(output)}"
-    ran = re.search(r"^Ran (\d+) tests? in ", output, re.MULTILINE)
-    assert ran and int(ran.group(1)) > 0, f"no test ran:\n{_tail(output)}"
+    # run.py picks the driver for settings_postgresql*; settings_pgbouncer reads
+    # the same variable (through settings_postgresql) to hide psycopg for psycopg2.
+    env = {"SAPOOL_PG_DRIVER": driver, "SAPOOL_PGBOUNCER_PORT": str(PGBOUNCER_PORT)}
+    output = run_suite("--settings", "settings_pgbouncer", "--driver", driver, timeout=600, env=env)
     # The driver really used, and our runner marking the "pgbouncer" expectations.
     assert f"is_psycopg3={driver == 'psycopg'}" in output
     assert "(pgbouncer: PostgreSQL through PgBouncer" in output

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from ..conftest import ROOT, MySQLServer, PgServer, _admin, _mysql_admin
+from ._load import VENDORS, Site, site_for
 
 SETTINGS = "tests.integration.lifecycle.lifesite.settings"
 SiteFactory = Callable[..., dict[str, str]]
@@ -88,3 +89,9 @@ def mysql_site(mysql: MySQLServer) -> Iterator[SiteFactory]:
     finally:
         conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
         conn.close()
+
+
+@pytest.fixture(params=VENDORS)
+def site(request: pytest.FixtureRequest) -> Site:
+    """The lifesite on PostgreSQL, then on MySQL (the load tests' Site)."""
+    return site_for(request)

@@ -17,18 +17,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
-
 from ._load import (
     CAP,
-    VENDORS,
     Sampler,
     Site,
     brief,
     hammer,
     pool_stats,
     sapool_warnings,
-    site_for,
     started,
     wait_ready,
 )
@@ -41,11 +37,6 @@ UVICORN = [
     # Django's ASGI handler doesn't speak the lifespan protocol.
     "--lifespan", "off", "--no-access-log", "--log-level", "info",
 ]  # fmt: skip
-
-
-@pytest.fixture(params=VENDORS)
-def site(request: pytest.FixtureRequest) -> Site:
-    return site_for(request)
 
 
 def test_asgi_sync_and_async_views_share_the_pool(site: Site, tmp_path: Path) -> None:

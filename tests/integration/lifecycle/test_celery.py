@@ -18,10 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from ..conftest import ROOT
-from ._load import POOL_OPTIONS, VENDORS, Site, sapool_warnings, site_for, started
+from ._load import POOL_OPTIONS, Site, sapool_warnings, started
 
 TASKS = 200
 CONCURRENCY = 2
@@ -32,11 +30,6 @@ WORKER = [
     f"--concurrency={CONCURRENCY}", "--without-gossip", "--without-mingle",
     "--without-heartbeat", "--loglevel=warning",
 ]  # fmt: skip
-
-
-@pytest.fixture(params=VENDORS)
-def site(request: pytest.FixtureRequest) -> Site:
-    return site_for(request)
 
 
 def test_celery_prefork_reuses_pooled_connections(site: Site, tmp_path: Path) -> None:

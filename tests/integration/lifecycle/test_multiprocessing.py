@@ -20,15 +20,10 @@ from typing import Any
 import pytest
 
 from ..conftest import ROOT
-from ._load import CAP, VENDORS, Site, sapool_warnings, site_for
+from ._load import CAP, Site, sapool_warnings
 from .mp_worker import PROCESSES, TASKS
 
 METHODS = ["fork", "forkserver", "spawn"]
-
-
-@pytest.fixture(params=VENDORS)
-def site(request: pytest.FixtureRequest) -> Site:
-    return site_for(request)
 
 
 def run_parent(env: dict[str, str], method: str, token: str) -> tuple[dict[str, Any], str]:

@@ -18,11 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from ._load import (
     CAP,
-    VENDORS,
     LoadResult,
     Sampler,
     Site,
@@ -30,7 +27,6 @@ from ._load import (
     hammer,
     pool_stats,
     sapool_warnings,
-    site_for,
     started,
     wait_ready,
 )
@@ -46,11 +42,6 @@ RUNSERVER = [
     "--skip-checks",
     "127.0.0.1:0",
 ]
-
-
-@pytest.fixture(params=VENDORS)
-def site(request: pytest.FixtureRequest) -> Site:
-    return site_for(request)
 
 
 @dataclass

@@ -250,6 +250,16 @@ def _mysql_admin(mysql: MySQLServer) -> Any:
     return conn
 
 
+@contextmanager
+def mysql_admin_cursor(mysql: MySQLServer) -> Iterator[Any]:
+    """A cursor on an autocommit admin connection (mysqlclient), closed at the end."""
+    conn = _mysql_admin(mysql)
+    try:
+        yield conn.cursor()
+    finally:
+        conn.close()
+
+
 @pytest.fixture
 def mysql_database(mysql: MySQLServer) -> Iterator[str]:
     """A fresh database per test: our sessions are found by database name."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import ROOT, MySQLServer, PgServer
+from .conftest import ROOT, MySQLServer, PgServer, mysql_admin_cursor
 
 # Trust authentication ignores it; it must still never be shown.
 PASSWORD = "Zebra-4711-do-not-leak"
@@ -168,15 +168,9 @@ def mysql_driver(request: pytest.FixtureRequest) -> str:
 def test_check_workers_on_mysql(
     mysql: MySQLServer, mysql_database: str, mysql_driver: str, tmp_path: Path
 ) -> None:
-    import MySQLdb
-
-    admin = MySQLdb.connect(**mysql.conninfo())
-    try:
-        cursor = admin.cursor()
+    with mysql_admin_cursor(mysql) as cursor:
         cursor.execute("SELECT @@max_connections, VERSION()")
         server_max, version = cursor.fetchone()
-    finally:
-        admin.close()
     databases = {"default": mysql.settings(mysql_database, POOL_OPTIONS={"POOL_SIZE": 3})}
     proc = manage(tmp_path, mysql_driver, databases, "--check", "--workers", "4", "--json")
     assert proc.returncode == 0, proc.stderr

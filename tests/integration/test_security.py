@@ -26,7 +26,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from .conftest import MySQLServer, PgServer, run_child
-from .test_session_state import mysql_drop, pg_drop
+from .logins import mysql_create, mysql_drop, pg_create, pg_drop
 
 POOL = {"POOL_SIZE": 2, "MAX_OVERFLOW": 0, "TIMEOUT": 30}
 
@@ -42,55 +42,42 @@ def child(config: dict[str, Any]) -> dict[str, Any]:
 
 # -- users and databases of our own --------------------------------------------
 
+USERS = ("a", "b", "c")
+
+
+def _new_users() -> dict[str, Any]:
+    """A fresh database name, and for each of USERS a login name and password of its own."""
+    tag = uuid.uuid4().hex[:10]
+    env: dict[str, Any] = {"dbname": f"sapool_sec_{tag}"}
+    for name in USERS:
+        env[name] = (f"sapool_sec_{tag}_{name}", f"pw-{name}-{uuid.uuid4().hex}")
+    return env
+
+
+def _logins(env: dict[str, Any]) -> list[str]:
+    return [env[name][0] for name in USERS]
+
 
 @pytest.fixture(scope="module")
 def pg_users(pg: PgServer) -> Iterator[dict[str, Any]]:
     """A database and three login roles (a, b, c), each with a password of its own."""
-    import psycopg
-    from psycopg import sql
-
-    tag = uuid.uuid4().hex[:10]
-    env: dict[str, Any] = {"dbname": f"sapool_sec_{tag}"}
-    for name in ("a", "b", "c"):
-        env[name] = (f"sapool_sec_{tag}_{name}", f"pw-{name}-{uuid.uuid4().hex}")
+    env = _new_users()
     try:
-        with psycopg.connect(pg.conninfo(pg.admin_db), autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(env["dbname"])))
-            for name in ("a", "b", "c"):
-                user, password = env[name]
-                admin.execute(
-                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                        sql.Identifier(user), sql.Literal(password)
-                    )
-                )
+        pg_create(pg, env["dbname"], [env[name] for name in USERS])
         yield env
     finally:
-        pg_drop(pg, env["dbname"], [env[name][0] for name in ("a", "b", "c")])
+        pg_drop(pg, env["dbname"], _logins(env))
 
 
 @pytest.fixture(scope="module")
 def mysql_users(mysql: MySQLServer) -> Iterator[dict[str, Any]]:
     """A database and three users (a, b, c) with passwords, allowed only on it."""
-    import MySQLdb
-
-    tag = uuid.uuid4().hex[:10]
-    env: dict[str, Any] = {"dbname": f"sapool_sec_{tag}"}
-    for name in ("a", "b", "c"):
-        env[name] = (f"sapool_sec_{tag}_{name}", f"pw-{name}-{uuid.uuid4().hex}")
+    env = _new_users()
     try:
-        admin = MySQLdb.connect(**mysql.conninfo())
-        try:
-            cursor = admin.cursor()
-            cursor.execute(f"CREATE DATABASE `{env['dbname']}`")
-            for name in ("a", "b", "c"):
-                user, password = env[name]
-                cursor.execute(f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s", [password])
-                cursor.execute(f"GRANT ALL ON `{env['dbname']}`.* TO '{user}'@'%'")
-        finally:
-            admin.close()
+        mysql_create(mysql, env["dbname"], [env[name] for name in USERS])
         yield env
     finally:
-        mysql_drop(mysql, env["dbname"], [env[name][0] for name in ("a", "b", "c")])
+        mysql_drop(mysql, env["dbname"], _logins(env))
 
 
 def _alias(vendor: str, server: Any, env: dict[str, Any], name: str) -> dict[str, Any]:
@@ -234,30 +221,14 @@ def test_two_users_never_share_a_session(
 @pytest.fixture
 def secret_env(pg: PgServer, mysql: MySQLServer) -> Iterator[dict[str, Any]]:
     """A PostgreSQL role and a MariaDB user whose password is unmistakable."""
-    import MySQLdb
-    import psycopg
-    from psycopg import sql
-
     tag = uuid.uuid4().hex
     # URL-encoding changes it ("/", "+", "@", ":", "%", " "), so both forms are searched.
     password = f"S3cr3t-pa55-{tag}/+@:% x"
     env = {"tag": tag, "password": password, "name": f"sapool_leak_{tag[:10]}"}
     try:
-        with psycopg.connect(pg.conninfo(pg.admin_db), autocommit=True) as pg_admin:
-            pg_admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(env["name"])))
-            pg_admin.execute(
-                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                    sql.Identifier(env["name"]), sql.Literal(password)
-                )
-            )
-        my_admin = MySQLdb.connect(**mysql.conninfo())
-        try:
-            cursor = my_admin.cursor()
-            cursor.execute(f"CREATE DATABASE `{env['name']}`")
-            cursor.execute(f"CREATE USER '{env['name']}'@'%%' IDENTIFIED BY %s", [password])
-            cursor.execute(f"GRANT ALL ON `{env['name']}`.* TO '{env['name']}'@'%'")
-        finally:
-            my_admin.close()
+        # The database, the role and the user share the name.
+        pg_create(pg, env["name"], [(env["name"], password)])
+        mysql_create(mysql, env["name"], [(env["name"], password)])
         yield env
     finally:
         try:

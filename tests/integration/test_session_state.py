@@ -19,13 +19,14 @@ from __future__ import annotations
 import random
 import re
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import MySQLServer, PgServer, run_child
+from .conftest import MySQLServer, PgServer, mysql_admin_cursor, run_child
+from .logins import mysql_create, mysql_drop, pg_create, pg_drop
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "session-state.md"
@@ -103,55 +104,6 @@ def _reset_on_return(vendor: str, mode: str) -> str | None:
 # -- servers: a database, roles and a table of our own -------------------------
 
 
-def pg_drop(pg: PgServer, dbname: str, roles: Sequence[str]) -> None:
-    """Drop a test database and roles, each statement tried even if another fails.
-
-    A fresh admin connection: one held since setup may have been killed meanwhile
-    (fault-injection tests terminate idle sessions).
-    """
-    import psycopg
-    from psycopg import sql
-
-    statements = [sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))]
-    statements += [sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(r)) for r in roles]
-    errors: list[Exception] = []
-    with psycopg.connect(pg.conninfo(pg.admin_db), autocommit=True) as admin:
-        for statement in statements:
-            try:
-                admin.execute(statement)
-            except psycopg.Error as exc:
-                errors.append(exc)
-    if errors:
-        raise errors[0]
-
-
-def mysql_drop(
-    mysql: MySQLServer,
-    dbname: str,
-    users: Sequence[str],
-    roles: Sequence[str] = (),
-) -> None:
-    """Drop a test database, users ('user'@'%') and roles; see pg_drop()."""
-    import MySQLdb
-
-    statements = [f"DROP DATABASE IF EXISTS `{dbname}`"]
-    statements += [f"DROP USER IF EXISTS '{user}'@'%'" for user in users]
-    statements += [f"DROP ROLE IF EXISTS `{role}`" for role in roles]
-    errors: list[Exception] = []
-    admin = MySQLdb.connect(**mysql.conninfo())
-    try:
-        cursor = admin.cursor()
-        for statement in statements:
-            try:
-                cursor.execute(statement)
-            except MySQLdb.Error as exc:
-                errors.append(exc)
-    finally:
-        admin.close()
-    if errors:
-        raise errors[0]
-
-
 @pytest.fixture(scope="module")
 def pg_env(pg: PgServer) -> Iterator[dict[str, Any]]:
     """A database whose default time zone is not UTC, a login role and two roles."""
@@ -166,10 +118,9 @@ def pg_env(pg: PgServer) -> Iterator[dict[str, Any]]:
         "password": f"pw-{uuid.uuid4().hex}",  # trust auth ignores it; it is still given
     }
     try:
+        pg_create(pg, env["dbname"], [(env["login"], env["password"])])
         with psycopg.connect(pg.conninfo(pg.admin_db), autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{env["dbname"]}"')
             admin.execute(f"ALTER DATABASE \"{env['dbname']}\" SET timezone TO '{PG_DB_TIME_ZONE}'")
-            admin.execute(f"CREATE ROLE \"{env['login']}\" LOGIN PASSWORD '{env['password']}'")
             for role in ("assumed", "other"):
                 admin.execute(f'CREATE ROLE "{env[role]}" NOLOGIN')
                 admin.execute(f'GRANT "{env[role]}" TO "{env["login"]}"')
@@ -185,8 +136,6 @@ def pg_env(pg: PgServer) -> Iterator[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def mysql_env(mysql: MySQLServer) -> Iterator[dict[str, Any]]:
     """A database, a login user of our own and a role granted to it."""
-    import MySQLdb
-
     tag = uuid.uuid4().hex[:10]
     env = {
         "dbname": f"sapool_ss_{tag}",
@@ -195,20 +144,14 @@ def mysql_env(mysql: MySQLServer) -> Iterator[dict[str, Any]]:
         "password": f"pw-{uuid.uuid4().hex}",
     }
     try:
-        admin = MySQLdb.connect(**mysql.conninfo())
-        try:
-            cursor = admin.cursor()
-            cursor.execute(f"CREATE DATABASE `{env['dbname']}`")
-            cursor.execute(f"CREATE USER '{env['login']}'@'%%' IDENTIFIED BY %s", [env["password"]])
-            cursor.execute(f"GRANT ALL ON `{env['dbname']}`.* TO '{env['login']}'@'%'")
+        mysql_create(mysql, env["dbname"], [(env["login"], env["password"])])
+        with mysql_admin_cursor(mysql) as cursor:
             cursor.execute(f"CREATE ROLE `{env['role']}`")
             cursor.execute(f"GRANT `{env['role']}` TO '{env['login']}'@'%'")
             cursor.execute(
                 f"CREATE TABLE `{env['dbname']}`.item "
                 "(id int AUTO_INCREMENT PRIMARY KEY, name varchar(100)) ENGINE=InnoDB"
             )
-        finally:
-            admin.close()
         yield env
     finally:
         mysql_drop(mysql, env["dbname"], [env["login"]], [env["role"]])

@@ -7,7 +7,8 @@ still given, and MariaDB checks them).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .conftest import MySQLServer, PgServer, mysql_admin_cursor
 
@@ -36,6 +37,18 @@ def mysql_create(mysql: MySQLServer, dbname: str, logins: Sequence[tuple[str, st
             cursor.execute(f"GRANT ALL ON `{dbname}`.* TO '{user}'@'%'")
 
 
+def _each(execute: Callable[[Any], object], statements: Sequence[Any], error: type) -> None:
+    """Run every statement, even after one failed with ``error``; then raise the first."""
+    errors: list[Exception] = []
+    for statement in statements:
+        try:
+            execute(statement)
+        except error as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
 def pg_drop(pg: PgServer, dbname: str, roles: Sequence[str]) -> None:
     """Drop a test database and roles, each statement tried even if another fails.
 
@@ -47,15 +60,8 @@ def pg_drop(pg: PgServer, dbname: str, roles: Sequence[str]) -> None:
 
     statements = [sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))]
     statements += [sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(r)) for r in roles]
-    errors: list[Exception] = []
     with psycopg.connect(pg.conninfo(pg.admin_db), autocommit=True) as admin:
-        for statement in statements:
-            try:
-                admin.execute(statement)
-            except psycopg.Error as exc:
-                errors.append(exc)
-    if errors:
-        raise errors[0]
+        _each(admin.execute, statements, psycopg.Error)
 
 
 def mysql_drop(
@@ -70,12 +76,5 @@ def mysql_drop(
     statements = [f"DROP DATABASE IF EXISTS `{dbname}`"]
     statements += [f"DROP USER IF EXISTS '{user}'@'%'" for user in users]
     statements += [f"DROP ROLE IF EXISTS `{role}`" for role in roles]
-    errors: list[Exception] = []
     with mysql_admin_cursor(mysql) as cursor:
-        for statement in statements:
-            try:
-                cursor.execute(statement)
-            except MySQLdb.Error as exc:
-                errors.append(exc)
-    if errors:
-        raise errors[0]
+        _each(cursor.execute, statements, MySQLdb.Error)

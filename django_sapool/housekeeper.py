@@ -102,12 +102,19 @@ def housekeep(pool: ManagedPool, now: float | None = None) -> int:
     if pool.disposed or pool.pid != os.getpid():
         return 0
     options = pool.options
+    # Remembered connections (remembered.py) are idle too: those unused since
+    # the last pass go back to the queue, where the sweep below sees them.
+    pool.give_back_remembered(interval(options), now)
     if options.leak_timeout:
         hint = f"CONNECT_TIMEOUT={options.connect_timeout}, PING_TIMEOUT={options.ping_timeout}"
         leaks = pool.lending.report(now, options.leak_timeout, hint)
         if leaks:
             pool.stats.add("leaks", leaks)
-    closed = pool.retirement.close_idle(lambda live: idle_victims(live, now, options), IDLE)
+    # Those still remembered (used since the last pass) count towards MIN_IDLE.
+    remembered = len(pool.remembered)
+    closed = pool.retirement.close_idle(
+        lambda live: idle_victims(live, now, options, remembered), IDLE
+    )
     if closed:
         logger.info(
             "django_sapool: closed %d idle connection(s) of alias %r (IDLE_TIMEOUT=%s, "
@@ -121,10 +128,15 @@ def housekeep(pool: ManagedPool, now: float | None = None) -> int:
     return closed
 
 
-def idle_victims(live: list[Record], now: float, options: PoolOptions) -> list[Record]:
-    """Pick the idle connections to close, least recently used first."""
+def idle_victims(
+    live: list[Record], now: float, options: PoolOptions, also_idle: int = 0
+) -> list[Record]:
+    """Pick the idle connections to close, least recently used first.
+
+    ``also_idle``: idle connections kept elsewhere (remembered), counted for MIN_IDLE.
+    """
     idle_timeout = options.idle_timeout
-    spare = len(live) - options.min_idle
+    spare = len(live) + also_idle - options.min_idle
     victims: list[Record] = []
     for record in sorted(live, key=lambda r: state_of(r).last_used):
         if spare <= 0:

@@ -184,7 +184,9 @@ class Lending:
         """Return the lent records of a garbage-collected wrapper, warning about each."""
         records = [r for r in list(self.lent.values()) if state_of(r).owner is owner]
         for record in records:
-            thread = state_of(record).thread
+            state = state_of(record)
+            state.owner = None  # dead: nothing to remember the connection for
+            thread = state.thread
             logger.warning(
                 "django_sapool: a connection of alias %r checked out by thread %r was "
                 "never returned (the thread ended without connection.close() or "

@@ -6,14 +6,18 @@ One :class:`ManagedPool` per Django alias, connect settings and process (see
 - **born**: :meth:`OpenConnections.create` opens it (SQLAlchemy's creator, within
   CONNECT_TIMEOUT) and :meth:`OpenConnections.born` gives it its state (``opened.py``);
 - **lent**: :meth:`ManagedPool.checkout` (checked by ``validation.py`` first);
-- **returned**: :meth:`ManagedPool.checkin` (reset by ``validation.py``);
+  the connection its borrower returned last, when nobody took it meanwhile
+  (``remembered.py``), or one from SQLAlchemy's queue;
+- **returned**: :meth:`ManagedPool.checkin` (reset by ``validation.py``), then
+  remembered for its borrower, or given back to the queue;
 - **retired**: :meth:`Retirement.retire` (``retirement.py``, the pool's
   ``retire``), through which every close the pool makes goes, with its reason.
 
 The rooms around it: ``_sa.py`` (the SQLAlchemy adapter), ``validation.py``,
-``opened.py``, ``retirement.py``, ``state.py`` (per connection), ``stats.py`` (counters),
-``leaks.py`` (who holds what), ``deadline.py`` (round trips with a deadline),
-``housekeeper.py`` (idle connections, leaks, unused pools).
+``opened.py``, ``retirement.py``, ``remembered.py`` (the fast path), ``state.py``
+(per connection), ``stats.py`` (counters), ``leaks.py`` (who holds what),
+``deadline.py`` (round trips with a deadline), ``housekeeper.py`` (idle connections,
+leaks, unused pools).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from .drivers import DriverOps
 from .errors import PoolExhausted, ServerSilent
 from .leaks import CONNECTING, PINGING, Lending, checkout_stack
 from .opened import OpenConnections
+from .remembered import Remembered
 from .retirement import Retirement
 from .state import BROKEN, EVICTED, EXPIRED, IDLE, RETIRED, STATE, ConnState
 from .stats import PoolStatus, Stats
@@ -60,7 +65,8 @@ class ManagedPool:
         "alias", "vendor", "database", "options", "driver", "pid", "disposed", "stats",
         "lending", "opened", "validation", "retirement", "retire", "_sa", "_lent",
         "_leaks_reported", "_checkout_seq", "_attempts", "_unfit", "_leak_timeout",
-        "_wait_limit", "_idle", "_evicted_at", "_closing_returns", "__weakref__",
+        "_wait_limit", "_idle", "_evicted_at", "_closing_returns", "remembered",
+        "_by_owner", "_waiting", "_pool_size", "__weakref__",
     )
     # fmt: on
 
@@ -116,6 +122,11 @@ class ManagedPool:
         # MAX_OVERFLOW and nothing is idle; with no limit (-1) it never waits.
         self._wait_limit = options.max_overflow
         self._idle = self._sa.idle_records
+        self.remembered = Remembered(options.use_lifo)
+        self._by_owner = self.remembered.by_owner
+        self._waiting = self.remembered.waiting
+        # SQLAlchemy's pool_size 0 means an unbounded queue: nothing is remembered.
+        self._pool_size = options.pool_size
         self.retirement = Retirement(alias, self._sa, stats)
         self.retire = self.retirement.retire
         event.listen(self._sa, "connect", self.opened.born)
@@ -139,21 +150,16 @@ class ManagedPool:
         returns the connection of a wrapper garbage-collected without closing it.
         """
         sa = self._sa
-        limit = self._wait_limit
-        overflow_now = sa.overflow_now
+        by_owner = self._by_owner
         # After a ping of this checkout went unanswered, a connection idle since
         # then is replaced rather than pinged: its path is likely dead too, and
         # one unanswered ping per checkout keeps the bound PING_TIMEOUT.
         silent_since = 0.0  # monotonic time of the unanswered ping; 0.0: none yet
         for _ in range(self._attempts):
-            try:
-                if limit >= 0 and overflow_now(sa) >= limit and not self._idle:
-                    record: Record = self.stats.waited(sa.take, self.alias)
-                else:
-                    record = sa.take()
-            except Timeout:
-                self.stats.count("timeouts")
-                raise PoolExhausted(self.lending.exhausted_message(self.options)) from None
+            # The fast path: what this borrower returned last, unless stolen.
+            record: Record = by_owner.pop(owner, None)
+            if record is None:
+                record = self._take()
             try:  # inline, not self._reconnect(): this runs on every checkout
                 raw = sa.connection(record)
             except BaseException as err:
@@ -188,6 +194,22 @@ class ManagedPool:
             f"django_sapool: could not get a working connection for alias {self.alias!r} "
             f"after {self._attempts} attempts; every pooled connection failed its ping."
         )
+
+    def _take(self) -> Record:
+        """Take a connection from the queue, or a remembered one before opening or waiting."""
+        sa = self._sa
+        if not self._idle and self._by_owner:
+            record = self.remembered.steal()
+            if record is not None:
+                return record
+        limit = self._wait_limit
+        try:
+            if limit >= 0 and not self._idle and sa.overflow_now(sa) >= limit:
+                return self.remembered.wait(lambda: self.stats.waited(sa.take, self.alias))
+            return sa.take()
+        except Timeout:
+            self.stats.count("timeouts")
+            raise PoolExhausted(self.lending.exhausted_message(self.options)) from None
 
     def _reconnect(self, record: Record) -> Any:
         """Connect a record again; if that fails, give it back as SQLAlchemy does."""
@@ -227,9 +249,52 @@ class ManagedPool:
             # dispose() called), or retired by evict(): close it now.
             self.retire(record, RETIRED)
             return
-        give_back(record)
+        owner = state.owner
+        by_owner = self._by_owner
+        if owner is not None and len(self._idle) + len(by_owner) < self._pool_size:
+            by_owner[owner] = record
+            # Remembered, then look for waiters (see remembered.py): one that
+            # came meanwhile waits in the queue, so the connection goes there.
+            if not (self._waiting or self.disposed):
+                if logger.isEnabledFor(_DEBUG):
+                    self.lending.log_return(state.thread, len(self._idle) + len(by_owner))
+                return
+            if by_owner.pop(owner, None) is None:
+                return  # stolen meanwhile: someone has it
+            if self.disposed:
+                self.retire(record, RETIRED)
+                return
+        self._give_back(record)
         if logger.isEnabledFor(_DEBUG):
             self.lending.log_return(state.thread, len(self._idle))
+
+    def _give_back(self, record: Record) -> None:
+        """Give a connection back to the queue, or close it beyond POOL_SIZE idle.
+
+        SQLAlchemy closes a returned connection when its queue is full, i.e.
+        POOL_SIZE are idle; remembered ones are idle too, so they count.
+        """
+        if self._by_owner and len(self._idle) + len(self._by_owner) >= self._pool_size:
+            self._sa.close_taken(record)
+        else:
+            give_back(record)
+
+    def forget(self, owner: Any) -> None:
+        """Give back the connection remembered for a wrapper that died (``registry.owner_gone``)."""
+        record = self.remembered.forget(owner)
+        if record is not None:
+            self._give_back(record)
+
+    def give_back_remembered(self, idle_for: float, now: float) -> int:
+        """Give the connections remembered and unused for ``idle_for`` seconds back; count them.
+
+        The housekeeper does it before it sweeps, so that IDLE_TIMEOUT and
+        MIN_IDLE see every idle connection.
+        """
+        taken = self.remembered.take(idle_for, now)
+        for record in taken:
+            self._give_back(record)
+        return len(taken)
 
     # -- retired ----------------------------------------------------------------
 
@@ -255,6 +320,7 @@ class ManagedPool:
         self._closing_returns = True
         self.stats.count("evictions")
         self._sa.retire_all()
+        self.give_back_remembered(0.0, 0.0)
         closed = self.retirement.close_idle(list, EVICTED)
         logger.warning(
             "django_sapool: retired every connection of alias %r (%s): %d idle closed now, "
@@ -269,6 +335,8 @@ class ManagedPool:
     def dispose(self, reason: str = "dispose() was called") -> None:
         """Close idle connections; connections in use are closed when returned."""
         self.disposed = self._closing_returns = True
+        for record in self.remembered.take():
+            self.retire(record, RETIRED)
         self._sa.dispose()
         logger.info(
             "django_sapool: disposed pool for alias %r (%s): %s", self.alias, self.database, reason
@@ -277,7 +345,10 @@ class ManagedPool:
     def status(self) -> PoolStatus:
         """Return a snapshot: sizes now, counters, and the recent waits' percentiles."""
         sa = self._sa
-        idle, checked_out, busy = sa.checkedin(), sa.checkedout(), self.lending.counts()
+        # SQLAlchemy counts a remembered connection as checked out; it is idle.
+        remembered = len(self._by_owner)
+        idle, checked_out = sa.checkedin() + remembered, sa.checkedout() - remembered
+        busy = self.lending.counts()
         return self.stats.snapshot(
             size=idle + checked_out,
             checked_out=checked_out,

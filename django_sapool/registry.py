@@ -190,13 +190,14 @@ def pools() -> list[ManagedPool]:
 
 
 def owner_gone(owner: Any) -> None:
-    """Weak-reference callback: a wrapper died; return what it had checked out.
+    """Weak-reference callback: a wrapper died; return what it had checked out or left.
 
     Only this process's pools: what a wrapper inherited through fork is the parent's.
     """
     for pool in pools():
         for record in pool.lending.abandoned_by(owner):
             pool.checkin(record)
+        pool.forget(owner)  # and what the pool remembered for it
 
 
 def keep_inherited(*objects: Any) -> None:

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -197,6 +198,16 @@ def fill(sock: socket.socket, limit: int = 96 << 20) -> int | None:
         sock.settimeout(IO_TIMEOUT)
 
 
+def relayed_then(proxy: FaultProxy, mode: str, *args: Any) -> socket.socket:
+    """A flow that relayed a ping; then the proxy switched to ``mode`` (its method of
+    that name, called with ``args``), which it reports."""
+    old = connect(proxy)
+    assert roundtrip(old) == b"ping"
+    getattr(proxy, mode)(*args)
+    assert proxy.mode == mode
+    return old
+
+
 def test_forward_relays_both_ways_and_counts_flows(proxy: FaultProxy, echo: EchoServer) -> None:
     assert proxy.mode == "forward"
     assert proxy.host == HOST and proxy.port > 0
@@ -215,10 +226,7 @@ def test_forward_relays_both_ways_and_counts_flows(proxy: FaultProxy, echo: Echo
 
 
 def test_blackhole_keeps_flows_open_and_silent(proxy: FaultProxy, echo: EchoServer) -> None:
-    old = connect(proxy)
-    assert roundtrip(old) == b"ping"
-    proxy.blackhole()
-    assert proxy.mode == "blackhole"
+    old = relayed_then(proxy, "blackhole")
     old.sendall(b"lost")
     assert silent(old)
     # Accepted and open, but never answered, and the upstream never hears of it.
@@ -246,10 +254,7 @@ def test_blackhole_keeps_flows_open_and_silent(proxy: FaultProxy, echo: EchoServ
 
 
 def test_stall_stops_reading(proxy: FaultProxy, echo: EchoServer) -> None:
-    old = connect(proxy)
-    assert roundtrip(old) == b"ping"
-    proxy.stall()
-    assert proxy.mode == "stall"
+    old = relayed_then(proxy, "stall")
     # Nothing is read any more: the kernel buffers fill and the sender blocks.
     sent = fill(old)
     assert sent is not None
@@ -270,10 +275,7 @@ def test_stall_stops_reading(proxy: FaultProxy, echo: EchoServer) -> None:
 
 
 def test_delay_slows_every_chunk_both_ways(proxy: FaultProxy) -> None:
-    old = connect(proxy)
-    assert roundtrip(old) == b"ping"
-    proxy.delay(0.15)
-    assert proxy.mode == "delay"
+    old = relayed_then(proxy, "delay", 0.15)
     for sock in (old, connect(proxy)):
         start = time.monotonic()
         assert roundtrip(sock, b"slow") == b"slow"
@@ -297,10 +299,7 @@ def test_delay_slows_every_chunk_both_ways(proxy: FaultProxy) -> None:
 
 
 def test_reset_resets_current_and_new_flows(proxy: FaultProxy, echo: EchoServer) -> None:
-    old = connect(proxy)
-    assert roundtrip(old) == b"ping"
-    proxy.reset()
-    assert proxy.mode == "reset"
+    old = relayed_then(proxy, "reset")
     with pytest.raises(ConnectionResetError):
         old.recv(10)
     assert wait_for(lambda: echo.ended == ["reset"])
@@ -313,10 +312,7 @@ def test_reset_resets_current_and_new_flows(proxy: FaultProxy, echo: EchoServer)
 
 
 def test_garbage_answers_each_chunk(proxy: FaultProxy, echo: EchoServer) -> None:
-    old = connect(proxy)
-    assert roundtrip(old) == b"ping"
-    proxy.garbage(b"\xde\xad")
-    assert proxy.mode == "garbage"
+    old = relayed_then(proxy, "garbage", b"\xde\xad")
     assert roundtrip(old, b"SELECT 1", expect=b"\xde\xad") == b"\xde\xad"
     assert silent(old, 0.1)  # once per chunk, nothing more
     assert roundtrip(old, b"again", expect=b"\xde\xad") == b"\xde\xad"

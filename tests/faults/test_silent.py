@@ -72,6 +72,30 @@ def stock_black_hole_seconds(target: Target, proxy: FaultProxy) -> float | str:
     return round(rec.seconds, 3)
 
 
+def report_black_hole(
+    scenario: str,
+    target: Target,
+    proxy: FaultProxy,
+    rec: Rec,
+    pool: dict[str, Any],
+    bound_seconds: float,
+    **facts: Any,
+) -> None:
+    """Report a request that met the black hole, ``facts`` and then stock Django's
+    baseline through the same black hole (stock_black_hole_seconds)."""
+    report(
+        scenario,
+        target,
+        request_seconds=round(rec.seconds, 3),
+        bound_seconds=bound_seconds,
+        error=rec.error,
+        message=rec.message,
+        pool=pool_counters(pool),
+        **facts,
+        stock_seconds_until_error=stock_black_hole_seconds(target, proxy),
+    )
+
+
 @pytest.mark.parametrize(
     ("target", "pool_options"),
     [pytest.param(p.values[0], {}, id=f"{p.values[0]}-defaults", marks=p.marks) for p in BOTH]
@@ -106,20 +130,17 @@ def test_black_hole_after_idle_fails_within_ping_and_connect_timeouts(
     proxy.forward()
     healed = one(child)
     pool = pool_of(child)
-    baseline = stock_black_hole_seconds(target, proxy)
-    report(
+    report_black_hole(
         "black_hole_after_idle",
         target,
+        proxy,
+        rec,
+        pool,
+        ping_timeout + connect_timeout,
         pool_options=pool_options,
-        request_seconds=round(rec.seconds, 3),
-        bound_seconds=ping_timeout + connect_timeout,
-        error=rec.error,
-        message=rec.message,
         request_after_heal_ok=healed.ok,
         request_after_heal_seconds=round(healed.seconds, 3),
-        pool=pool_counters(pool),
         pings_timed_out=pool["pings_timed_out"],
-        stock_seconds_until_error=baseline,
     )
     assert not rec.ok
     assert "django.db.utils.OperationalError" in rec.classes, rec.brief()
@@ -148,17 +169,7 @@ def test_connect_to_a_silent_address_ends_at_connect_timeout(
     proxy.blackhole()
     rec = one(child)
     pool = pool_of(child)
-    baseline = stock_black_hole_seconds(target, proxy)
-    report(
-        "connect_to_silent_address",
-        target,
-        request_seconds=round(rec.seconds, 3),
-        bound_seconds=CONNECT_TIMEOUT,
-        error=rec.error,
-        message=rec.message,
-        pool=pool_counters(pool),
-        stock_seconds_until_error=baseline,
-    )
+    report_black_hole("connect_to_silent_address", target, proxy, rec, pool, CONNECT_TIMEOUT)
     assert not rec.ok
     assert "django.db.utils.OperationalError" in rec.classes, rec.brief()
     assert CONNECT_TIMEOUT - 1.0 <= rec.seconds <= CONNECT_TIMEOUT + MARGIN

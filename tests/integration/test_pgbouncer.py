@@ -411,23 +411,35 @@ def _config(
     }
 
 
-@pytest.mark.postgresql
-@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
-def test_server_sees_pgbouncer_cap_not_our_pool(
-    driver: str, pg: PgServer, pgbouncer: PgBouncer, pgb_database: str
-) -> None:
+@pytest.fixture(params=["psycopg", "psycopg2"])
+def pgb_run(
+    request: pytest.FixtureRequest, pg: PgServer, pgbouncer: PgBouncer, pgb_database: str
+) -> Callable[..., dict[str, Any]]:
+    """run(scenario, params=..., aliases=...): a child's facts, with psycopg 3, then psycopg2.
+
+    Its DATABASES are _databases() through our PgBouncer, plus each of ``aliases``:
+    the default alias's settings with the changes given.
+    """
+    driver: str = request.param
     pytest.importorskip(driver)
-    facts = _run_child(
-        _config(
-            driver,
-            "load",
-            pg,
-            pgbouncer,
-            pgb_database,
-            databases=_databases(pgbouncer, pgb_database),
-            params={"threads": THREADS, "cycles": 5, "hold": 0.05},
-        )
-    )
+
+    def run(
+        scenario: str,
+        params: dict[str, Any] | None = None,
+        aliases: dict[str, dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        databases = _databases(pgbouncer, pgb_database)
+        for alias, changes in (aliases or {}).items():
+            databases[alias] = {**databases["default"], **changes}
+        config = _config(driver, scenario, pg, pgbouncer, pgb_database, databases=databases)
+        return _run_child({**config, "params": params or {}})
+
+    return run
+
+
+@pytest.mark.postgresql
+def test_server_sees_pgbouncer_cap_not_our_pool(pgb_run: Callable[..., dict[str, Any]]) -> None:
+    facts = pgb_run("load", params={"threads": THREADS, "cycles": 5, "hold": 0.05})
     print(json.dumps({k: v for k, v in facts.items() if k != "pools"}, indent=1))
     config = facts["pgbouncer_config"]
     cap = int(config["default_pool_size"])
@@ -455,18 +467,13 @@ def test_server_sees_pgbouncer_cap_not_our_pool(
 
 
 @pytest.mark.postgresql
-@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
 def test_server_side_cursors_break_across_transactions(
-    driver: str, pg: PgServer, pgbouncer: PgBouncer, pgb_database: str
+    pgb_run: Callable[..., dict[str, Any]],
 ) -> None:
     """What DISABLE_SERVER_SIDE_CURSORS=True (docs/pgbouncer.md) is for."""
-    pytest.importorskip(driver)
-    databases = _databases(pgbouncer, pgb_database)
-    databases["server_side_cursors"] = {
-        **databases["default"],
-        "DISABLE_SERVER_SIDE_CURSORS": False,
-    }
-    facts = _run_child(_config(driver, "cursors", pg, pgbouncer, pgb_database, databases=databases))
+    facts = pgb_run(
+        "cursors", aliases={"server_side_cursors": {"DISABLE_SERVER_SIDE_CURSORS": False}}
+    )
     print(json.dumps(facts, indent=1))
     broken, fine = facts["server_side_cursors"], facts["default"]
     assert broken["other_client_held_the_cursor"]

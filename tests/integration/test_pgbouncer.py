@@ -35,7 +35,6 @@ import os
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -304,7 +303,7 @@ if __name__ == "__main__":
 
 import pytest  # noqa: E402
 
-from .conftest import PgServer, run_child, unavailable  # noqa: E402
+from .conftest import PgServer, own_pg_database, run_child, unavailable  # noqa: E402
 from .suite_runs import run_suite  # noqa: E402
 
 
@@ -341,18 +340,10 @@ def pgbouncer(pg: PgServer) -> PgBouncer:
 
 @pytest.fixture(scope="module")
 def pgb_database(pg: PgServer, pgbouncer: PgBouncer) -> Iterator[str]:
-    """A database of our own, created and dropped directly on PostgreSQL."""
-    import psycopg
-
-    name = f"sapool_pgb_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg.conninfo(pg.admin_db), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
+    """A database of our own, created and dropped directly on PostgreSQL (the drop
+    terminates the server connections PgBouncer may still keep to it)."""
+    with own_pg_database(pg, "sapool_pgb") as name:
         yield name
-    finally:
-        with psycopg.connect(pg.conninfo(pg.admin_db), autocommit=True) as conn:
-            # FORCE: PgBouncer may still keep a server connection to it.
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # -- Django's test suite through PgBouncer ------------------------------------

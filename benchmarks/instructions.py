@@ -86,7 +86,8 @@ def child(mode: str, cycles: int) -> None:
 
     def pool() -> None:
         managed = conn.sapool_pool()
-        managed.checkin(managed.checkout(None))
+        # As the wrapper checks out: for itself (its connection is remembered).
+        managed.checkin(managed.checkout(conn._sapool_owner))
 
     def records() -> None:
         queue_pool = conn.sapool_pool()._sa

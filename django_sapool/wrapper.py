@@ -25,16 +25,19 @@ cache) gets its ``close()`` called at every return, as Django would.
 
 from __future__ import annotations
 
+import _thread
 import os
 import sys
 import threading
 import time
 import weakref
+from asyncio import _get_running_loop
 from typing import Any
 
+from django.core.exceptions import SynchronousOnlyOperation
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
-from django.db.utils import DatabaseErrorWrapper
+from django.db.utils import DatabaseErrorWrapper, ProgrammingError
 from django.utils.functional import cached_property
 
 from . import credentials, registry
@@ -60,6 +63,9 @@ _connecting.wrapper = None
 #: wrapper (SQLite's transaction_mode, MySQL's isolation_level) still happen:
 #: get_connection_params() runs once per wrapper and settings (``sapool_pool()``).
 LAZY_PARAMS: dict[str, Any] = {}
+
+#: django.utils.asyncio.async_unsafe's message (see ensure_connection()).
+ASYNC_UNSAFE = "You cannot call this from an async context - use a thread or sync_to_async."
 
 
 def _snapshot(value: Any) -> Any:
@@ -203,6 +209,9 @@ class PooledDatabaseWrapperMixin:
     atomic_blocks: list[Any]
     run_on_commit: list[Any]
     run_commit_hooks_on_set_autocommit_on: bool
+    in_atomic_block: bool
+    closed_in_transaction: bool
+    _thread_ident: int
 
     _sapool_record: Any = None  # the SQLAlchemy connection record checked out
     _sapool_pool: ManagedPool | None = None
@@ -280,6 +289,24 @@ class PooledDatabaseWrapperMixin:
         if self.sapool_enabled():
             check_connection_settings(self.alias, self.settings_dict)
 
+    def ensure_connection(self) -> None:
+        """Guarantee that a connection to the database is established (Django's, leaner).
+
+        Django's ``ensure_connection()`` under its ``async_unsafe`` decorator,
+        statement for statement (``tests/unit/test_hot_path.py`` watches both),
+        but asking whether an event loop runs in this thread without raising
+        and catching an exception when none does. It runs at every checkout
+        and every query (``cursor()`` calls it): about 3,000 instructions each
+        (``benchmarks/instructions.py sc``).
+        """
+        if _get_running_loop() is not None and not os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"):
+            raise SynchronousOnlyOperation(ASYNC_UNSAFE)
+        if self.connection is None:
+            if self.in_atomic_block and self.closed_in_transaction:
+                raise ProgrammingError("Cannot open a new connection in an atomic block.")
+            with self.wrap_database_errors:
+                self.connect()
+
     def connect(self) -> None:
         """Check a connection out of the pool; Django's connect(), minus dead weight.
 
@@ -325,7 +352,8 @@ class PooledDatabaseWrapperMixin:
         else:
             self.set_autocommit(autocommit)  # type: ignore[attr-defined]
         self.init_connection_state()
-        connection_created.send(sender=self.__class__, connection=self)
+        if connection_created.receivers:  # what send() looks at first, without the call
+            connection_created.send(sender=self.__class__, connection=self)
         self.run_on_commit = []
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
@@ -425,7 +453,9 @@ class PooledDatabaseWrapperMixin:
         # either, and runs at every request's end. A copy that pays: Django's
         # own costs 11,900 more instructions per cycle (instructions.py sc:
         # 97.1k against 85.2k, 2026-12-03).
-        self.validate_thread_sharing()  # type: ignore[attr-defined]
+        # Django's validate_thread_sharing(), cheapest test first: the thread.
+        if self._thread_ident != _thread.get_ident():
+            self.validate_thread_sharing()  # type: ignore[attr-defined]
         self.run_on_commit = []
         if self.closed_in_transaction or self.connection is None:
             return

@@ -18,6 +18,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
 from django_sapool.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
+from django_sapool.wrapper import ASYNC_UNSAFE
 
 #: The statements of Django's BaseDatabaseWrapper.connect(), as ast.unparse() prints them.
 DJANGO_CONNECT = [
@@ -53,6 +54,23 @@ DJANGO_CLOSE = [
 ]
 
 
+#: The statements of Django's BaseDatabaseWrapper.ensure_connection(), under
+#: its async_unsafe decorator; our ensure_connection() repeats both.
+DJANGO_ENSURE_CONNECTION = [
+    "if self.connection is None:\n"
+    "    if self.in_atomic_block and self.closed_in_transaction:\n"
+    "        raise ProgrammingError('Cannot open a new connection in an atomic block.')\n"
+    "    with self.wrap_database_errors:\n"
+    "        self.connect()",
+]
+DJANGO_ASYNC_UNSAFE = [
+    "try:\n    get_running_loop()\nexcept RuntimeError:\n    pass\nelse:\n"
+    "    if not os.environ.get('DJANGO_ALLOW_ASYNC_UNSAFE'):\n"
+    "        raise SynchronousOnlyOperation(message)",
+    "return func(*args, **kwargs)",
+]
+
+
 def _statements(function: Any) -> list[str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
     body = tree.body[0].body  # type: ignore[attr-defined]
@@ -73,6 +91,63 @@ def test_django_close_is_the_one_we_repeat() -> None:
         "Django's BaseDatabaseWrapper.close() changed: bring "
         "PooledDatabaseWrapperMixin.close_if_unusable_or_obsolete() in line, then this list."
     )
+
+
+def test_django_ensure_connection_is_the_one_we_repeat() -> None:
+    from django.utils.asyncio import async_unsafe
+
+    assert _statements(BaseDatabaseWrapper.ensure_connection.__wrapped__) == (
+        DJANGO_ENSURE_CONNECTION
+    ), (
+        "Django's BaseDatabaseWrapper.ensure_connection() changed: bring "
+        "PooledDatabaseWrapperMixin.ensure_connection() in line, then this list."
+    )
+    tree = ast.parse(textwrap.dedent(inspect.getsource(async_unsafe)))
+    (inner,) = (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "inner")
+    body = [ast.unparse(node) for node in inner.body]
+    assert body == DJANGO_ASYNC_UNSAFE, (
+        "django.utils.asyncio.async_unsafe changed: bring "
+        "PooledDatabaseWrapperMixin.ensure_connection() in line, then this list."
+    )
+    messages = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)]
+    assert ASYNC_UNSAFE in messages, (
+        "async_unsafe's message changed: update django_sapool.wrapper.ASYNC_UNSAFE"
+    )
+
+
+def test_ensure_connection_refuses_an_async_context(tmp_path: Path) -> None:
+    """As Django's: no query from inside a running event loop, unless allowed."""
+    import asyncio
+
+    from django.core.exceptions import SynchronousOnlyOperation
+
+    wrapper = _wrapper(tmp_path)
+
+    async def from_a_coroutine() -> None:
+        wrapper.ensure_connection()
+
+    with pytest.raises(SynchronousOnlyOperation, match="async context"):
+        asyncio.run(from_a_coroutine())
+    assert wrapper.connection is None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        asyncio.run(from_a_coroutine())
+    assert wrapper.connection is not None
+    wrapper.close()
+
+
+def test_ensure_connection_refuses_a_new_connection_in_a_broken_atomic(tmp_path: Path) -> None:
+    from django.db import ProgrammingError
+
+    wrapper = _wrapper(tmp_path)
+    wrapper.ensure_connection()
+    wrapper.in_atomic_block = True
+    wrapper.close()  # inside atomic(): marked closed_in_transaction
+    with pytest.raises(ProgrammingError, match="atomic block"):
+        wrapper.ensure_connection()
+    wrapper.in_atomic_block = False
+    wrapper.ensure_connection()
+    wrapper.close()
 
 
 def test_a_connection_closed_inside_atomic_is_returned_and_marked(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """The mixins every pooled backend's DatabaseWrapper and DatabaseCreation use.
 
-Django keeps driving its own backend: ``connect()``, ``get_connection_params()``,
-the cursor and transaction machinery are untouched. We fill four hooks:
+Django keeps driving its own backend: ``get_connection_params()``, the cursor
+and transaction machinery are untouched; ``ensure_connection()``, ``connect()``
+and the request's ``close()`` run as lean copies (``lean.py``). We fill four hooks:
 
 - ``get_new_connection`` checks a *raw* DBAPI connection out of the pool. Django
   gets the driver's own connection object, never SQLAlchemy's proxy, so
@@ -25,25 +26,20 @@ cache) gets its ``close()`` called at every return, as Django would.
 
 from __future__ import annotations
 
-import _thread
 import os
 import sys
 import threading
-import time
 import weakref
-from asyncio import _get_running_loop
 from typing import Any
 
-from django.core.exceptions import SynchronousOnlyOperation
-from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.backends.signals import connection_created
-from django.db.utils import DatabaseErrorWrapper, ProgrammingError
+from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
 from . import credentials, registry
 from .backends import GENERIC, backend_for
 from .conf import check_connection_settings, parse_pool_options
 from .drivers import DriverOps
+from .lean import LAZY_PARAMS, LeanDjangoSteps
 from .pool import ManagedPool
 from .state import STATE, ConnState
 
@@ -56,16 +52,6 @@ except ImportError:  # pragma: no cover
 # for a new connection, so the pool itself never holds connect parameters.
 _connecting = threading.local()
 _connecting.wrapper = None
-
-#: Passed by our connect() instead of get_connection_params(): a checkout of a
-#: pooled connection needs none, and a new server connection gets parameters
-#: worked out when it is opened (``_creator``). Django's side effects on the
-#: wrapper (SQLite's transaction_mode, MySQL's isolation_level) still happen:
-#: get_connection_params() runs once per wrapper and settings (``sapool_pool()``).
-LAZY_PARAMS: dict[str, Any] = {}
-
-#: django.utils.asyncio.async_unsafe's message (see ensure_connection()).
-ASYNC_UNSAFE = "You cannot call this from an async context - use a thread or sync_to_async."
 
 
 def _snapshot(value: Any) -> Any:
@@ -150,20 +136,6 @@ def _lookup(
     return registry.get_pool(wrapper.alias, fp, build)
 
 
-def _has_own_close(cls: type) -> bool:
-    """Return whether a wrapper class overrides Django's close() (django-tenants does)."""
-    django_close = next(
-        (
-            c.__dict__["close"]
-            for c in cls.__mro__
-            if c.__module__.startswith(("django.db.backends.", "django.contrib.gis."))
-            and "close" in c.__dict__
-        ),
-        BaseDatabaseWrapper.close,
-    )
-    return getattr(cls, "close", django_close) is not django_close
-
-
 def check_all_aliases() -> None:
     """Validate the pool settings of every alias in settings.DATABASES that pools.
 
@@ -188,7 +160,7 @@ def check_all_aliases() -> None:
             wrapper_for(alias, settings_dict)  # BACKEND importable and poolable
 
 
-class PooledDatabaseWrapperMixin:
+class PooledDatabaseWrapperMixin(LeanDjangoSteps):
     """Put a process-wide SQLAlchemy QueuePool under a Django DatabaseWrapper."""
 
     #: Driver operations (transaction status, liveness, reset); set by each backend.
@@ -197,8 +169,6 @@ class PooledDatabaseWrapperMixin:
     sapool_password_key: str | None = "password"
     #: The ENGINE a pooled_wrapper() class wraps; None for our own backends.
     sapool_wraps: str | None = None
-    #: False when the class overrides Django's close() (set per class, below).
-    _sapool_inline_close = True
 
     # Declared for type checkers; provided by Django's BaseDatabaseWrapper.
     alias: str
@@ -221,13 +191,6 @@ class PooledDatabaseWrapperMixin:
     # get_connection_params() of this wrapper's last settings change, until the
     # checkout it happened in hands it to its new connection (or to nothing).
     _sapool_fresh: dict[str, Any] | None = None
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        # Our close_if_unusable_or_obsolete() repeats Django's close() to save
-        # a call per request; a backend with a close() of its own (it forgets
-        # state it keeps per connection, as django-tenants does) gets it called.
-        cls._sapool_inline_close = not _has_own_close(cls)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -288,73 +251,6 @@ class PooledDatabaseWrapperMixin:
         super().check_settings()  # type: ignore[misc]
         if self.sapool_enabled():
             check_connection_settings(self.alias, self.settings_dict)
-
-    def ensure_connection(self) -> None:
-        """Guarantee that a connection to the database is established (Django's, leaner).
-
-        Django's ``ensure_connection()`` under its ``async_unsafe`` decorator,
-        statement for statement (``tests/unit/test_hot_path.py`` watches both),
-        but asking whether an event loop runs in this thread without raising
-        and catching an exception when none does. It runs at every checkout
-        and every query (``cursor()`` calls it): about 3,000 instructions each
-        (``benchmarks/instructions.py sc``).
-        """
-        if _get_running_loop() is not None and not os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"):
-            raise SynchronousOnlyOperation(ASYNC_UNSAFE)
-        if self.connection is None:
-            if self.in_atomic_block and self.closed_in_transaction:
-                raise ProgrammingError("Cannot open a new connection in an atomic block.")
-            with self.wrap_database_errors:
-                self.connect()
-
-    def connect(self) -> None:
-        """Check a connection out of the pool; Django's connect(), minus dead weight.
-
-        The same steps as Django's ``BaseDatabaseWrapper.connect()`` (identical
-        from Django 4.2 to 6.1; ``tests/unit/test_hot_path.py`` watches it), in
-        the same order, with three savings on a pooled connection: the connect
-        parameters are worked out only when a new server connection is opened
-        (and once per wrapper and settings, for their side effects);
-        ``set_autocommit()`` switches the driver only if its mode differs; and
-        the session setup runs once per server connection (see
-        ``init_connection_state``). ``check_settings()`` runs whenever the
-        settings changed (``sapool_pool()``). Not wrapped in ``async_unsafe``
-        again: Django reaches it through ``ensure_connection()``, which is.
-
-        A copy that pays: calling Django's ``connect()`` instead costs 32,000
-        more instructions per checkout and return (``benchmarks/instructions.py
-        --cycles 2000 sc``: 117.5k against 85.2k, 2026-12-03).
-        """
-        if not self.sapool_enabled():
-            return super().connect()  # type: ignore[misc,no-any-return]
-        self.in_atomic_block = False
-        self.savepoint_ids = []
-        self.atomic_blocks = []
-        self.needs_rollback = False
-        settings_dict = self.settings_dict
-        self.health_check_enabled = settings_dict["CONN_HEALTH_CHECKS"]
-        max_age = settings_dict["CONN_MAX_AGE"]
-        self.close_at = None if max_age is None else time.monotonic() + max_age
-        self.closed_in_transaction = False
-        self.errors_occurred = False
-        self.health_check_done = True
-        self.connection = self.get_new_connection(LAZY_PARAMS)
-        autocommit = settings_dict["AUTOCOMMIT"]
-        if (
-            autocommit
-            and self._sapool_reused
-            and not self.run_commit_hooks_on_set_autocommit_on
-            and self.sapool_driver.autocommit(self.connection) is True
-        ):
-            # What set_autocommit(True) leaves behind on a connection already
-            # in autocommit mode, without its checks (nothing is open yet).
-            self.autocommit = True
-        else:
-            self.set_autocommit(autocommit)  # type: ignore[attr-defined]
-        self.init_connection_state()
-        if connection_created.receivers:  # what send() looks at first, without the call
-            connection_created.send(sender=self.__class__, connection=self)
-        self.run_on_commit = []
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         if not self.sapool_enabled():
@@ -439,34 +335,6 @@ class PooledDatabaseWrapperMixin:
         returned; the next checkout makes a new pool.
         """
         registry.dispose(self.alias)
-
-    def close_if_unusable_or_obsolete(self) -> None:
-        if self._sapool_record is None:
-            return super().close_if_unusable_or_obsolete()  # type: ignore[misc]
-        if not self._sapool_inline_close:
-            return self.close()  # type: ignore[attr-defined,no-any-return]
-        # CONN_MAX_AGE is always 0 with a pool, so Django would close anyway; it
-        # would first spend a round trip on is_usable() after an error, which the
-        # pool's reset on return makes unnecessary. What follows is Django's
-        # close() (watched by tests/unit/test_hot_path.py) without its second
-        # async_unsafe check: close_if_unusable_or_obsolete() has none in Django
-        # either, and runs at every request's end. A copy that pays: Django's
-        # own costs 11,900 more instructions per cycle (instructions.py sc:
-        # 97.1k against 85.2k, 2026-12-03).
-        # Django's validate_thread_sharing(), cheapest test first: the thread.
-        if self._thread_ident != _thread.get_ident():
-            self.validate_thread_sharing()  # type: ignore[attr-defined]
-        self.run_on_commit = []
-        if self.closed_in_transaction or self.connection is None:
-            return
-        try:
-            self._close()
-        finally:
-            if self.in_atomic_block:
-                self.closed_in_transaction = True
-                self.needs_rollback = True
-            else:
-                self.connection = None
 
     def _close(self) -> None:
         record, pool = self._sapool_record, self._sapool_pool

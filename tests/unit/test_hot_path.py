@@ -1,8 +1,9 @@
-"""Our lean connect() must stay what Django's connect() is, minus the dead weight.
+"""Our lean copies must stay what Django's originals are, minus the dead weight.
 
-``PooledDatabaseWrapperMixin.connect`` mirrors ``BaseDatabaseWrapper.connect``
-(identical from Django 4.2 to 6.1). If a Django release changes it, the first
-test fails and says so, instead of the pool silently skipping a new step.
+``django_sapool.lean.LeanDjangoSteps`` mirrors ``BaseDatabaseWrapper.connect``,
+``close`` and ``ensure_connection`` (with ``async_unsafe``), identical from Django
+4.2 to 6.1. If a Django release changes one, its test fails and says so, instead
+of the pool silently skipping a new step.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
 from django_sapool.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
-from django_sapool.wrapper import ASYNC_UNSAFE
+from django_sapool.lean import ASYNC_UNSAFE
 
 #: The statements of Django's BaseDatabaseWrapper.connect(), as ast.unparse() prints them.
 DJANGO_CONNECT = [
@@ -82,14 +83,15 @@ def _statements(function: Any) -> list[str]:
 def test_django_connect_is_the_one_our_connect_mirrors() -> None:
     assert _statements(BaseDatabaseWrapper.connect) == DJANGO_CONNECT, (
         "Django's BaseDatabaseWrapper.connect() changed: bring "
-        "django_sapool.wrapper.PooledDatabaseWrapperMixin.connect() in line, then this list."
+        "django_sapool.lean.LeanDjangoSteps.connect() in line, then this list."
     )
 
 
 def test_django_close_is_the_one_we_repeat() -> None:
     assert _statements(BaseDatabaseWrapper.close) == DJANGO_CLOSE, (
         "Django's BaseDatabaseWrapper.close() changed: bring "
-        "PooledDatabaseWrapperMixin.close_if_unusable_or_obsolete() in line, then this list."
+        "django_sapool.lean.LeanDjangoSteps.close_if_unusable_or_obsolete() in line, "
+        "then this list."
     )
 
 
@@ -100,18 +102,18 @@ def test_django_ensure_connection_is_the_one_we_repeat() -> None:
         DJANGO_ENSURE_CONNECTION
     ), (
         "Django's BaseDatabaseWrapper.ensure_connection() changed: bring "
-        "PooledDatabaseWrapperMixin.ensure_connection() in line, then this list."
+        "django_sapool.lean.LeanDjangoSteps.ensure_connection() in line, then this list."
     )
     tree = ast.parse(textwrap.dedent(inspect.getsource(async_unsafe)))
     (inner,) = (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "inner")
     body = [ast.unparse(node) for node in inner.body]
     assert body == DJANGO_ASYNC_UNSAFE, (
         "django.utils.asyncio.async_unsafe changed: bring "
-        "PooledDatabaseWrapperMixin.ensure_connection() in line, then this list."
+        "django_sapool.lean.LeanDjangoSteps.ensure_connection() in line, then this list."
     )
     messages = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)]
     assert ASYNC_UNSAFE in messages, (
-        "async_unsafe's message changed: update django_sapool.wrapper.ASYNC_UNSAFE"
+        "async_unsafe's message changed: update django_sapool.lean.ASYNC_UNSAFE"
     )
 
 

@@ -20,6 +20,7 @@ from django.db.utils import ConnectionHandler, OperationalError
 import django_sapool
 from django_sapool.backends import BACKENDS, GENERIC, Backend, backend_for
 from django_sapool.checks import check_database_settings
+from django_sapool.lean import LeanDjangoSteps
 from django_sapool.wrapper import PooledCreationMixin, PooledDatabaseWrapperMixin
 from django_sapool.wrapping import FAMILIES, pooled_wrapper
 from tests.integration.conftest import unavailable
@@ -81,7 +82,7 @@ def test_the_class_is_our_vendor_mixin_on_the_wrapped_one(engine: str, mixin: st
     wrapped = importlib.import_module(f"{engine}.base").DatabaseWrapper
     cls = pooled_wrapper(engine)
     assert cls.__mro__[1].__name__ == mixin and cls.__mro__[2] is PooledDatabaseWrapperMixin
-    assert cls.__mro__[3] is wrapped
+    assert cls.__mro__[3] is LeanDjangoSteps and cls.__mro__[4] is wrapped
     assert cls.vendor == wrapped.vendor
     assert cls.sapool_wraps == engine
     assert cls.creation_class.__mro__[1:3] == (PooledCreationMixin, wrapped.creation_class)

@@ -104,7 +104,7 @@ def housekeep(pool: ManagedPool, now: float | None = None) -> int:
     options = pool.options
     # Remembered connections (remembered.py) are idle too: those unused since
     # the last pass go back to the queue, where the sweep below sees them.
-    pool.give_back_remembered(interval(options), now)
+    pool.remembered.give_back_idle(interval(options), now)
     if options.leak_timeout:
         hint = f"CONNECT_TIMEOUT={options.connect_timeout}, PING_TIMEOUT={options.ping_timeout}"
         leaks = pool.lending.report(now, options.leak_timeout, hint)

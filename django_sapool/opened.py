@@ -20,11 +20,13 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import event
+
 from . import tcp
 from .conf import PoolOptions
 from .drivers import DriverOps
 from .leaks import CONNECTING, Busy
-from .state import STATE, ConnState
+from .state import BROKEN, IDLE, STATE, ConnState
 from .stats import Stats
 
 logger = logging.getLogger("django_sapool")
@@ -43,6 +45,7 @@ class OpenConnections:
         "_tune_sockets",
         "_raw",
         "_closed_records",
+        "_disposed",
     )
 
     def __init__(
@@ -118,6 +121,21 @@ class OpenConnections:
                 self.alias,
                 recycle,
             )
+
+    def listen(self, sa: Any, disposed: Callable[[], bool]) -> None:
+        """Follow a pool's births and closes (SQLAlchemy's events); ``disposed``: is it?"""
+        self._disposed = disposed
+        event.listen(sa, "connect", self.born)
+        event.listen(sa, "close", self.on_close)
+        event.listen(sa, "close_detached", self.detached)
+
+    def on_close(self, raw: Any, record: Any) -> None:
+        """Count a close (SQLAlchemy's "close" event), the pool's own or SQLAlchemy's."""
+        state = record.info.get(STATE) if record is not None else None
+        reason = state.closing if state is not None else None
+        # A broken or idle connection's record is not reconnected for it, and
+        # neither are those of a disposed pool.
+        self.closed(raw, record, reason not in (BROKEN, IDLE) and not self._disposed())
 
     def closed(self, raw: Any, record: Any, reconnectable: bool) -> None:
         """Count a close; ``reconnectable``: the record may connect again (a recycle)."""

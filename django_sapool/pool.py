@@ -30,8 +30,6 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import event
-
 from ._sa import Record, SaPool, Timeout, give_back
 from .conf import PoolOptions
 from .drivers import DriverOps
@@ -40,7 +38,7 @@ from .leaks import CONNECTING, PINGING, Lending, checkout_stack
 from .opened import OpenConnections
 from .remembered import Remembered
 from .retirement import Retirement
-from .state import BROKEN, EVICTED, EXPIRED, IDLE, RETIRED, STATE, ConnState
+from .state import BROKEN, EVICTED, EXPIRED, RETIRED, STATE, ConnState
 from .stats import PoolStatus, Stats
 from .validation import Validation
 
@@ -66,7 +64,7 @@ class ManagedPool:
         "lending", "opened", "validation", "retirement", "retire", "_sa", "_lent",
         "_leaks_reported", "_checkout_seq", "_attempts", "_unfit", "_leak_timeout",
         "_wait_limit", "_idle", "_evicted_at", "_closing_returns", "remembered",
-        "_by_owner", "_waiting", "_pool_size", "__weakref__",
+        "_by_owner", "_keep", "__weakref__",
     )
     # fmt: on
 
@@ -122,16 +120,12 @@ class ManagedPool:
         # MAX_OVERFLOW and nothing is idle; with no limit (-1) it never waits.
         self._wait_limit = options.max_overflow
         self._idle = self._sa.idle_records
-        self.remembered = Remembered(options.use_lifo)
+        self.remembered = Remembered(self._sa, options.pool_size, options.use_lifo)
         self._by_owner = self.remembered.by_owner
-        self._waiting = self.remembered.waiting
-        # SQLAlchemy's pool_size 0 means an unbounded queue: nothing is remembered.
-        self._pool_size = options.pool_size
+        self._keep = self.remembered.keep
         self.retirement = Retirement(alias, self._sa, stats)
         self.retire = self.retirement.retire
-        event.listen(self._sa, "connect", self.opened.born)
-        event.listen(self._sa, "close", self._on_close)
-        event.listen(self._sa, "close_detached", self.opened.detached)
+        self.opened.listen(self._sa, lambda: self.disposed)
 
     def __repr__(self) -> str:
         return (
@@ -250,62 +244,18 @@ class ManagedPool:
             self.retire(record, RETIRED)
             return
         owner = state.owner
-        by_owner = self._by_owner
-        if owner is not None and len(self._idle) + len(by_owner) < self._pool_size:
-            by_owner[owner] = record
-            # Remembered, then look for waiters (see remembered.py): one that
-            # came meanwhile waits in the queue, so the connection goes there.
-            if not (self._waiting or self.disposed):
-                if logger.isEnabledFor(_DEBUG):
-                    self.lending.log_return(state.thread, len(self._idle) + len(by_owner))
-                return
-            if by_owner.pop(owner, None) is None:
-                return  # stolen meanwhile: someone has it
-            if self.disposed:
-                self.retire(record, RETIRED)
-                return
-        self._give_back(record)
+        if owner is not None and self._keep(owner, record):
+            if logger.isEnabledFor(_DEBUG):
+                self.lending.log_return(state.thread, len(self._idle) + len(self._by_owner))
+            return
+        if self.disposed:  # meanwhile
+            self.retire(record, RETIRED)
+            return
+        self.remembered.give_back(record)
         if logger.isEnabledFor(_DEBUG):
             self.lending.log_return(state.thread, len(self._idle))
 
-    def _give_back(self, record: Record) -> None:
-        """Give a connection back to the queue, or close it beyond POOL_SIZE idle.
-
-        SQLAlchemy closes a returned connection when its queue is full, i.e.
-        POOL_SIZE are idle; remembered ones are idle too, so they count.
-        """
-        if self._by_owner and len(self._idle) + len(self._by_owner) >= self._pool_size:
-            self._sa.close_taken(record)
-        else:
-            give_back(record)
-
-    def forget(self, owner: Any) -> None:
-        """Give back the connection remembered for a wrapper that died (``registry.owner_gone``)."""
-        record = self.remembered.forget(owner)
-        if record is not None:
-            self._give_back(record)
-
-    def give_back_remembered(self, idle_for: float, now: float) -> int:
-        """Give the connections remembered and unused for ``idle_for`` seconds back; count them.
-
-        The housekeeper does it before it sweeps, so that IDLE_TIMEOUT and
-        MIN_IDLE see every idle connection.
-        """
-        taken = self.remembered.take(idle_for, now)
-        for record in taken:
-            self._give_back(record)
-        return len(taken)
-
     # -- retired ----------------------------------------------------------------
-
-    def _on_close(self, dbapi_connection: Any, record: Record | None) -> None:
-        """Count a close (SQLAlchemy's "close" event), the pool's own or SQLAlchemy's."""
-        state = record.info.get(STATE) if record is not None else None
-        reason = state.closing if state is not None else None
-        # A broken or idle connection's record is not reconnected for it, and
-        # neither are those of a disposed pool.
-        reconnectable = reason not in (BROKEN, IDLE) and not self.disposed
-        self.opened.closed(dbapi_connection, record, reconnectable)
 
     # -- the whole pool ------------------------------------------------------------
 
@@ -320,7 +270,7 @@ class ManagedPool:
         self._closing_returns = True
         self.stats.count("evictions")
         self._sa.retire_all()
-        self.give_back_remembered(0.0, 0.0)
+        self.remembered.give_back_idle(0.0, 0.0)
         closed = self.retirement.close_idle(list, EVICTED)
         logger.warning(
             "django_sapool: retired every connection of alias %r (%s): %d idle closed now, "
@@ -334,7 +284,7 @@ class ManagedPool:
 
     def dispose(self, reason: str = "dispose() was called") -> None:
         """Close idle connections; connections in use are closed when returned."""
-        self.disposed = self._closing_returns = True
+        self.disposed = self._closing_returns = self.remembered.closed = True
         for record in self.remembered.take():
             self.retire(record, RETIRED)
         self._sa.dispose()

@@ -197,7 +197,7 @@ def owner_gone(owner: Any) -> None:
     for pool in pools():
         for record in pool.lending.abandoned_by(owner):
             pool.checkin(record)
-        pool.forget(owner)  # and what the pool remembered for it
+        pool.remembered.forget(owner)  # and what the pool remembered for it
 
 
 def keep_inherited(*objects: Any) -> None:

@@ -25,16 +25,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._sa import Record
+from ._sa import Record, SaPool, give_back
 from .state import state_of
 
 
 class Remembered:
     """One pool's remembered connections, by the weak reference of their last borrower."""
 
-    __slots__ = ("by_owner", "waiting", "_lifo")
+    __slots__ = ("by_owner", "waiting", "closed", "_sa", "_idle", "_pool_size", "_lifo")
 
-    def __init__(self, lifo: bool) -> None:
+    def __init__(self, sa: SaPool, pool_size: int, lifo: bool) -> None:
+        self._sa = sa
+        self._idle = sa.idle_records
+        self._pool_size = pool_size
         #: USE_LIFO: steal the connection remembered last (else first), the
         #: order SQLAlchemy's queue hands idle connections out in.
         self._lifo = lifo
@@ -43,9 +46,28 @@ class Remembered:
         #: One item per checkout waiting in SQLAlchemy's queue (a list: atomic
         #: append/pop, and its truth value is one C-level check).
         self.waiting: list[None] = []
+        #: Set when the pool is disposed: nothing is remembered any more.
+        self.closed = False
 
     def __len__(self) -> int:
         return len(self.by_owner)
+
+    def keep(self, owner: Any, record: Record) -> bool:
+        """Remember a returned connection for ``owner``; False: give it to the queue instead.
+
+        Not while POOL_SIZE connections are idle (remembered ones included; a
+        POOL_SIZE of 0, SQLAlchemy's unbounded queue, remembers nothing).
+        """
+        by_owner = self.by_owner
+        if len(self._idle) + len(by_owner) >= self._pool_size:
+            return False
+        by_owner[owner] = record
+        if not (self.waiting or self.closed):
+            return True
+        # Remembered, then look for waiters (see the module's docstring): one
+        # that came meanwhile waits in the queue, so the connection goes there.
+        # Stolen meanwhile (nothing to pop): someone has it, nothing to do.
+        return by_owner.pop(owner, None) is None
 
     def steal(self) -> Record | None:
         """Take a remembered connection (its borrower takes another next time), or None."""
@@ -66,9 +88,34 @@ class Remembered:
             pass
         return None
 
-    def forget(self, owner: Any) -> Record | None:
-        """Take the connection remembered for ``owner`` (a wrapper that died), if any."""
-        return self.by_owner.pop(owner, None)
+    def give_back(self, record: Record) -> None:
+        """Give a connection to SQLAlchemy's queue, or close it beyond POOL_SIZE idle.
+
+        SQLAlchemy closes a returned connection when its queue is full, i.e.
+        POOL_SIZE are idle; remembered ones are idle too, so they count.
+        """
+        by_owner = self.by_owner
+        if by_owner and len(self._idle) + len(by_owner) >= self._pool_size:
+            self._sa.close_taken(record)
+        else:
+            give_back(record)
+
+    def forget(self, owner: Any) -> None:
+        """Give back the connection remembered for a wrapper that died (``registry.owner_gone``)."""
+        record = self.by_owner.pop(owner, None)
+        if record is not None:
+            self.give_back(record)
+
+    def give_back_idle(self, idle_for: float, now: float) -> int:
+        """Give the connections unused for ``idle_for`` seconds back to the queue; count them.
+
+        The housekeeper does it before it sweeps, so that IDLE_TIMEOUT and
+        MIN_IDLE see every idle connection; ``evict()`` with 0, to close them all.
+        """
+        taken = self.take(idle_for, now)
+        for record in taken:
+            self.give_back(record)
+        return len(taken)
 
     def take(self, idle_for: float = 0.0, now: float = 0.0) -> list[Record]:
         """Take the remembered connections unused for at least ``idle_for`` seconds at ``now``.

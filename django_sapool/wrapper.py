@@ -48,10 +48,12 @@ try:  # Django >= 4.1 exposes the alias used for _nodb_cursor() here.
 except ImportError:  # pragma: no cover
     NO_DB_ALIAS = "__no_db__"
 
-# The wrapper that is checking out in this thread. The pool's creator asks it
-# for a new connection, so the pool itself never holds connect parameters.
+# [wrapper, params]: the wrapper checking out in this thread, and the connect
+# parameters it worked out for this checkout (or None). The pool's creator asks
+# it for a new connection, so the pool itself never holds connect parameters.
+# One attribute: each set of a thread-local costs the checkout.
 _connecting = threading.local()
-_connecting.wrapper = None
+_connecting.job = None
 
 
 def _snapshot(value: Any) -> Any:
@@ -65,12 +67,13 @@ def _snapshot(value: Any) -> Any:
 
 def _creator() -> Any:
     """Open a new server connection for the wrapper checking out (SQLAlchemy's creator)."""
-    wrapper: PooledDatabaseWrapperMixin | None = getattr(_connecting, "wrapper", None)
-    if wrapper is None:
+    job: list[Any] | None = getattr(_connecting, "job", None)
+    if job is None:
         raise RuntimeError("django_sapool: a pool may only connect during a checkout")
+    wrapper: PooledDatabaseWrapperMixin = job[0]
     # Parameters worked out earlier in this same checkout serve its first new
     # connection only; any other (a retry, a recycle) works them out again.
-    params, _connecting.params = _connecting.params, None
+    params, job[1] = job[1], None
     return wrapper.sapool_new_connection(wrapper.sapool_connect_params(params))
 
 
@@ -264,12 +267,11 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
         owner = self._sapool_owner
         if owner is None:
             owner = self._sapool_owner = weakref.ref(self, registry.owner_gone)
-        local = _connecting
-        local.wrapper, local.params = self, fresh
+        _connecting.job = [self, fresh]
         try:
             record = pool.checkout(owner)
         finally:
-            local.wrapper = local.params = None
+            _connecting.job = None
         self._sapool_record = record
         self._sapool_pool = pool
         self._sapool_reused = record.info[STATE].initialized

@@ -173,18 +173,10 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
     #: The ENGINE a pooled_wrapper() class wraps; None for our own backends.
     sapool_wraps: str | None = None
 
-    # Declared for type checkers; provided by Django's BaseDatabaseWrapper.
+    # Declared for type checkers; provided by Django's BaseDatabaseWrapper
+    # (more in LeanDjangoSteps).
     alias: str
-    settings_dict: dict[str, Any]
-    connection: Any
     vendor: str
-    savepoint_ids: list[Any]
-    atomic_blocks: list[Any]
-    run_on_commit: list[Any]
-    run_commit_hooks_on_set_autocommit_on: bool
-    in_atomic_block: bool
-    closed_in_transaction: bool
-    _thread_ident: int
 
     _sapool_record: Any = None  # the SQLAlchemy connection record checked out
     _sapool_pool: ManagedPool | None = None

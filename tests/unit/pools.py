@@ -79,3 +79,12 @@ def checkout_after_a_wait(settings_dict: dict[str, Any], seconds: float = 0.1) -
     wrapper.ensure_connection()  # waits for the holder
     holder.stop()
     return wrapper
+
+
+def write_backend(tmp_path: Path, name: str, source: str) -> str:
+    """Write a project's backend package ``name`` (its ``base.py`` is ``source``) in tmp_path."""
+    package = tmp_path / name
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "base.py").write_text(source)
+    return name

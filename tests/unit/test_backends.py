@@ -22,6 +22,7 @@ from django_sapool.backends import (
     ours_for,
 )
 from django_sapool.wrapper import PooledDatabaseWrapperMixin
+from tests.unit.pools import write_backend
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "django_sapool" / "backends"
@@ -73,14 +74,6 @@ def test_ours_for_djangos_own_only() -> None:
     )
     assert ours_for("django.db.backends.oracle") is None
     assert ours_for(None) is None
-
-
-def write_backend(tmp_path: Path, name: str, source: str) -> str:
-    package = tmp_path / name
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "base.py").write_text(source)
-    return name
 
 
 def test_a_projects_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,16 +24,9 @@ from django_sapool.lean import LeanDjangoSteps
 from django_sapool.wrapper import PooledCreationMixin, PooledDatabaseWrapperMixin
 from django_sapool.wrapping import FAMILIES, pooled_wrapper
 from tests.integration.conftest import unavailable
+from tests.unit.pools import write_backend
 
 BACKEND_PATH = "settings.DATABASES['default']['POOL_OPTIONS']['BACKEND']"
-
-
-def write_backend(tmp_path: Path, name: str, source: str) -> str:
-    package = tmp_path / name
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "base.py").write_text(source)
-    return name
 
 
 @pytest.fixture

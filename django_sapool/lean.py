@@ -17,6 +17,7 @@ import time
 from asyncio import _get_running_loop
 from typing import Any
 
+import django
 from django.core.exceptions import SynchronousOnlyOperation
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
@@ -30,6 +31,10 @@ from .drivers import DriverOps
 #: wrapper (SQLite's transaction_mode, MySQL's isolation_level) still happen:
 #: get_connection_params() runs once per wrapper and settings (``sapool_pool()``).
 LAZY_PARAMS: dict[str, Any] = {}
+
+#: Django 5.0 made ensure_connection() refuse a new connection inside an
+#: atomic block whose connection was closed; 4.2 connects (as we do there).
+REFUSE_IN_BROKEN_ATOMIC = django.VERSION >= (5, 0)
 
 #: django.utils.asyncio.async_unsafe's message (see ensure_connection()).
 ASYNC_UNSAFE = "You cannot call this from an async context - use a thread or sync_to_async."
@@ -90,7 +95,7 @@ class LeanDjangoSteps:
         if _get_running_loop() is not None and not os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"):
             raise SynchronousOnlyOperation(ASYNC_UNSAFE)
         if self.connection is None:
-            if self.in_atomic_block and self.closed_in_transaction:
+            if REFUSE_IN_BROKEN_ATOMIC and self.in_atomic_block and self.closed_in_transaction:
                 raise ProgrammingError("Cannot open a new connection in an atomic block.")
             with self.wrap_database_errors:  # type: ignore[attr-defined]
                 self.connect()

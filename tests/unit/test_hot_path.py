@@ -19,7 +19,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
 from django_sapool.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
-from django_sapool.lean import ASYNC_UNSAFE
+from django_sapool.lean import ASYNC_UNSAFE, REFUSE_IN_BROKEN_ATOMIC
 
 #: The statements of Django's BaseDatabaseWrapper.connect(), as ast.unparse() prints them.
 DJANGO_CONNECT = [
@@ -64,6 +64,10 @@ DJANGO_ENSURE_CONNECTION = [
     "    with self.wrap_database_errors:\n"
     "        self.connect()",
 ]
+#: Django 4.2's (before the check for a broken atomic block).
+DJANGO_42_ENSURE_CONNECTION = [
+    "if self.connection is None:\n    with self.wrap_database_errors:\n        self.connect()",
+]
 DJANGO_ASYNC_UNSAFE = [
     "try:\n    get_running_loop()\nexcept RuntimeError:\n    pass\nelse:\n"
     "    if not os.environ.get('DJANGO_ALLOW_ASYNC_UNSAFE'):\n"
@@ -98,9 +102,8 @@ def test_django_close_is_the_one_we_repeat() -> None:
 def test_django_ensure_connection_is_the_one_we_repeat() -> None:
     from django.utils.asyncio import async_unsafe
 
-    assert _statements(BaseDatabaseWrapper.ensure_connection.__wrapped__) == (
-        DJANGO_ENSURE_CONNECTION
-    ), (
+    expected = DJANGO_ENSURE_CONNECTION if REFUSE_IN_BROKEN_ATOMIC else DJANGO_42_ENSURE_CONNECTION
+    assert _statements(BaseDatabaseWrapper.ensure_connection.__wrapped__) == expected, (
         "Django's BaseDatabaseWrapper.ensure_connection() changed: bring "
         "django_sapool.lean.LeanDjangoSteps.ensure_connection() in line, then this list."
     )
@@ -138,15 +141,22 @@ def test_ensure_connection_refuses_an_async_context(tmp_path: Path) -> None:
     wrapper.close()
 
 
-def test_ensure_connection_refuses_a_new_connection_in_a_broken_atomic(tmp_path: Path) -> None:
+def test_ensure_connection_in_a_broken_atomic_is_djangos(tmp_path: Path) -> None:
+    """Django >= 5.0 refuses a new connection there; 4.2 opens one."""
     from django.db import ProgrammingError
 
     wrapper = _wrapper(tmp_path)
     wrapper.ensure_connection()
     wrapper.in_atomic_block = True
     wrapper.close()  # inside atomic(): marked closed_in_transaction
-    with pytest.raises(ProgrammingError, match="atomic block"):
+    if REFUSE_IN_BROKEN_ATOMIC:
+        with pytest.raises(ProgrammingError, match="atomic block"):
+            wrapper.ensure_connection()
+        assert wrapper.connection is None
+    else:
         wrapper.ensure_connection()
+        assert wrapper.connection is not None
+        wrapper.close()
     wrapper.in_atomic_block = False
     wrapper.ensure_connection()
     wrapper.close()

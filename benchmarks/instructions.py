@@ -73,6 +73,8 @@ def child(mode: str, cycles: int) -> None:
     conn = connections["default" if mode.startswith("s") else "persistent"]
     conn.ensure_connection()
     conn.close()
+    if mode in ("sr", "sa"):  # SQLAlchemy alone: its queue holds the connection
+        conn.sapool_pool().remembered.give_back_idle(0.0, 0.0)
 
     def query() -> None:
         with conn.cursor() as cursor:

@@ -184,9 +184,7 @@ class Lending:
         """Return the lent records of a garbage-collected wrapper, warning about each."""
         records = [r for r in list(self.lent.values()) if state_of(r).owner is owner]
         for record in records:
-            state = state_of(record)
-            state.owner = None  # dead: nothing to remember the connection for
-            thread = state.thread
+            thread = state_of(record).thread
             logger.warning(
                 "django_sapool: a connection of alias %r checked out by thread %r was "
                 "never returned (the thread ended without connection.close() or "

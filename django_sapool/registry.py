@@ -24,6 +24,7 @@ from typing import Any
 
 from . import housekeeper
 from .pool import ManagedPool
+from .state import state_of
 from .stats import PoolStatus
 
 logger = logging.getLogger("django_sapool")
@@ -196,6 +197,7 @@ def owner_gone(owner: Any) -> None:
     """
     for pool in pools():
         for record in pool.lending.abandoned_by(owner):
+            state_of(record).owner = None  # dead: nobody to remember it for
             pool.checkin(record)
         pool.remembered.forget(owner)  # and what the pool remembered for it
 

@@ -19,6 +19,11 @@ RESET_COMMIT = "commit"
 #: The vendor's full session reset: DISCARD ALL, COM_RESET_CONNECTION.
 RESET_SESSION = "reset"
 
+#: LEND: when a checked-out connection goes back to the pool (lend.py).
+LEND_REQUEST = "request"  # at the request's end (Django's close_old_connections)
+LEND_TRANSACTION = "transaction"  # after each statement or outermost atomic() block
+LEND_MODES = (LEND_REQUEST, LEND_TRANSACTION)
+
 
 @dataclass(frozen=True)
 class PoolOptions:
@@ -45,6 +50,8 @@ class PoolOptions:
     backend: str | None = None
     #: Dotted path of provider(settings_dict) -> password, called per new connection.
     password_provider: str | None = None
+    #: "request" (held until the request ends) or "transaction" (lend.py).
+    lend: str = LEND_REQUEST
 
     @property
     def reset_query(self) -> str | None:
@@ -195,6 +202,16 @@ def _password_provider(path: str, value: object) -> str:
     return value  # type: ignore[return-value]
 
 
+def _lend(path: str, value: object) -> str:
+    if isinstance(value, str) and value.strip().lower() in LEND_MODES:
+        return value.strip().lower()
+    raise ImproperlyConfigured(
+        f"{path} must be 'request' (a connection is held from the first query until "
+        f"the request ends) or 'transaction' (returned after each statement outside "
+        f"atomic(), and at the end of each outermost atomic() block), {_got(value)}."
+    )
+
+
 _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "POOL_SIZE": _int_at_least(1),
     "MAX_OVERFLOW": _max_overflow,
@@ -215,6 +232,7 @@ _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "TCP_USER_TIMEOUT": _optional_seconds,
     "BACKEND": _backend,
     "PASSWORD_PROVIDER": _password_provider,
+    "LEND": _lend,
 }
 
 VALID_KEYS = tuple(_PARSERS)

@@ -35,7 +35,7 @@ from typing import Any
 from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
-from . import credentials, registry
+from . import credentials, lend, registry
 from .backends import GENERIC, backend_for
 from .conf import check_connection_settings, parse_pool_options
 from .drivers import DriverOps
@@ -196,6 +196,7 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
             options = parse_pool_options(self.alias, self.settings_dict)
             credentials.check_provider(self, options)
             check_all_aliases()
+            lend.configure(self, options.lend)  # LEND "transaction": lend.py
 
     def sapool_enabled(self) -> bool:
         """Return whether this wrapper pools (not for Django's _nodb_cursor())."""
@@ -234,6 +235,7 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
         pool = _lookup(self, settings_dict, extra)
         self._sapool_fresh = self.get_connection_params()  # type: ignore[attr-defined]
         self._sapool_cache = _PoolLookup(_snapshot(settings_dict), extra, pool)
+        lend.configure(self)  # LEND may have changed too: from the next checkout on
         return pool
 
     # -- Django hooks -----------------------------------------------------------

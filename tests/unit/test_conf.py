@@ -97,6 +97,19 @@ def test_recycle_can_be_disabled(value: Any) -> None:
     assert parse({"RECYCLE": value}).recycle == -1.0
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("request", "request"), ("transaction", "transaction"), (" Transaction ", "transaction")],
+)
+def test_lend_values(value: str, expected: str) -> None:
+    assert parse({"LEND": value}).lend == expected
+
+
+def test_lend_defaults_to_request() -> None:
+    assert parse().lend == "request"
+    assert parse().as_settings()["LEND"] == "request"
+
+
 def test_max_overflow_minus_one_means_unlimited() -> None:
     assert parse({"MAX_OVERFLOW": -1}).max_overflow == -1
 
@@ -109,6 +122,12 @@ def test_conn_health_checks_imply_pre_ping_unless_set() -> None:
 RESET_MESSAGE = (
     "must be 'rollback', 'commit', 'reset' (the server's full session reset), None, "
     "or an SQL statement"
+)
+
+LEND_MESSAGE = (
+    "must be 'request' (a connection is held from the first query until the request "
+    "ends) or 'transaction' (returned after each statement outside atomic(), and at "
+    "the end of each outermost atomic() block), "
 )
 
 INVALID = [
@@ -146,6 +165,9 @@ INVALID = [
     ("CONNECT_TIMEOUT", "3", "must be a number of seconds > 0, or None to turn it off"),
     ("TCP_KEEPALIVE", -1, "must be a number of seconds > 0, or None to turn it off, got -1"),
     ("TCP_USER_TIMEOUT", float("inf"), "must be a number of seconds > 0, or None to turn it off"),
+    ("LEND", "statement", LEND_MESSAGE + "got 'statement' (str)"),
+    ("LEND", None, LEND_MESSAGE + "got None (NoneType)"),
+    ("LEND", True, LEND_MESSAGE + "got True (bool)"),
     ("BACKEND", "django-tenants", "must be the dotted path of a Django database backend"),
     ("BACKEND", 3, "must be the dotted path of a Django database backend (what its ENGINE"),
     ("PASSWORD_PROVIDER", len, "must be the dotted path of a callable, such as"),

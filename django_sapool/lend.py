@@ -1,0 +1,258 @@
+"""``POOL_OPTIONS["LEND"] = "transaction"``: a connection is lent per statement or transaction.
+
+With LEND "request" (the default) a wrapper holds its connection from its first
+query until the request ends (``close_old_connections()``). With "transaction"
+it gives the connection back as soon as nothing needs the server session:
+
+- outside ``atomic()`` and in autocommit mode, when the last open cursor closes
+  (Django's ORM closes its cursors once it has read the results; a cursor the
+  user holds, a ``.iterator()``'s server-side cursor, keep it until closed);
+- at the end of the outermost ``atomic()`` block (Django's ``Atomic.__exit__``
+  calls ``set_autocommit(True)``), or at ``set_autocommit(True)`` after manual
+  transaction management, when no cursor is open.
+
+The next query checks one out again (``ensure_connection()`` sees
+``connection is None``), on the same fast path as the next request would: the
+connection this wrapper returned last, unless another thread took it. Django's
+session setup runs as at any checkout (once per server connection, see
+``wrapper.py``), and ``connection_created`` is sent at every checkout, as
+with LEND "request" (Django's ``connect()`` sends it).
+
+The release is the request end's own path: ``close_if_unusable_or_obsolete()``
+(``lean.py``) → ``_close()`` → ``ManagedPool.checkin()``.
+
+Installed per wrapper, as instance attributes that shadow three of Django's
+methods (``connect``, ``set_autocommit``, ``_prepare_cursor``), so a wrapper
+with LEND "request" runs exactly the code it ran before, at no cost. A cursor
+is counted by turning its class into a subclass of its own (cached per class):
+``close()``, its garbage collection, and a warning on statements whose effect
+outlives the statement (``SET``, ``LISTEN``, temporary tables, session advisory
+locks...) outside ``atomic()``: the next statement may run in another session.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import warnings
+from typing import Any
+
+from .conf import LEND_TRANSACTION, read_pool_options
+
+#: The wrapper methods an instance attribute shadows with LEND "transaction".
+SHADOWED = ("connect", "set_autocommit", "_prepare_cursor")
+
+#: Statements whose effect lives in the server session beyond the statement
+#: (PgBouncer's transaction-mode list, and MySQL's equivalents): session
+#: settings, LISTEN, temporary tables, prepared statements, holdable cursors,
+#: session-level advisory locks (PostgreSQL) and named locks (MySQL).
+SESSION_STATEMENT = re.compile(
+    r"^\s*(?:SET|RESET|LISTEN|UNLISTEN|PREPARE|DECLARE|LOCK\s+TABLES?"
+    r"|CREATE\s+(?:(?:GLOBAL|LOCAL)\s+)?TEMP(?:ORARY)?)\b"
+    r"|\bpg_(?:try_)?advisory_lock(?:_shared)?\s*\(|\bGET_LOCK\s*\(",
+    re.IGNORECASE,
+)
+
+
+class LendWarning(RuntimeWarning):
+    """A statement's effect outlives it, but with LEND "transaction" its session may not."""
+
+
+class Lent:
+    """What a wrapper with LEND "transaction" keeps about its checkout."""
+
+    __slots__ = ("cursors", "epoch", "settled")
+
+    def __init__(self) -> None:
+        #: Cursors open on this checkout (opened, neither closed nor collected).
+        self.cursors = 0
+        #: One more per checkout: a cursor of an earlier one no longer counts.
+        self.epoch = 0
+        #: False while Django's connect() runs (its session setup and the
+        #: connection_created receivers use cursors too): no release then.
+        self.settled = False
+
+
+def lent(wrapper: Any) -> Lent | None:
+    """Return a wrapper's LEND "transaction" state, or None when it lends per request."""
+    state: Lent | None = wrapper.__dict__.get("_sapool_lent")
+    return state
+
+
+def configure(wrapper: Any, mode: str | None = None) -> None:
+    """Lend per transaction or per request, as ``mode`` (default: the wrapper's LEND) says.
+
+    Called when the wrapper is made, and again whenever its settings changed
+    (``sapool_pool()``); a change applies from the next checkout on.
+    """
+    if mode is None:
+        mode = read_pool_options(wrapper.alias, wrapper.settings_dict).lend
+    state = lent(wrapper)
+    if mode == LEND_TRANSACTION:
+        if state is None:
+            _install(wrapper)
+    elif state is not None:
+        for name in (*SHADOWED, "_sapool_lent"):
+            wrapper.__dict__.pop(name, None)
+
+
+def _install(wrapper: Any) -> None:
+    cls = type(wrapper)
+    django_connect = cls.connect
+    django_set_autocommit = cls.set_autocommit
+    django_prepare_cursor = cls._prepare_cursor
+    state = Lent()
+
+    def connect() -> None:
+        state.epoch += 1
+        state.cursors = 0
+        state.settled = False
+        django_connect(wrapper)
+        state.settled = True
+
+    def set_autocommit(
+        autocommit: bool, force_begin_transaction_with_broken_autocommit: bool = False
+    ) -> None:
+        django_set_autocommit(wrapper, autocommit, force_begin_transaction_with_broken_autocommit)
+        # The outermost atomic() block's end (Django's Atomic.__exit__), or
+        # the end of manual transaction management.
+        if autocommit and not state.cursors:
+            release(wrapper, state)
+
+    def prepare_cursor(cursor: Any) -> Any:
+        wrapped = django_prepare_cursor(wrapper, cursor)
+        wrapped.__class__ = _counted(type(wrapped))
+        wrapped._sapool_epoch = state.epoch
+        state.cursors += 1
+        return wrapped
+
+    wrapper.__dict__.update(
+        _sapool_lent=state,
+        connect=connect,
+        set_autocommit=set_autocommit,
+        _prepare_cursor=prepare_cursor,
+    )
+
+
+def release(wrapper: Any, state: Lent) -> None:
+    """Give the connection back when nothing needs its session; else keep it."""
+    if (
+        state.settled
+        and wrapper.connection is not None
+        and wrapper.autocommit
+        and not wrapper.in_atomic_block
+        and wrapper._sapool_record is not None
+    ):
+        pool = wrapper._sapool_pool
+        # The request end's path (lean.py): Django's close(), leaner.
+        wrapper.close_if_unusable_or_obsolete()
+        if pool is not None and pool.remembered.waiting:
+            # It went to a thread waiting in SQLAlchemy's queue, whose wait
+            # ends when it gets the queue's lock back: let it, before this
+            # thread's next statement takes the connection back first (a
+            # thread querying in a loop would starve the waiters).
+            time.sleep(0)
+
+
+def _closed(cursor: Any, collected: bool = False) -> None:
+    """Count a cursor closed (once); give the connection back after the last one."""
+    epoch = cursor.__dict__.pop("_sapool_epoch", None)
+    if epoch is None:
+        return
+    wrapper = cursor.db
+    state = lent(wrapper)
+    if state is None or state.epoch != epoch:
+        return  # its checkout ended already (the request's end, or close())
+    state.cursors -= 1
+    if state.cursors:
+        return
+    # A cursor collected in another thread (a reference cycle) leaves the
+    # connection to its own thread's next statement, or the request's end.
+    if not collected or wrapper._thread_ident == threading.get_ident():
+        release(wrapper, state)
+
+
+def _warn(wrapper: Any, sql: str) -> None:
+    statement = " ".join(sql.split())
+    if len(statement) > 60:
+        statement = statement[:57] + "..."
+    warnings.warn(
+        f"django_sapool: {statement!r} outside atomic() on alias {wrapper.alias!r}, which "
+        f"lends connections per transaction (POOL_OPTIONS['LEND'] = 'transaction'): its "
+        f"effect stays in a server session that goes back to the pool when this cursor "
+        f"closes, so later statements may run in another session, and the next borrower "
+        f"of this one inherits it. Run it inside transaction.atomic() (SET LOCAL, "
+        f"pg_advisory_xact_lock), or give this work an alias with LEND 'request'.",
+        LendWarning,
+        stacklevel=3,
+    )
+
+
+class _CountedCursor:
+    """Django's cursor wrapper, counted open on its wrapper until closed or collected."""
+
+    cursor: Any
+    db: Any
+    __dict__: dict[str, Any]
+
+    def close(self) -> None:
+        try:
+            try:
+                close = super().close  # type: ignore[misc]
+            except AttributeError:  # Django's CursorWrapper passes close() on to the driver's
+                close = self.cursor.close
+            close()
+        finally:
+            _closed(self)
+
+    def execute(self, sql: Any, params: Any = None) -> Any:
+        db = self.db
+        if (
+            type(sql) is str
+            and not db.in_atomic_block
+            and db.autocommit
+            and SESSION_STATEMENT.search(sql)
+        ):
+            state = lent(db)
+            if state is not None and state.settled:
+                _warn(db, sql)
+        return super().execute(sql, params)  # type: ignore[misc]
+
+    def __del__(self) -> None:
+        # Dropped without close(): close the driver's cursor here only when
+        # its checkout is still this thread's (a server-side cursor's CLOSE
+        # must never reach a session lent to someone else since).
+        try:
+            epoch = self.__dict__.get("_sapool_epoch")
+            if epoch is None:
+                return
+            wrapper = self.db
+            state = lent(wrapper)
+            if (
+                state is not None
+                and state.epoch == epoch
+                and wrapper._thread_ident == threading.get_ident()
+            ):
+                try:
+                    self.cursor.close()
+                except Exception:
+                    pass
+            _closed(self, collected=True)
+        except Exception:  # never raise from a finalizer (interpreter shutdown...)
+            pass
+
+
+_COUNTED: dict[type, type] = {}
+
+
+def _counted(base: type) -> type:
+    """Return the counted subclass of a cursor wrapper class (made once per class)."""
+    counted = _COUNTED.get(base)
+    if counted is None:
+        counted = _COUNTED[base] = type(
+            f"Lent{base.__name__}",
+            (_CountedCursor, base),
+            {"__module__": base.__module__, "__qualname__": f"Lent{base.__qualname__}"},
+        )
+    return counted

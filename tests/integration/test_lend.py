@@ -1,0 +1,275 @@
+"""POOL_OPTIONS["LEND"] = "transaction": a connection per statement or transaction (issue 15).
+
+Each test runs one scenario of ``lend_child.py`` in a Django process of its own
+on a database of its own, against the real servers: PostgreSQL with psycopg 3
+and psycopg2, MySQL/MariaDB with mysqlclient. What users rely on is read from
+the server (``pg_stat_activity``, ``information_schema.processlist``,
+InnoDB's transactions, committed rows from a session outside the pool) and from
+the pool's ``status()``: between statements nothing is checked out, inside
+``atomic()`` the connection is held, and no transaction's rows leak.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from .conftest import MySQLServer, PgServer, own_pg_database, run_child
+
+#: What test_lend's threads may wait for PoolExhausted (TIMEOUT) in seconds.
+SHORT = 0.5
+
+
+def _pg_runner(pg: PgServer, driver: str) -> Any:
+    pytest.importorskip(driver)
+
+    def run(scenario: str, params: dict[str, Any] | None = None, **aliases: Any) -> Any:
+        with own_pg_database(pg, "sapool_lend") as dbname:
+            databases = {}
+            for alias, pool_options in aliases.items():
+                app_name = f"sapool-lend-{alias}-{uuid.uuid4().hex[:8]}"
+                databases[alias] = pg.settings(dbname, app_name, POOL_OPTIONS=pool_options)
+            facts = run_child(
+                {
+                    "driver": driver,
+                    "scenario": scenario,
+                    "params": params or {},
+                    "databases": databases,
+                    "dbname": dbname,
+                    "admin_conninfo": pg.conninfo(pg.admin_db),
+                    "test_conninfo": pg.conninfo(dbname),
+                },
+                timeout=180,
+                module="tests.integration.lend_child",
+                env_var="SAPOOL_LEND_CHILD",
+            )
+        assert facts["driver"] == driver
+        return facts
+
+    return run
+
+
+def _mysql_runner(mysql: MySQLServer, dbname: str) -> Any:
+    def run(scenario: str, params: dict[str, Any] | None = None, **aliases: Any) -> Any:
+        databases = {
+            alias: mysql.settings(
+                dbname,
+                OPTIONS={"init_command": "SET @sapool_init = 'done'"},
+                POOL_OPTIONS=pool_options,
+            )
+            for alias, pool_options in aliases.items()
+        }
+        return run_child(
+            {
+                "driver": "mysqlclient",
+                "scenario": scenario,
+                "params": params or {},
+                "databases": databases,
+                "dbname": dbname,
+                "admin_conninfo": mysql.conninfo(),
+                "test_conninfo": mysql.conninfo(dbname),
+            },
+            timeout=180,
+            module="tests.integration.lend_child",
+            env_var="SAPOOL_LEND_CHILD",
+        )
+
+    return run
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("psycopg", marks=pytest.mark.postgresql),
+        pytest.param("psycopg2", marks=pytest.mark.postgresql),
+        pytest.param("mysqlclient", marks=pytest.mark.mysql),
+    ]
+)
+def lend_run(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Run a lend_child scenario on PostgreSQL (psycopg 3, psycopg2) and MySQL/MariaDB."""
+    if request.param == "mysqlclient":
+        mysql = request.getfixturevalue("mysql")
+        yield _mysql_runner(mysql, request.getfixturevalue("mysql_database"))
+    else:
+        yield _pg_runner(request.getfixturevalue("pg"), request.param)
+
+
+@pytest.fixture
+def pg_lend_run(pg: PgServer) -> Any:
+    """PostgreSQL with psycopg 3 only (the scenarios that measure)."""
+    return _pg_runner(pg, "psycopg")
+
+
+def TXN(**options: Any) -> dict[str, Any]:  # noqa: N802 (reads as a setting)
+    return {"LEND": "transaction", **options}
+
+
+def test_two_threads_share_one_session_and_neither_holds_it(lend_run: Any) -> None:
+    """POOL_SIZE=1: two threads take turns; each statement checks out and returns."""
+    rounds = 10
+    facts = lend_run(
+        "alternate",
+        params={"rounds": rounds},
+        default=TXN(POOL_SIZE=1, MAX_OVERFLOW=0, TIMEOUT=SHORT),
+    )
+    assert facts["errors"] == []
+    seen = facts["seen"]
+    assert len(seen) == 2 * rounds
+    assert [s["thread"] for s in seen] == [0, 1] * rounds
+    # One server session for both threads: the same backend pid, one session on the server.
+    assert len({s["pid"] for s in seen}) == 1, seen
+    assert {s["sessions"] for s in seen} == {1}, seen
+    # Between statements neither thread holds it.
+    assert {s["checked_out"] for s in seen} == {0}, seen
+    assert {s["held"] for s in seen} == {False}, seen
+    # Django's session setup holds at every checkout: TIME_ZONE (UTC with
+    # USE_TZ) on PostgreSQL, OPTIONS["init_command"] on MySQL.
+    assert {s["session_setup"] for s in seen} in ({"UTC"}, {"done"}), seen
+    # Two statements per turn, each its own checkout; connection_created is
+    # sent at every checkout, as with LEND "request" (Django's connect()).
+    assert facts["checkouts"] == 2 * 2 * rounds
+    assert facts["connection_created"] == 2 * 2 * rounds
+    assert (facts["connections_opened"], facts["timeouts"]) == (1, 0)
+    assert facts["sessions_after"] == 1
+
+
+@pytest.mark.postgresql
+def test_with_lend_request_the_same_second_thread_waits_and_fails(pg_lend_run: Any) -> None:
+    """The contrast: LEND "request" holds the only connection until the request ends."""
+    facts = pg_lend_run(
+        "held_by_request",
+        params={"hold": 2.0},
+        default={"POOL_SIZE": 1, "MAX_OVERFLOW": 0, "TIMEOUT": SHORT},
+    )
+    assert facts["outcome"].startswith("PoolExhausted: "), facts
+    assert SHORT * 0.9 <= facts["waited"] < SHORT + 1.0
+    assert facts["checked_out_after"] == 0
+
+
+def test_atomic_holds_the_connection_until_its_end(lend_run: Any) -> None:
+    facts = lend_run(
+        "atomic_holds",
+        params={"hold": 2.0},
+        default=TXN(POOL_SIZE=1, MAX_OVERFLOW=0, TIMEOUT=SHORT),
+    )
+    assert facts["held_between_statements"] is True
+    assert facts["checked_out_during"] == 1
+    assert facts["locked"] == ["in-atomic"]  # select_for_update() inside atomic()
+    # The other thread waited TIMEOUT and got PoolExhausted, not the held connection.
+    assert facts["other_thread"].startswith("PoolExhausted: "), facts
+    assert SHORT * 0.9 <= facts["waited"] < SHORT + 1.0
+    assert facts["checked_out_at_end_of_block"] == 1
+    # Returned at the outermost block's end, and served the other thread next.
+    assert facts["checked_out_after_block"] == 0
+    assert facts["held_after_block"] is False
+    assert facts["other_after"] == facts["pid_in_atomic"]
+    assert facts["committed"] == 1
+    assert facts["select_for_update_outside"].startswith("TransactionManagementError: ")
+    assert facts["checked_out_end"] == 0
+
+
+def test_a_rolled_back_atomic_leaves_nothing_behind(lend_run: Any) -> None:
+    facts = lend_run("rolled_back", default=TXN(POOL_SIZE=2))
+    assert facts["checked_out_inside"] == 1
+    assert (facts["checked_out_after"], facts["held_after"]) == (0, False)
+    assert facts["committed"] == 0
+    assert facts["in_transaction"] == 0
+    assert facts["sessions"] == 1
+    # A failed statement outside atomic(): the connection still goes back, and works.
+    assert facts["duplicate"] == "IntegrityError"
+    assert facts["checked_out_after_error"] == 0
+    assert facts["count_after_error"] == 2  # "ok" and the first "dup"
+    assert facts["in_transaction_end"] == 0
+
+
+def test_threads_sharing_one_connection_never_see_uncommitted_rows(lend_run: Any) -> None:
+    facts = lend_run(
+        "isolation",
+        params={"rounds": 10},
+        default=TXN(POOL_SIZE=1, MAX_OVERFLOW=0, TIMEOUT=10),
+    )
+    assert facts["errors"] == []
+    assert len(facts["pids"]) == 1  # one server session served both threads
+    assert len(facts["observed"]) >= 5, facts["observed"]
+    assert set(facts["observed"]) == {0}, facts["observed"]
+    assert facts["committed"] == 0
+    assert facts["checked_out_end"] == 0
+
+
+def test_an_open_cursor_keeps_the_connection_until_closed(lend_run: Any) -> None:
+    facts = lend_run("open_cursors", default=TXN(POOL_SIZE=2))
+    assert facts["after_bulk_create"] == 0
+    # .iterator(): a server-side cursor on PostgreSQL, held until read to the end.
+    assert facts["iterator_first"] == "row-0"
+    assert facts["iterator_open"] == 1
+    assert facts["iterator_open_after_other"] == 1
+    assert facts["iterator_rest"] == 9
+    assert facts["iterator_done"] == 0
+    # A raw cursor the user holds.
+    assert (facts["raw_open"], facts["raw_open_after_orm"], facts["raw_closed"]) == (1, 1, 0)
+    # A cursor dropped without close(), and an abandoned iterator: collected, returned.
+    assert facts["dropped"] == 0
+    assert (facts["abandoned_open"], facts["abandoned"]) == (1, 0)
+
+
+def test_nothing_is_checked_out_after_each_orm_statement(lend_run: Any) -> None:
+    facts = lend_run("statements", default=TXN(POOL_SIZE=2))
+    assert set(facts["checked_out"].values()) == {0}, facts["checked_out"]
+    assert set(facts["held"].values()) == {False}, facts["held"]
+    # on_commit() callbacks ran at the end of the block, and their query worked.
+    assert facts["on_commit_saw"] == [1]
+    # connection.queries keeps every statement across checkouts, and
+    # connection_created came once per checkout, as with LEND "request".
+    assert facts["queries"] >= len(facts["checked_out"])
+    assert facts["connection_created"] == facts["checkouts"]
+    assert facts["connections_opened"] == 1
+
+
+def test_session_state_statements_outside_atomic_warn(lend_run: Any) -> None:
+    facts = lend_run("warned", default=TXN(POOL_SIZE=2))
+    for messages in facts["outside"]:
+        assert len(messages) == 1, facts["outside"]
+        assert "outside atomic() on alias 'default'" in messages[0]
+        assert "POOL_OPTIONS['LEND'] = 'transaction'" in messages[0]
+    assert facts["inside"] == []
+    assert facts["as_error"] == "LendWarning"
+    assert facts["checked_out_end"] == 0
+
+
+@pytest.mark.postgresql
+def test_two_aliases_on_one_database_lend_each_their_way(pg_lend_run: Any) -> None:
+    facts = pg_lend_run("two_aliases", default=TXN(POOL_SIZE=2), held={"POOL_SIZE": 2})
+    assert (facts["default"], facts["held"]) == (0, 1)
+    assert facts["sessions"] == 2
+    assert facts["held_after_request"] == 0
+
+
+@pytest.mark.postgresql
+def test_64_threads_through_4_connections(pg_lend_run: Any) -> None:
+    """64 requests at once (query, sleep 0.2 s, query) through POOL_SIZE=4, MAX_OVERFLOW=0.
+
+    LEND "transaction" holds a connection for a statement, so all 64 sleep at
+    once; LEND "request" holds it for the whole request, so they pass 4 at a
+    time: at least 16 x 0.2 s. Both in one process, one alias each.
+    """
+    threads, sleep = 64, 0.2
+    pool = {"POOL_SIZE": 4, "MAX_OVERFLOW": 0, "TIMEOUT": 30}
+    facts = pg_lend_run(
+        "bursts", params={"threads": threads, "sleep": sleep}, default=TXN(**pool), held=pool
+    )
+    txn, req = facts["default"], facts["held"]
+    print(
+        f"\nLEND transaction: {txn['seconds']:.2f}s, peak {txn['peak_sessions']} sessions; "
+        f"LEND request: {req['seconds']:.2f}s, peak {req['peak_sessions']} sessions; "
+        f"ratio {req['seconds'] / txn['seconds']:.1f}x"
+    )
+    for facts_ in (txn, req):
+        assert facts_["errors"] == []
+        assert facts_["timeouts"] == 0
+        assert 1 <= facts_["peak_sessions"] <= 4
+        assert facts_["connections_opened"] <= 4
+        assert facts_["checked_out"] == 0
+    assert req["seconds"] >= threads / 4 * sleep * 0.95
+    assert req["seconds"] >= 10 * txn["seconds"], (req["seconds"], txn["seconds"])

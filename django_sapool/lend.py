@@ -62,16 +62,20 @@ class LendWarning(RuntimeWarning):
 class Lent:
     """What a wrapper with LEND "transaction" keeps about its checkout."""
 
-    __slots__ = ("cursors", "epoch", "settled")
+    __slots__ = ("cursors", "epoch", "settled", "busy")
 
     def __init__(self) -> None:
         #: Cursors open on this checkout (opened, neither closed nor collected).
         self.cursors = 0
         #: One more per checkout: a cursor of an earlier one no longer counts.
         self.epoch = 0
-        #: False while Django's connect() runs (its session setup and the
-        #: connection_created receivers use cursors too): no release then.
+        #: Whether this checkout went through our connect(): one that was
+        #: under way when LEND changed to "transaction" is held as before.
         self.settled = False
+        #: Django's connect() or set_autocommit() under way: their own cursors
+        #: (session setup, connection_created receivers, SQLite's BEGIN) are
+        #: counted but return nothing (the state is half-changed then).
+        self.busy = 0
 
 
 def lent(wrapper: Any) -> Lent | None:
@@ -108,13 +112,23 @@ def _install(wrapper: Any) -> None:
         state.epoch += 1
         state.cursors = 0
         state.settled = False
-        django_connect(wrapper)
+        state.busy += 1
+        try:
+            django_connect(wrapper)
+        finally:
+            state.busy -= 1
         state.settled = True
 
     def set_autocommit(
         autocommit: bool, force_begin_transaction_with_broken_autocommit: bool = False
     ) -> None:
-        django_set_autocommit(wrapper, autocommit, force_begin_transaction_with_broken_autocommit)
+        state.busy += 1
+        try:
+            django_set_autocommit(
+                wrapper, autocommit, force_begin_transaction_with_broken_autocommit
+            )
+        finally:
+            state.busy -= 1
         # The outermost atomic() block's end (Django's Atomic.__exit__), or
         # the end of manual transaction management.
         if autocommit and not state.cursors:
@@ -139,6 +153,7 @@ def release(wrapper: Any, state: Lent) -> None:
     """Give the connection back when nothing needs its session; else keep it."""
     if (
         state.settled
+        and not state.busy
         and wrapper.connection is not None
         and wrapper.autocommit
         and not wrapper.in_atomic_block
@@ -215,7 +230,7 @@ class _CountedCursor:
             and SESSION_STATEMENT.search(sql)
         ):
             state = lent(db)
-            if state is not None and state.settled:
+            if state is not None and state.settled and not state.busy:
                 _warn(db, sql)
         return super().execute(sql, params)  # type: ignore[misc]
 

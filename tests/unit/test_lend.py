@@ -1,0 +1,177 @@
+"""lend.py's bookkeeping on a pooled SQLite file, no server: when a connection goes back.
+
+The guarantees users rely on are proven against the real servers in
+tests/integration/test_lend.py; these pin the rules themselves: what is
+installed per wrapper (nothing with LEND "request"), which events return the
+connection, and that a cursor of an earlier checkout no longer counts.
+"""
+
+from __future__ import annotations
+
+import gc
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connections, transaction
+
+from django_sapool import lend
+from django_sapool.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
+
+from .pools import sqlite_settings
+
+pytestmark = pytest.mark.usefixtures("clean_registry")
+
+
+def wrapper(tmp_path: Path, mode: str = "transaction") -> Any:
+    return SqliteWrapper(sqlite_settings(tmp_path, LEND=mode, POOL_SIZE=2), "default")
+
+
+def checked_out(db: Any) -> int:
+    return int(db.sapool_pool().status().checked_out)
+
+
+def test_lend_request_installs_nothing(tmp_path: Path) -> None:
+    db = wrapper(tmp_path, "request")
+    assert lend.lent(db) is None
+    assert not set(lend.SHADOWED) & set(vars(db))
+    with db.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    assert type(cursor) is not lend._counted(type(cursor))
+    assert db.connection is not None  # held until the request ends
+    db.close()
+
+
+def test_a_statement_returns_the_connection_when_its_cursor_closes(tmp_path: Path) -> None:
+    db = wrapper(tmp_path)
+    assert set(lend.SHADOWED) <= set(vars(db))
+    with db.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        assert checked_out(db) == 1
+        assert lend.lent(db).cursors == 1  # type: ignore[union-attr]
+    assert db.connection is None
+    assert checked_out(db) == 0
+    cursor.close()  # a second close counts nothing
+    assert lend.lent(db).cursors == 0  # type: ignore[union-attr]
+
+
+def test_the_last_of_two_cursors_returns_it(tmp_path: Path) -> None:
+    db = wrapper(tmp_path)
+    first, second = db.cursor(), db.cursor()
+    first.close()
+    assert db.connection is not None
+    second.close()
+    assert db.connection is None
+
+
+def test_a_collected_cursor_returns_it(tmp_path: Path) -> None:
+    db = wrapper(tmp_path)
+    cursor = db.cursor()
+    cursor.execute("SELECT 1")
+    del cursor
+    gc.collect()
+    assert db.connection is None
+    assert checked_out(db) == 0
+
+
+def test_manual_transactions_hold_it_until_autocommit_is_back(tmp_path: Path) -> None:
+    db = wrapper(tmp_path)
+    db.set_autocommit(False)
+    with db.cursor() as cursor:
+        cursor.execute("CREATE TABLE t (x int)")
+    assert db.connection is not None
+    db.commit()
+    assert db.connection is not None
+    db.set_autocommit(True)
+    assert db.connection is None
+    assert checked_out(db) == 0
+
+
+def test_atomic_holds_it_until_the_outermost_block_ends(tmp_path: Path, extra_alias: Any) -> None:
+    extra_alias("lent", **sqlite_settings(tmp_path, LEND="transaction"))
+    db = connections["lent"]
+    with transaction.atomic(using="lent"):
+        with db.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        with transaction.atomic(using="lent"):
+            with db.cursor() as cursor:
+                cursor.execute("SELECT 2")
+        assert db.connection is not None  # a savepoint's end is not the block's
+    assert db.connection is None
+    assert checked_out(db) == 0
+
+
+def test_a_cursor_of_an_earlier_checkout_no_longer_counts(tmp_path: Path) -> None:
+    db = wrapper(tmp_path)
+    stale = db.cursor()
+    db.close()  # the request's end: returned with the cursor open
+    with db.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        stale.close()  # counts nothing: this checkout's cursor is still open
+        assert db.connection is not None
+    assert db.connection is None
+
+
+def test_a_change_of_lend_applies_from_the_next_checkout(tmp_path: Path) -> None:
+    db = wrapper(tmp_path, "request")
+    db.settings_dict["POOL_OPTIONS"] = {"LEND": "transaction", "POOL_SIZE": 3}
+    with db.cursor() as cursor:  # this checkout notices the change
+        cursor.execute("SELECT 1")
+    assert lend.lent(db) is not None
+    assert db.connection is not None  # found mid-connect: held as before
+    db.close()
+    with db.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    assert db.connection is None  # lent per transaction from then on
+    db.settings_dict["POOL_OPTIONS"] = {"LEND": "request", "POOL_SIZE": 3}
+    with db.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    assert lend.lent(db) is None
+    assert not set(lend.SHADOWED) & set(vars(db))
+    db.close()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SET search_path = app",
+        "  set statement_timeout = 0",
+        "LISTEN jobs",
+        "CREATE TEMP TABLE t (x int)",
+        "create temporary table t (x int)",
+        "SELECT pg_advisory_lock(1)",
+        "SELECT GET_LOCK('x', 0)",
+        "PREPARE q AS SELECT 1",
+    ],
+)
+def test_session_state_statements_are_recognised(sql: str) -> None:
+    assert lend.SESSION_STATEMENT.search(sql)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1",
+        "UPDATE settings SET value = 1",
+        "SELECT pg_advisory_xact_lock(1)",
+        "INSERT INTO t (name) VALUES ('SET x')",
+    ],
+)
+def test_ordinary_statements_are_not(sql: str) -> None:
+    assert not lend.SESSION_STATEMENT.search(sql)
+
+
+def test_a_session_statement_outside_atomic_warns_where_it_runs(tmp_path: Path) -> None:
+    db = wrapper(tmp_path)
+    with pytest.warns(lend.LendWarning, match="outside atomic\\(\\) on alias 'default'") as info:
+        with db.cursor() as cursor:
+            cursor.execute("CREATE TEMP TABLE t (x int)")
+    assert info[0].filename == __file__
+    db.set_autocommit(False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", lend.LendWarning)
+        with db.cursor() as cursor:  # inside a transaction: no warning
+            cursor.execute("CREATE TEMP TABLE u (x int)")
+    db.rollback()
+    db.set_autocommit(True)

@@ -55,7 +55,7 @@ SESSION_STATEMENT = re.compile(
 )
 
 
-class LendWarning(RuntimeWarning):
+class LendWarning(UserWarning):
     """A statement's effect outlives it, but with LEND "transaction" its session may not."""
 
 

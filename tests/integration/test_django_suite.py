@@ -43,6 +43,33 @@ def test_django_suite_postgresql_parallel(pg: Any, django_tests: None) -> None:
     assert "Cloning test database for alias 'default'" in output
 
 
+#: Django's modules run with LEND "transaction": the default ones, and the ORM's
+#: queries, select_for_update (threads, locks, atomic()) and basic.
+LEND_MODULES = (
+    "backends",
+    "transactions",
+    "transaction_hooks",
+    "queries",
+    "select_for_update",
+    "basic",
+)
+
+
+@pytest.mark.postgresql
+def test_django_suite_postgresql_lend_transaction(pg: Any, django_tests: None) -> None:
+    """POOL_OPTIONS["LEND"] = "transaction" (docs/lend.md), psycopg 3.
+
+    The expected failures (``VENDOR_EXPECTED_FAILURES["postgresql_lend"]``) read
+    ``wrapper.connection`` after the cursor that used it was closed.
+    """
+    pytest.importorskip("psycopg")
+    output = run_suite(
+        "--driver", "psycopg", "--settings", "settings_postgresql_lend", *LEND_MODULES
+    )
+    assert "(postgresql_lend: PostgreSQL, LEND 'transaction')" in output
+    assert "is_psycopg3=True" in output
+
+
 def test_django_suite_sqlite(django_tests: None) -> None:
     """SQLite file databases (in-memory ones are not pooled, so not worth running)."""
     run_suite("--settings", "settings_sqlite")

@@ -19,9 +19,12 @@ from pathlib import Path
 
 from ._load import (
     CAP,
+    OURS,
+    POOL_OPTIONS,
     Sampler,
     Site,
     brief,
+    get,
     hammer,
     pool_stats,
     sapool_warnings,
@@ -65,4 +68,51 @@ def test_asgi_sync_and_async_views_share_the_pool(site: Site, tmp_path: Path) ->
     assert stats["connections_opened"] <= CAP, stats
     assert stats["timeouts"] == 0, stats
     assert after == stats["size"] <= CAP
+    assert sapool_warnings(output) == [], output[-3000:]
+
+
+#: test_asgi_lend_transaction: concurrent requests, and each one's sleep between queries.
+LEND_REQUESTS = 200
+LEND_SLEEP = 0.2
+
+
+def test_asgi_lend_transaction_async_views_hold_nothing_while_they_sleep(
+    site: Site, tmp_path: Path
+) -> None:
+    """POOL_OPTIONS["LEND"] = "transaction": 200 concurrent async views through 4 connections.
+
+    Each request does ``aget()``, ``asyncio.sleep(0.2)``, ``acount()``. Each
+    async ORM call runs in the request's own thread (Django's
+    ThreadSensitiveContext), which returns the connection as soon as the
+    query's cursor closes; so the sleeps overlap. With LEND "request" each
+    request would hold its connection through its sleep: 200 / 4 x 0.2 s = 10 s
+    at least.
+    """
+    env = site.make(engine=OURS[site.vendor], POOL_OPTIONS={**POOL_OPTIONS, "LEND": "transaction"})
+    with site.observer(env) as observer, started(UVICORN, env, tmp_path, "uvicorn") as proc:
+        port = wait_ready(proc)
+        assert get(port, "/write?name=lend")[0] == 200
+        with Sampler(observer) as sampler:
+            load = hammer(port, [f"/asleep?seconds={LEND_SLEEP}"], LEND_REQUESTS, LEND_REQUESTS)
+        stats = pool_stats(port)
+        after = observer.count()
+        output = proc.output()
+
+    floor = LEND_REQUESTS / CAP * LEND_SLEEP  # LEND "request"'s least possible time
+    print(
+        f"\n[asgi lend {site.vendor}] {LEND_REQUESTS} concurrent /asleep requests: "
+        f"{load.seconds:.2f}s (LEND request: >= {floor:.1f}s), peak {sampler.peak} "
+        f"server sessions; pool: {brief(stats)}"
+    )
+    assert load.statuses == {200: LEND_REQUESTS}, [
+        b for b in load.bodies if not isinstance(b, dict)
+    ][:3]
+    assert {b["count"] for b in load.bodies} == {1}
+    assert 1 <= sampler.peak <= CAP
+    assert stats["checked_out"] == 0, stats
+    assert stats["timeouts"] == 0, stats
+    assert stats["connections_opened"] <= CAP, stats
+    assert after == stats["size"] <= CAP
+    # Far below what holding a connection through each sleep would take.
+    assert load.seconds < floor / 2, load.seconds
     assert sapool_warnings(output) == [], output[-3000:]

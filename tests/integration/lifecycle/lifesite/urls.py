@@ -8,5 +8,6 @@ urlpatterns = [
     path("pid", views.pid),
     path("write", views.write),
     path("apid", views.apid),
+    path("asleep", views.asleep),
     path("stats", views.stats),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import asdict
 from typing import Any
@@ -42,6 +43,14 @@ async def apid(request: HttpRequest) -> HttpResponse:
     count = await Item.objects.acount()
     await Item.objects.filter(name="never").aexists()
     return JsonResponse({"worker": os.getpid(), "count": count})
+
+
+async def asleep(request: HttpRequest) -> HttpResponse:
+    """Query, wait without a query (an API call, say), query: LEND "transaction"'s case."""
+    item = await Item.objects.aget(name=request.GET.get("name", "lend"))
+    await asyncio.sleep(float(request.GET.get("seconds", "0.2")))
+    count = await Item.objects.acount()
+    return JsonResponse({"worker": os.getpid(), "id": item.pk, "count": count})
 
 
 def stats(request: HttpRequest) -> HttpResponse:

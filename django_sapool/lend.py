@@ -22,7 +22,7 @@ The release is the request end's own path: ``close_if_unusable_or_obsolete()``
 (``lean.py``) → ``_close()`` → ``ManagedPool.checkin()``.
 
 Installed per wrapper, as instance attributes that shadow three of Django's
-methods (``connect``, ``set_autocommit``, ``_prepare_cursor``), so a wrapper
+methods (``connect``, ``set_autocommit``, ``_cursor``), so a wrapper
 with LEND "request" runs exactly the code it ran before, at no cost. A cursor
 is counted by turning its class into a subclass of its own (cached per class):
 ``close()``, its garbage collection, and a warning on statements whose effect
@@ -41,7 +41,7 @@ from typing import Any
 from .conf import LEND_TRANSACTION, read_pool_options
 
 #: The wrapper methods an instance attribute shadows with LEND "transaction".
-SHADOWED = ("connect", "set_autocommit", "_prepare_cursor")
+SHADOWED = ("connect", "set_autocommit", "_cursor")
 
 #: Statements whose effect lives in the server session beyond the statement
 #: (PgBouncer's transaction-mode list, and MySQL's equivalents): session
@@ -105,7 +105,7 @@ def _install(wrapper: Any) -> None:
     cls = type(wrapper)
     django_connect = cls.connect
     django_set_autocommit = cls.set_autocommit
-    django_prepare_cursor = cls._prepare_cursor
+    django_cursor = cls._cursor
     state = Lent()
 
     def connect() -> None:
@@ -134,9 +134,21 @@ def _install(wrapper: Any) -> None:
         if autocommit and not state.cursors:
             release(wrapper, state)
 
-    def prepare_cursor(cursor: Any) -> Any:
-        wrapped = django_prepare_cursor(wrapper, cursor)
-        wrapped.__class__ = _counted(type(wrapped))
+    def cursor(name: str | None = None) -> Any:
+        # Counted once the backend has made it: what the backend runs on it
+        # first (django-tenants' SET search_path, at every cursor) is its own
+        # session setup, not the caller's statement, so it is not warned
+        # about; a cursor the backend opens and closes meanwhile (its own, for
+        # a named one) returns nothing.
+        state.busy += 1
+        try:
+            wrapped = django_cursor(wrapper, name)
+        finally:
+            state.busy -= 1
+        try:
+            wrapped.__class__ = _counted(type(wrapped))
+        except TypeError:  # a cursor class of another layout: held as with "request"
+            return wrapped
         wrapped._sapool_epoch = state.epoch
         state.cursors += 1
         return wrapped
@@ -145,7 +157,7 @@ def _install(wrapper: Any) -> None:
         _sapool_lent=state,
         connect=connect,
         set_autocommit=set_autocommit,
-        _prepare_cursor=prepare_cursor,
+        _cursor=cursor,
     )
 
 

@@ -49,7 +49,12 @@ def tenants_db(pg: PgServer) -> Iterator[str]:
 
 
 def run_tenants(
-    pg: PgServer, dbname: str, driver: str, limit_set_calls: bool, scenario: str = "serve"
+    pg: PgServer,
+    dbname: str,
+    driver: str,
+    limit_set_calls: bool,
+    scenario: str = "serve",
+    lend: str = "request",
 ) -> dict[str, Any]:
     pytest.importorskip(driver)
     app_name = f"sapool-tenants-{uuid.uuid4().hex[:10]}"
@@ -61,6 +66,7 @@ def run_tenants(
             "BACKEND": "django_tenants.postgresql_backend",
             "POOL_SIZE": 2,
             "MAX_OVERFLOW": 0,
+            "LEND": lend,
         },
     )
     return run_child(
@@ -148,6 +154,27 @@ def test_tenants_never_see_each_other(
         assert sets_per_request <= 2 + closes / REQUESTS + 0.01, sets_per_request
     else:
         assert sets_per_request >= 4 + 3 * closes / REQUESTS - 0.01, sets_per_request
+
+
+@pytest.mark.parametrize("limit_set_calls", [False, True], ids=["limit-off", "limit-on"])
+def test_tenants_never_see_each_other_with_lend_transaction(
+    pg: PgServer, tenants_db: str, limit_set_calls: bool
+) -> None:
+    """POOL_OPTIONS["LEND"] = "transaction" (docs/lend.md): a new session per statement.
+
+    django-tenants' ``close()`` runs at every return, so its ``SET search_path``
+    comes again on the next checkout, run on the cursor before it is handed out:
+    no LendWarning for it.
+    """
+    facts = run_tenants(pg, tenants_db, "psycopg", limit_set_calls, lend="transaction")
+    served = facts["served"]
+    assert len(served) == REQUESTS
+    bad = wrong(facts)
+    assert not bad, f"{len(bad)} saw another tenant's data, e.g. {bad[:3]}"
+    assert facts["peak_sessions"] <= 2
+    (pool,) = facts["pools"]
+    assert (pool["checked_out"], pool["timeouts"]) == (0, 0)
+    assert "LendWarning" not in facts["stderr"], facts["stderr"][-2000:]
 
 
 @pytest.mark.parametrize("limit_set_calls", [False, True], ids=["limit-off", "limit-on"])

@@ -175,3 +175,17 @@ def test_a_session_statement_outside_atomic_warns_where_it_runs(tmp_path: Path) 
             cursor.execute("CREATE TEMP TABLE u (x int)")
     db.rollback()
     db.set_autocommit(True)
+
+
+def test_an_in_memory_sqlite_database_is_never_lent(tmp_path: Path) -> None:
+    """Not pooled (one database per connection): returning it would lose the database."""
+    settings_dict = sqlite_settings(tmp_path, LEND="transaction")
+    settings_dict["NAME"] = ":memory:"
+    db = SqliteWrapper(settings_dict, "default")
+    with db.cursor() as cursor:
+        cursor.execute("CREATE TABLE kept (x int)")
+    assert db.connection is not None
+    with db.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM kept")
+        assert cursor.fetchone()[0] == 0
+    db.close()

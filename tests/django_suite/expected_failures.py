@@ -101,6 +101,12 @@ VENDOR_EXPECTED_FAILURES["postgresql_lend"] = {
     f"{_PG}.test_bypass_timezone_configuration": _RETURNED,
 }
 
+# MySQL/MariaDB with LEND "transaction" (settings_mysql_lend.py).
+VENDOR_EXPECTED_FAILURES["mysql_lend"] = {
+    **VENDOR_EXPECTED_FAILURES["mysql"],
+    "backends.tests.ThreadTests.test_default_connection_thread_local": _RETURNED,
+}
+
 # Tests that import a package from Django's tests/requirements/postgres.txt which
 # this project doesn't install. They are skipped when it is missing; with it
 # installed they run (and two of them are expected failures above).

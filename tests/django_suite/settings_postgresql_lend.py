@@ -13,18 +13,16 @@ PostgreSQL ones.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from settings_postgresql import *  # noqa: F403 - TEST_RUNNER, SECRET_KEY, psycopg2 choice
 from settings_postgresql import ENGINE, databases
+from suite_lend import lent, runner_class
 
 #: The key of expected_failures.VENDOR_EXPECTED_FAILURES this setup uses.
 EXPECTED_FAILURES_KEY = "postgresql_lend"
 
-DATABASES = databases(ENGINE)
-for _db in DATABASES.values():
-    _db["POOL_OPTIONS"] = {"LEND": "transaction"}
+DATABASES = lent(databases(ENGINE))
 
 TEST_RUNNER = "settings_postgresql_lend.LendTestRunner"
 
@@ -33,29 +31,6 @@ def __getattr__(name: str) -> Any:
     # As settings_pgbouncer: the runner class is built when Django first asks
     # for it, after setup (sapool_runner imports django.test and django.db).
     if name == "LendTestRunner":
-        return _runner_class()
+        runner = globals()["LendTestRunner"] = runner_class(EXPECTED_FAILURES_KEY, "PostgreSQL")
+        return runner
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _runner_class() -> type:
-    import unittest
-
-    from django.test.runner import DiscoverRunner
-    from sapool_runner import SapoolTestRunner, mark_tests
-
-    class LendTestRunner(SapoolTestRunner):
-        """SapoolTestRunner, marking the expected failures of the "postgresql_lend" key."""
-
-        def build_suite(self, *args: Any, **kwargs: Any) -> unittest.TestSuite:
-            suite = DiscoverRunner.build_suite(self, *args, **kwargs)
-            expected, skipped = mark_tests(suite, EXPECTED_FAILURES_KEY)
-            print(
-                f"django_sapool: {expected} test(s) marked as expected failures "
-                f"({EXPECTED_FAILURES_KEY}: PostgreSQL, LEND 'transaction'), {skipped} "
-                f"skipped for a missing package (see expected_failures.py)",
-                file=sys.stderr,
-            )
-            return suite
-
-    globals()["LendTestRunner"] = LendTestRunner
-    return LendTestRunner

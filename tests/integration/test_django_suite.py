@@ -70,6 +70,14 @@ def test_django_suite_postgresql_lend_transaction(pg: Any, django_tests: None) -
     assert "is_psycopg3=True" in output
 
 
+@pytest.mark.mysql
+def test_django_suite_mysql_lend_transaction(mysql: Any, django_tests: None) -> None:
+    """POOL_OPTIONS["LEND"] = "transaction" on MySQL/MariaDB, mysqlclient."""
+    output = run_suite("--settings", "settings_mysql_lend", *LEND_MODULES)
+    assert "(mysql_lend: MySQL/MariaDB, LEND 'transaction')" in output
+    assert "django_sapool.backends.mysql, driver mysqlclient" in output
+
+
 def test_django_suite_sqlite(django_tests: None) -> None:
     """SQLite file databases (in-memory ones are not pooled, so not worth running)."""
     run_suite("--settings", "settings_sqlite")

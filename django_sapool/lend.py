@@ -182,21 +182,26 @@ def release(wrapper: Any, state: Lent) -> None:
             time.sleep(0)
 
 
-def _closed(cursor: Any, collected: bool = False) -> None:
-    """Count a cursor closed (once); give the connection back after the last one."""
+def _closed(cursor: Any) -> None:
+    """Count a cursor closed (once); give the connection back after the last one.
+
+    Only in the wrapper's own thread (or one it is shared with): the count is
+    never changed by two threads at once, and Django refuses to close another
+    thread's connection. A cursor closed or collected elsewhere (a reference
+    cycle found by the garbage collector) stays counted: the connection is
+    then held until the request ends, as with LEND "request".
+    """
+    wrapper = cursor.db
+    if wrapper._thread_ident != threading.get_ident() and not wrapper.allow_thread_sharing:
+        return
     epoch = cursor.__dict__.pop("_sapool_epoch", None)
     if epoch is None:
         return
-    wrapper = cursor.db
     state = lent(wrapper)
     if state is None or state.epoch != epoch:
         return  # its checkout ended already (the request's end, or close())
     state.cursors -= 1
-    if state.cursors:
-        return
-    # A cursor collected in another thread (a reference cycle) leaves the
-    # connection to its own thread's next statement, or the request's end.
-    if not collected or wrapper._thread_ident == threading.get_ident():
+    if not state.cursors:
         release(wrapper, state)
 
 
@@ -265,7 +270,7 @@ class _CountedCursor:
                     self.cursor.close()
                 except Exception:
                     pass
-            _closed(self, collected=True)
+            _closed(self)
         except Exception:  # never raise from a finalizer (interpreter shutdown...)
             pass
 

@@ -189,3 +189,31 @@ def test_an_in_memory_sqlite_database_is_never_lent(tmp_path: Path) -> None:
         cursor.execute("SELECT count(*) FROM kept")
         assert cursor.fetchone()[0] == 0
     db.close()
+
+
+def test_a_cursor_closed_in_another_thread_leaves_the_count_alone(tmp_path: Path) -> None:
+    """Django refuses to close another thread's connection; the request's end returns it."""
+    import threading
+
+    db = wrapper(tmp_path)
+    cursor = db.cursor()
+    cursor.execute("SELECT 1")
+    errors: list[BaseException] = []
+
+    def close_elsewhere() -> None:
+        try:
+            cursor.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=close_elsewhere)
+    thread.start()
+    thread.join(5)
+    assert errors == []
+    assert db.connection is not None
+    assert lend.lent(db).cursors == 1  # type: ignore[union-attr]
+    db.close()  # the request's end
+    assert checked_out(db) == 0
+    with db.cursor() as again:  # a new checkout, a new count
+        again.execute("SELECT 1")
+    assert db.connection is None

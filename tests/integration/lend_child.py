@@ -551,6 +551,37 @@ def bursts(threads: int, sleep: float) -> dict[str, Any]:
     return {alias: burst(threads, sleep, alias) for alias in ("default", "held")}
 
 
+def round_trips(n: int) -> dict[str, Any]:
+    """What the server runs (pg_stat_statements) for n statements and n atomic() blocks."""
+    observer = Observer()
+
+    def statements() -> int:
+        sql = (
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s "
+            "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = %s"
+        )
+        return int(observer.scalar(sql, [CONFIG["dbname"]]))
+
+    Item.objects.count()  # the pool's connection is open and set up
+    checkouts = pool().status().checkouts
+    before = statements()
+    for _ in range(n):
+        Item.objects.count()
+    after_counts = statements()
+    for i in range(n):
+        with transaction.atomic():
+            Item.objects.create(name=f"rt-{i}")
+    after_blocks = statements()
+    status = pool().status()
+    return {
+        "counts": after_counts - before,
+        "blocks": after_blocks - after_counts,
+        "checkouts": status.checkouts - checkouts,
+        "connections_opened": status.connections_opened,
+        "checked_out": status.checked_out,
+    }
+
+
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     f.__name__: f
     for f in (
@@ -564,6 +595,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
         warned,
         two_aliases,
         bursts,
+        round_trips,
     )
 }
 

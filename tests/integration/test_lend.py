@@ -247,6 +247,24 @@ def test_two_aliases_on_one_database_lend_each_their_way(pg_lend_run: Any) -> No
 
 
 @pytest.mark.postgresql
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_a_checkout_per_statement_costs_the_server_no_statement(pg: PgServer, driver: str) -> None:
+    """n statements outside atomic() are n checkouts and n server statements, nothing more.
+
+    Counted by pg_stat_statements in the test database: no ping (the connection
+    was used a moment ago), no session setup again, no ROLLBACK on return (the
+    driver says no transaction is open). An atomic() block is its BEGIN, its
+    INSERT and its COMMIT.
+    """
+    n = 20
+    facts = _pg_runner(pg, driver)("round_trips", params={"n": n}, default=TXN(POOL_SIZE=2))
+    assert facts["counts"] == n
+    assert facts["blocks"] == 3 * n
+    assert facts["checkouts"] == 2 * n
+    assert (facts["connections_opened"], facts["checked_out"]) == (1, 0)
+
+
+@pytest.mark.postgresql
 def test_64_threads_through_4_connections(pg_lend_run: Any) -> None:
     """64 requests at once (query, sleep 0.2 s, query) through POOL_SIZE=4, MAX_OVERFLOW=0.
 

@@ -13,6 +13,7 @@ created, which would crash ``manage.py check`` instead of reporting.
 | sapool.W001 | warning | in-memory SQLite on a django_sapool alias (never pooled) |
 | sapool.W002 | warning | ``MAX_OVERFLOW`` -1 (no limit), ``POOL_SIZE`` > 100, or ``TIMEOUT`` 0 |
 | sapool.W003 | warning | ``POOL_OPTIONS`` on one of Django's own backends (ignored there) |
+| sapool.W004 | warning | ``LEND`` "transaction" with a session reset, or ``AUTOCOMMIT`` off |
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from django.core import checks
 
 from .aliases import is_in_memory_sqlite, settings_errors
 from .backends import backend_for, ours_for
-from .conf import read_pool_options
+from .conf import LEND_TRANSACTION, RESET_COMMIT, RESET_ROLLBACK, read_pool_options
 
 #: Tag for ``manage.py check --tag sapool``.
 TAG = "sapool"
@@ -72,6 +73,38 @@ def _size_warnings(alias: str, settings_dict: Mapping[str, Any]) -> list[checks.
     return found
 
 
+def _lend_warnings(alias: str, settings_dict: Mapping[str, Any]) -> list[checks.CheckMessage]:
+    """LEND "transaction" (lend.py) with settings that defeat or overcharge it."""
+    options = read_pool_options(alias, settings_dict)
+    if options.lend != LEND_TRANSACTION:
+        return []
+    path = f"settings.DATABASES[{alias!r}]['POOL_OPTIONS']"
+    found: list[checks.CheckMessage] = []
+    if options.reset_on_return not in (None, RESET_ROLLBACK, RESET_COMMIT):
+        found.append(
+            checks.Warning(
+                f"{path}['RESET_ON_RETURN'] is {options.reset_on_return!r} with LEND "
+                f"'transaction': the session is reset after every statement outside "
+                f"atomic(), a round trip each, and Django's session setup is redone at "
+                f"every checkout.",
+                hint="Keep RESET_ON_RETURN 'rollback' (the default): with LEND "
+                "'transaction' session state must not be relied on anyway (docs/lend.md).",
+                id="sapool.W004",
+            )
+        )
+    if settings_dict.get("AUTOCOMMIT") is False:
+        found.append(
+            checks.Warning(
+                f"{path}['LEND'] is 'transaction' but settings.DATABASES[{alias!r}]"
+                f"['AUTOCOMMIT'] is False: a connection outside autocommit is held until "
+                f"the request ends, as with LEND 'request'.",
+                hint="Remove LEND, or turn AUTOCOMMIT back on.",
+                id="sapool.W004",
+            )
+        )
+    return found
+
+
 def check_database_settings(
     databases: Mapping[str, Mapping[str, Any]],
 ) -> list[checks.CheckMessage]:
@@ -113,6 +146,7 @@ def check_database_settings(
         found.extend(checks.Error(message, id=check_id) for check_id, message in errors)
         if all(check_id != "sapool.E003" for check_id, _ in errors):  # POOL_OPTIONS parse
             found.extend(_size_warnings(alias, settings_dict))
+            found.extend(_lend_warnings(alias, settings_dict))
     return found
 
 

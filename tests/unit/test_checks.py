@@ -231,3 +231,19 @@ def test_manage_py_check_reports_instead_of_crashing(tmp_path: Path) -> None:
     )
     assert "unknown key 'TIMOUT'. Did you mean 'TIMEOUT'?" in proc.stderr
     assert "System check identified 3 issues" in proc.stderr
+
+
+def test_lend_transaction_with_a_session_reset_or_without_autocommit_warns() -> None:
+    lend = {"LEND": "transaction"}
+    assert ids(default={**PG, "POOL_OPTIONS": lend}) == []
+    assert ids(default={**PG, "POOL_OPTIONS": {**lend, "RESET_ON_RETURN": None}}) == []
+    for reset in ("reset", "DISCARD ALL"):
+        (message,) = messages(default={**PG, "POOL_OPTIONS": {**lend, "RESET_ON_RETURN": reset}})
+        assert (message.id, message.level) == ("sapool.W004", django_checks.WARNING)
+        assert f"['RESET_ON_RETURN'] is {reset!r} with LEND 'transaction'" in message.msg
+    (message,) = messages(default={**PG, "AUTOCOMMIT": False, "POOL_OPTIONS": lend})
+    assert message.id == "sapool.W004"
+    assert "['AUTOCOMMIT'] is False" in message.msg
+    # LEND "request" (the default) has nothing to say about either.
+    reset = {"RESET_ON_RETURN": "reset"}
+    assert ids(default={**PG, "AUTOCOMMIT": False, "POOL_OPTIONS": reset}) == []

@@ -56,18 +56,17 @@ LEND_MODULES = (
 
 
 @pytest.mark.postgresql
-def test_django_suite_postgresql_lend_transaction(pg: Any, django_tests: None) -> None:
-    """POOL_OPTIONS["LEND"] = "transaction" (docs/lend.md), psycopg 3.
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_django_suite_postgresql_lend_transaction(driver: str, pg: Any, django_tests: None) -> None:
+    """POOL_OPTIONS["LEND"] = "transaction" (docs/lend.md), psycopg 3 and psycopg2.
 
     The expected failures (``VENDOR_EXPECTED_FAILURES["postgresql_lend"]``) read
     ``wrapper.connection`` after the cursor that used it was closed.
     """
-    pytest.importorskip("psycopg")
-    output = run_suite(
-        "--driver", "psycopg", "--settings", "settings_postgresql_lend", *LEND_MODULES
-    )
+    pytest.importorskip(driver)
+    output = run_suite("--driver", driver, "--settings", "settings_postgresql_lend", *LEND_MODULES)
     assert "(postgresql_lend: PostgreSQL, LEND 'transaction')" in output
-    assert "is_psycopg3=True" in output
+    assert f"is_psycopg3={driver == 'psycopg'}" in output
 
 
 @pytest.mark.mysql

@@ -174,11 +174,11 @@ def release(wrapper: Any, state: Lent) -> None:
         pool = wrapper._sapool_pool
         # The request end's path (lean.py): Django's close(), leaner.
         wrapper.close_if_unusable_or_obsolete()
-        if pool is not None and pool.remembered.waiting:
-            # It went to a thread waiting in SQLAlchemy's queue, whose wait
-            # ends when it gets the queue's lock back: let it, before this
-            # thread's next statement takes the connection back first (a
-            # thread querying in a loop would starve the waiters).
+        if pool is not None and pool.stats.waiting:
+            # It went to a thread waiting in SQLAlchemy's queue (status()'s
+            # "waiting"), whose wait ends when it gets the queue's lock back:
+            # let it, before this thread's next statement takes the connection
+            # back first (a thread querying in a loop starved the waiters).
             time.sleep(0)
 
 

@@ -217,3 +217,10 @@ def test_a_cursor_closed_in_another_thread_leaves_the_count_alone(tmp_path: Path
     with db.cursor() as again:  # a new checkout, a new count
         again.execute("SELECT 1")
     assert db.connection is None
+
+
+def test_lend_is_read_from_a_database_url() -> None:
+    import django_sapool
+
+    settings_dict = django_sapool.settings_from_url("postgres://app@db/app?lend=transaction")
+    assert settings_dict["POOL_OPTIONS"] == {"LEND": "transaction"}

@@ -2,8 +2,8 @@
 
 Each test runs one scenario of ``lend_child.py`` in a Django process of its own
 on a database of its own, against the real servers: PostgreSQL with psycopg 3
-and psycopg2, MySQL/MariaDB with mysqlclient. What users rely on is read from
-the server (``pg_stat_activity``, ``information_schema.processlist``,
+and psycopg2, MySQL/MariaDB with mysqlclient and PyMySQL. What users rely on is
+read from the server (``pg_stat_activity``, ``information_schema.processlist``,
 InnoDB's transactions, committed rows from a session outside the pool) and from
 the pool's ``status()``: between statements nothing is checked out, inside
 ``atomic()`` the connection is held, and no transaction's rows leak.
@@ -52,7 +52,9 @@ def _pg_runner(pg: PgServer, driver: str) -> Any:
     return run
 
 
-def _mysql_runner(mysql: MySQLServer, dbname: str) -> Any:
+def _mysql_runner(mysql: MySQLServer, dbname: str, driver: str) -> Any:
+    pytest.importorskip("MySQLdb" if driver == "mysqlclient" else driver)
+
     def run(scenario: str, params: dict[str, Any] | None = None, **aliases: Any) -> Any:
         databases = {
             alias: mysql.settings(
@@ -62,9 +64,9 @@ def _mysql_runner(mysql: MySQLServer, dbname: str) -> Any:
             )
             for alias, pool_options in aliases.items()
         }
-        return run_child(
+        facts = run_child(
             {
-                "driver": "mysqlclient",
+                "driver": driver,
                 "scenario": scenario,
                 "params": params or {},
                 "databases": databases,
@@ -76,6 +78,9 @@ def _mysql_runner(mysql: MySQLServer, dbname: str) -> Any:
             module="tests.integration.lend_child",
             env_var="SAPOOL_LEND_CHILD",
         )
+        # Django's Database module: PyMySQL's own when installed as MySQLdb.
+        assert facts["driver"] == {"mysqlclient": "MySQLdb", "pymysql": "pymysql"}[driver]
+        return facts
 
     return run
 
@@ -85,13 +90,16 @@ def _mysql_runner(mysql: MySQLServer, dbname: str) -> Any:
         pytest.param("psycopg", marks=pytest.mark.postgresql),
         pytest.param("psycopg2", marks=pytest.mark.postgresql),
         pytest.param("mysqlclient", marks=pytest.mark.mysql),
+        pytest.param("pymysql", marks=pytest.mark.mysql),
     ]
 )
 def lend_run(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """Run a lend_child scenario on PostgreSQL (psycopg 3, psycopg2) and MySQL/MariaDB."""
-    if request.param == "mysqlclient":
+    """Run a lend_child scenario on PostgreSQL (psycopg 3, psycopg2) and MySQL/MariaDB
+    (mysqlclient, PyMySQL installed as MySQLdb)."""
+    if request.param in ("mysqlclient", "pymysql"):
         mysql = request.getfixturevalue("mysql")
-        yield _mysql_runner(mysql, request.getfixturevalue("mysql_database"))
+        database = request.getfixturevalue("mysql_database")
+        yield _mysql_runner(mysql, database, request.param)
     else:
         yield _pg_runner(request.getfixturevalue("pg"), request.param)
 

@@ -582,6 +582,39 @@ def round_trips(n: int) -> dict[str, Any]:
     }
 
 
+def prepared(rounds: int) -> dict[str, Any]:
+    """psycopg 3 with OPTIONS["prepare_threshold"] = 0: two threads take turns on one session."""
+    turns = Turns(2)
+    errors: list[str] = []
+    pids: set[int] = set()
+    counts: list[int] = []
+
+    def work(i: int) -> None:
+        try:
+            for _ in range(rounds):
+                turns.wait(i)
+                counts.append(Item.objects.filter(name="p").count())
+                pids.add(backend_pid())
+                turns.next()
+        except BaseException as exc:
+            errors.append(error(exc))
+            turns.next()
+        finally:
+            close_old_connections()
+
+    run_threads(2, work)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+        in_session = int(cursor.fetchone()[0])
+    return {
+        "errors": errors,
+        "pids": sorted(pids),
+        "counts": counts,
+        "prepared_in_session": in_session,
+        "checked_out": checked_out(),
+    }
+
+
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     f.__name__: f
     for f in (
@@ -596,6 +629,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
         two_aliases,
         bursts,
         round_trips,
+        prepared,
     )
 }
 

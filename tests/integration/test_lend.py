@@ -23,7 +23,8 @@ from .conftest import MySQLServer, PgServer, own_pg_database, run_child
 SHORT = 0.5
 
 
-def _pg_runner(pg: PgServer, driver: str) -> Any:
+def _pg_runner(pg: PgServer, driver: str, **options: Any) -> Any:
+    """``options``: the aliases' OPTIONS (besides application_name)."""
     pytest.importorskip(driver)
 
     def run(scenario: str, params: dict[str, Any] | None = None, **aliases: Any) -> Any:
@@ -32,6 +33,7 @@ def _pg_runner(pg: PgServer, driver: str) -> Any:
             for alias, pool_options in aliases.items():
                 app_name = f"sapool-lend-{alias}-{uuid.uuid4().hex[:8]}"
                 databases[alias] = pg.settings(dbname, app_name, POOL_OPTIONS=pool_options)
+                databases[alias]["OPTIONS"].update(options)
             facts = run_child(
                 {
                     "driver": driver,
@@ -270,6 +272,24 @@ def test_a_checkout_per_statement_costs_the_server_no_statement(pg: PgServer, dr
     assert facts["blocks"] == 3 * n
     assert facts["checkouts"] == 2 * n
     assert (facts["connections_opened"], facts["checked_out"]) == (1, 0)
+
+
+@pytest.mark.postgresql
+def test_psycopg_prepared_statements_survive_lending(pg: PgServer) -> None:
+    """psycopg 3 preparing every statement (server-side binding, prepare_threshold 0).
+
+    Its prepared statements live in the server session, and psycopg keeps their
+    names on the connection object, which travels with that session: two threads
+    taking turns on one connection reuse them without an error. (With Django's
+    default client-side binding psycopg prepares nothing.)
+    """
+    run = _pg_runner(pg, "psycopg", server_side_binding=True, prepare_threshold=0)
+    facts = run("prepared", params={"rounds": 10}, default=TXN(POOL_SIZE=1, MAX_OVERFLOW=0))
+    assert facts["errors"] == []
+    assert len(facts["pids"]) == 1
+    assert facts["counts"] == [0] * 20
+    assert facts["prepared_in_session"] >= 1
+    assert facts["checked_out"] == 0
 
 
 @pytest.mark.postgresql

@@ -56,9 +56,7 @@ def test_connect_settings_change_gives_another_pool(change: dict[str, Any]) -> N
     assert pool_of() is not pool_of(**change)
 
 
-@pytest.mark.parametrize(
-    "change", CHANGES, ids=lambda change: next(iter(change))
-)
+@pytest.mark.parametrize("change", CHANGES, ids=lambda change: next(iter(change)))
 def test_a_wrapper_whose_settings_change_in_place_looks_its_pool_up_again(
     change: dict[str, Any],
 ) -> None:

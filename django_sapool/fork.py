@@ -32,8 +32,15 @@ _STEPS = (
 )
 
 
+#: This process's pid, kept by the fork hook: the hot path asks whether a pool
+#: is this process's (``ManagedPool.pid == fork.pid``) without a system call.
+pid = os.getpid()
+
+
 def after_fork_in_child() -> None:
     """Forget, in a forked child, everything inherited from the parent (idempotent)."""
+    global pid
+    pid = os.getpid()
     for module_name, function in _STEPS:
         module = sys.modules.get(module_name)
         if module is not None:

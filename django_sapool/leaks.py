@@ -148,12 +148,12 @@ class Lending:
             f"(django.db.close_old_connections())."
         )
 
-    def log_checkout(self, thread: threading.Thread, idle: int) -> None:
+    def log_checkout(self, thread: threading.Thread | None, idle: int) -> None:
         logger.debug(
             "django_sapool: checked out a connection of alias %r in thread %r "
             "(%d checked out, %d idle)",
             self.alias,
-            thread.name,
+            thread.name if thread is not None else "?",
             len(self.lent),
             idle,
         )

@@ -54,11 +54,18 @@ def _has_own_close(cls: type) -> bool:
     return getattr(cls, "close", django_close) is not django_close
 
 
+def _defined_in(cls: type, name: str) -> str:
+    """Return the module of the class in ``cls``'s MRO that defines ``name``."""
+    return next((c.__module__ for c in cls.__mro__ if name in c.__dict__), "")
+
+
 class LeanDjangoSteps:
     """Django's ensure_connection(), connect() and close(), for a pooled connection."""
 
     #: False when the class overrides Django's close() (set per class, below).
     _sapool_inline_close = True
+    #: False when a subclass overrides our init_connection_state() (set per class).
+    _sapool_inline_init = True
 
     # Declared for type checkers; provided by Django's BaseDatabaseWrapper and
     # by PooledDatabaseWrapperMixin (wrapper.py).
@@ -73,6 +80,7 @@ class LeanDjangoSteps:
     _thread_ident: int
     sapool_driver: DriverOps
     _sapool_record: Any
+    _sapool_state: Any
     _sapool_reused: bool
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -81,6 +89,11 @@ class LeanDjangoSteps:
         # a call per request; a backend with a close() of its own (it forgets
         # state it keeps per connection, as django-tenants does) gets it called.
         cls._sapool_inline_close = not _has_own_close(cls)
+        # connect() skips the call to our init_connection_state() for a reused
+        # connection; a subclass that overrides it gets it called.
+        cls._sapool_inline_init = _defined_in(cls, "init_connection_state").startswith(
+            "django_sapool."
+        )
 
     def ensure_connection(self) -> None:
         """Guarantee that a connection to the database is established (Django's, leaner).
@@ -99,8 +112,13 @@ class LeanDjangoSteps:
         if self.connection is None:
             if REFUSE_IN_BROKEN_ATOMIC and self.in_atomic_block and self.closed_in_transaction:
                 raise ProgrammingError("Cannot open a new connection in an atomic block.")
-            with self.wrap_database_errors:  # type: ignore[attr-defined]
+            try:
                 self.connect()
+            except Exception:
+                # Django's error wrapper, entered only when there is something
+                # to translate: the same exception, raised inside it.
+                with self.wrap_database_errors:  # type: ignore[attr-defined]
+                    raise
 
     def connect(self) -> None:
         """Check a connection out of the pool; Django's connect(), minus dead weight.
@@ -120,8 +138,13 @@ class LeanDjangoSteps:
         more instructions per checkout and return (``benchmarks/instructions.py
         --cycles 2000 sc``: 117.5k against 85.2k, 2026-12-03).
         """
-        if not self.sapool_enabled():  # type: ignore[attr-defined]
-            return super().connect()  # type: ignore[misc,no-any-return]
+        # The pool found last, when nothing it depends on changed (else the
+        # lookup: settings checked, and whether this wrapper pools at all).
+        pool = self.sapool_current_pool()  # type: ignore[attr-defined]
+        if pool is None:
+            if not self.sapool_enabled():  # type: ignore[attr-defined]
+                return super().connect()  # type: ignore[misc,no-any-return]
+            pool = self.sapool_pool()  # type: ignore[attr-defined]
         self.in_atomic_block = False
         self.savepoint_ids = []
         self.atomic_blocks = []
@@ -133,20 +156,30 @@ class LeanDjangoSteps:
         self.closed_in_transaction = False
         self.errors_occurred = False
         self.health_check_done = True
-        self.connection = self.get_new_connection(LAZY_PARAMS)  # type: ignore[attr-defined]
+        self.connection = self.sapool_checkout(pool, LAZY_PARAMS)  # type: ignore[attr-defined]
         autocommit = settings_dict["AUTOCOMMIT"]
         if (
             autocommit
             and self._sapool_reused
             and not self.run_commit_hooks_on_set_autocommit_on
-            and self.sapool_driver.autocommit(self.connection) is True
+            and (
+                self._sapool_state.autocommit
+                if self.sapool_driver.mode_is_clients
+                else self.sapool_driver.autocommit(self.connection) is True
+            )
         ):
             # What set_autocommit(True) leaves behind on a connection already
             # in autocommit mode, without its checks (nothing is open yet).
             self.autocommit = True
         else:
             self.set_autocommit(autocommit)  # type: ignore[attr-defined]
-        self.init_connection_state()  # type: ignore[attr-defined]
+        if self._sapool_reused and self._sapool_inline_init:
+            # What our init_connection_state() does for a connection that has
+            # Django's session setup already, without the call to it.
+            self._sapool_reused = False
+            self.sapool_refresh_session()  # type: ignore[attr-defined]
+        else:
+            self.init_connection_state()  # type: ignore[attr-defined]
         if connection_created.receivers:  # what send() looks at first, without the call
             connection_created.send(sender=self.__class__, connection=self)
         self.run_on_commit = []

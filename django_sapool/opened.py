@@ -31,6 +31,12 @@ from .stats import Stats
 
 logger = logging.getLogger("django_sapool")
 
+#: ``.job``: what the checkout in progress in this thread gives the creator of
+#: a new connection (the Django wrapper checking out, see ``wrapper.py``).
+#: Set by ``ManagedPool`` around the steps that may connect, and only there:
+#: a checkout of a remembered connection never connects, and sets nothing.
+checking_out = threading.local()
+
 
 class OpenConnections:
     """One pool's births (creator and "connect" event) and its open raw connections."""
@@ -53,7 +59,7 @@ class OpenConnections:
         alias: str,
         options: PoolOptions,
         driver: DriverOps,
-        creator: Callable[[], Any],
+        creator: Callable[[Any], Any],
         busy: dict[int, Busy],
         stats: Stats,
         tune_sockets: bool,
@@ -78,14 +84,19 @@ class OpenConnections:
     def create(self) -> Any:
         """Open a new server connection (SQLAlchemy's creator), within CONNECT_TIMEOUT.
 
+        The pool's ``creator`` opens it, given the job of the checkout in progress.
+
         The connect timeout itself is the driver's (``connect_timeout``, see
         ``wrapper.py``); here the checkout shows as connecting meanwhile, and the
         new socket gets the keepalive defaults.
         """
+        job = getattr(checking_out, "job", None)
+        if job is None:
+            raise RuntimeError("django_sapool: a pool may only connect during a checkout")
         key = threading.get_ident()
         self._busy[key] = Busy(threading.current_thread(), CONNECTING, time.monotonic())
         try:
-            raw = self._creator()
+            raw = self._creator(job)
         finally:
             self._busy.pop(key, None)
         if self._tune_sockets:

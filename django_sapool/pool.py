@@ -35,7 +35,7 @@ from .conf import PoolOptions
 from .drivers import DriverOps
 from .errors import PoolExhausted, ServerSilent
 from .leaks import CONNECTING, PINGING, Lending, checkout_stack
-from .opened import OpenConnections
+from .opened import OpenConnections, checking_out
 from .remembered import Remembered
 from .retirement import Retirement
 from .state import BROKEN, EVICTED, EXPIRED, RETIRED, STATE, ConnState
@@ -45,6 +45,10 @@ from .validation import Validation
 logger = logging.getLogger("django_sapool")
 
 _DEBUG = logging.DEBUG
+#: The logger's own cache of isEnabledFor() answers, which logging clears in
+#: place whenever levels change: False there means "not at DEBUG" for the
+#: price of a dict lookup, on every checkout and return; anything else asks.
+_known_levels: dict[int, bool] = getattr(logger, "_cache", {})
 
 
 class ManagedPool:
@@ -64,7 +68,7 @@ class ManagedPool:
         "lending", "opened", "validation", "retirement", "retire", "_sa", "_lent",
         "_leaks_reported", "_checkout_seq", "_attempts", "_unfit", "_leak_timeout",
         "_wait_limit", "_idle", "_evicted_at", "_closing_returns", "remembered",
-        "_by_owner", "_keep", "__weakref__",
+        "_by_owner", "_keep", "_trusted", "_clean", "__weakref__",
     )
     # fmt: on
 
@@ -76,7 +80,7 @@ class ManagedPool:
         database: str,
         options: PoolOptions,
         driver: DriverOps,
-        creator: Callable[[], Any],
+        creator: Callable[[Any], Any],
         tune_sockets: bool = True,
     ) -> None:
         self.alias = alias
@@ -96,6 +100,8 @@ class ManagedPool:
         self.validation = Validation(alias, options, driver, self.lending.busy, stats.count)
         # Hot-path copies.
         self._unfit = self.validation.unfit
+        self._trusted = self.validation.trusted
+        self._clean = driver.clean
         self._lent = self.lending.lent
         self._leaks_reported = self.lending.reported
         self._checkout_seq = stats.checkout_seq
@@ -123,7 +129,7 @@ class ManagedPool:
         self.remembered = Remembered(self._sa, options.pool_size, options.use_lifo)
         self._by_owner = self.remembered.by_owner
         self._keep = self.remembered.keep
-        self.retirement = Retirement(alias, self._sa, stats)
+        self.retirement = Retirement(alias, self._sa, stats, self.remembered)
         self.retire = self.retirement.retire
         self.opened.listen(self._sa, lambda: self.disposed)
 
@@ -135,30 +141,49 @@ class ManagedPool:
 
     # -- lent -------------------------------------------------------------------
 
-    def checkout(self, owner: weakref.ref[Any] | None = None) -> Record:
+    def checkout(self, owner: weakref.ref[Any] | None = None, job: Any = None) -> Record:
         """Return a live pooled connection's record, or raise PoolExhausted after TIMEOUT.
 
         SQLAlchemy's records without its per-checkout proxy: the Django wrapper
         holds the record until it returns it. ``owner``, a weak reference to the
         wrapper, is kept in the state so that its callback (``registry.owner_gone``)
         returns the connection of a wrapper garbage-collected without closing it.
+        ``job``: what the creator is given if a connection must be opened.
         """
-        sa = self._sa
-        by_owner = self._by_owner
+        # The fast path: what this borrower returned last, unless stolen. A
+        # remembered connection is never older than a pool-wide invalidation
+        # (evict() and a broken connection take them all back first), so only
+        # its age, the driver's flag and its socket need a look, as below.
+        record: Record = self._by_owner.pop(owner, None)
+        if record is not None:
+            state: ConnState = record.info[STATE]
+            now = time.monotonic()
+            if now < state.expires and self._trusted(record.dbapi_connection, state, now):
+                # _lend(), but its owner and thread are those of its last
+                # checkout: the same wrapper, which Django keeps to one thread.
+                state.lent_at = now
+                state.stack = checkout_stack() if self._leak_timeout else None
+                self._lent[id(record)] = record
+                next(self._checkout_seq)
+                if _known_levels.get(_DEBUG, True) and logger.isEnabledFor(_DEBUG):
+                    self.lending.log_checkout(state.thread, len(self._idle))
+                return record
+        checking_out.job = job
+        try:
+            return self._checkout(owner, record)
+        finally:
+            checking_out.job = None
+
+    def _checkout(self, owner: weakref.ref[Any] | None, record: Record | None) -> Record:
+        """Check out the long way: ``record`` (remembered, not trusted) or one from the queue."""
         # After a ping of this checkout went unanswered, a connection idle since
         # then is replaced rather than pinged: its path is likely dead too, and
         # one unanswered ping per checkout keeps the bound PING_TIMEOUT.
         silent_since = 0.0  # monotonic time of the unanswered ping; 0.0: none yet
         for _ in range(self._attempts):
-            # The fast path: what this borrower returned last, unless stolen.
-            record: Record = by_owner.pop(owner, None)
             if record is None:
                 record = self._take()
-            try:  # inline, not self._reconnect(): this runs on every checkout
-                raw = sa.connection(record)
-            except BaseException as err:
-                sa.connect_failed(record, err)
-                raise
+            raw = self._reconnect(record)
             state: ConnState = record.info[STATE]
             now = time.monotonic()
             if now >= state.expires or (silent_since and state.last_used < silent_since):
@@ -171,23 +196,31 @@ class ManagedPool:
             except ServerSilent as silent:
                 self.retire(record, BROKEN, silent)
                 silent_since = time.monotonic()
+                record = None
                 continue
             if unfit is not None:
                 self.retire(record, BROKEN, unfit)
+                record = None
                 continue
-            state.owner = owner
-            thread = state.thread = threading.current_thread()
-            state.lent_at = now
-            state.stack = checkout_stack() if self._leak_timeout else None
-            self._lent[id(record)] = record
-            next(self._checkout_seq)
-            if logger.isEnabledFor(_DEBUG):
-                self.lending.log_checkout(thread, len(self._idle))
-            return record
+            return self._lend(record, state, owner, now)
         raise PoolExhausted(
             f"django_sapool: could not get a working connection for alias {self.alias!r} "
             f"after {self._attempts} attempts; every pooled connection failed its ping."
         )
+
+    def _lend(
+        self, record: Record, state: ConnState, owner: weakref.ref[Any] | None, now: float
+    ) -> Record:
+        """Note who holds a connection fit to lend, and since when; return it."""
+        state.owner = owner
+        thread = state.thread = threading.current_thread()
+        state.lent_at = now
+        state.stack = checkout_stack() if self._leak_timeout else None
+        self._lent[id(record)] = record
+        next(self._checkout_seq)
+        if _known_levels.get(_DEBUG, True) and logger.isEnabledFor(_DEBUG):
+            self.lending.log_checkout(thread, len(self._idle))
+        return record
 
     def _take(self) -> Record:
         """Take a connection from the queue, or a remembered one before opening or waiting."""
@@ -230,11 +263,13 @@ class ManagedPool:
         state: ConnState = record.info[STATE]
         if self._leaks_reported:
             self.lending.returned(key, state, time.monotonic())
-        try:
-            self.validation.reset(raw, state, suspect)
-        except Exception as exc:
-            self.retire(record, BROKEN, exc)
-            return
+        # The common case costs one question to the driver: open, no transaction.
+        if suspect or self.validation.resets_session or not self._clean(raw):
+            try:
+                self.validation.reset(raw, state, suspect)
+            except Exception as exc:
+                self.retire(record, BROKEN, exc)
+                return
         state.last_used = time.monotonic()
         if self._closing_returns and (
             self.disposed or SaPool.opened_at(record) <= self._evicted_at
@@ -245,14 +280,14 @@ class ManagedPool:
             return
         owner = state.owner
         if owner is not None and self._keep(owner, record):
-            if logger.isEnabledFor(_DEBUG):
+            if _known_levels.get(_DEBUG, True) and logger.isEnabledFor(_DEBUG):
                 self.lending.log_return(state.thread, len(self._idle) + len(self._by_owner))
             return
         if self.disposed:  # meanwhile
             self.retire(record, RETIRED)
             return
         self.remembered.give_back(record)
-        if logger.isEnabledFor(_DEBUG):
+        if _known_levels.get(_DEBUG, True) and logger.isEnabledFor(_DEBUG):
             self.lending.log_return(state.thread, len(self._idle))
 
     # -- retired ----------------------------------------------------------------

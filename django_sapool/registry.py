@@ -197,7 +197,9 @@ def owner_gone(owner: Any) -> None:
     """
     for pool in pools():
         for record in pool.lending.abandoned_by(owner):
-            state_of(record).owner = None  # dead: nobody to remember it for
+            state = state_of(record)
+            state.owner = None  # dead: nobody to remember it for
+            state.autocommit = False  # and its autocommit mode is unknown
             pool.checkin(record)
         pool.remembered.forget(owner)  # and what the pool remembered for it
 

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 
 from ._sa import Record, SaPool
+from .remembered import Remembered
 from .state import BROKEN, EXPIRED, IDLE, RETIRED, STATE
 from .stats import Stats
 from .validation import Closed
@@ -25,12 +26,13 @@ logger = logging.getLogger("django_sapool")
 class Retirement:
     """One pool's closes: :meth:`retire` for one connection, :meth:`close_idle` for many."""
 
-    __slots__ = ("alias", "_sa", "_stats")
+    __slots__ = ("alias", "_sa", "_stats", "_remembered")
 
-    def __init__(self, alias: str, sa: SaPool, stats: Stats) -> None:
+    def __init__(self, alias: str, sa: SaPool, stats: Stats, remembered: Remembered) -> None:
         self.alias = alias
         self._sa = sa
         self._stats = stats
+        self._remembered = remembered
 
     def retire(self, record: Record, reason: str, error: BaseException | None = None) -> None:
         """Close a connection for ``reason`` (see ``state.py``), counting it here."""
@@ -48,6 +50,9 @@ class Retirement:
             # Also retires every older connection at its next checkout: a dead
             # connection usually means a restarted or failed-over server.
             sa.discard(record, error)
+            # Remembered ones too, which their borrowers take back without
+            # asking SQLAlchemy (remembered.py): back to the queue, where it does.
+            self._remembered.give_back_idle(0.0, 0.0)
         elif reason == EXPIRED:
             record.close()  # the checkout that found it connects it again
         elif reason == RETIRED:

@@ -33,6 +33,7 @@ class ConnState:
         "poller",
         "initialized",
         "was_reset",
+        "autocommit",
         "closing",
         "owner",
         "thread",
@@ -51,6 +52,10 @@ class ConnState:
         self.initialized = False
         #: Its session was reset on return: Django's setup must be redone.
         self.was_reset = False
+        #: Django's autocommit mode when a wrapper last returned it, i.e. the
+        #: driver's (Django switches both together): True spares the next
+        #: checkout a question to the driver. False: unknown, or off.
+        self.autocommit = False
         #: Why the pool is closing it (BROKEN, EXPIRED...), while it does.
         self.closing: str | None = None
         #: While lent: a weak reference to the Django wrapper, its thread, since

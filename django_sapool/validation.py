@@ -38,7 +38,8 @@ class Validation:
         "_pre_ping",
         "_pre_ping_interval",
         "_ping_suspects",
-        "_session_reset",
+        "_is_closed",
+        "resets_session",
     )
 
     def __init__(
@@ -63,7 +64,28 @@ class Validation:
         # keeps ``open`` true after "server has gone away") pings one returned
         # after a database error, so it is not lent again when PRE_PING is off.
         self._ping_suspects = driver.networked and not driver.flags_broken
-        self._session_reset = bool(options.reset_query) or options.reset_on_return == RESET_SESSION
+        #: RESET_ON_RETURN resets the session at every return (a query, or "reset").
+        self.resets_session = bool(options.reset_query) or options.reset_on_return == RESET_SESSION
+        self._is_closed = driver.is_closed
+
+    def trusted(self, raw: Any, state: ConnState, now: float) -> bool:
+        """Return whether a remembered connection can be lent as it is, with no round trip.
+
+        Its driver does not know it closed (whoever holds the raw connection
+        may have closed it meanwhile), and with PRE_PING it was used within
+        PRE_PING_INTERVAL and its socket is quiet (see :meth:`unfit`). False
+        says nothing is known: :meth:`unfit` decides, pinging if needed.
+        """
+        if self._is_closed(raw):
+            return False
+        if not self._pre_ping:
+            return True
+        poller = state.poller
+        return (
+            poller is not None
+            and now - state.last_used <= self._pre_ping_interval
+            and not poller.poll(0)
+        )
 
     def unfit(self, raw: Any, state: ConnState, now: float) -> Exception | None:
         """Return why a connection must not be lent (None: lend it), pinging only if needed.
@@ -106,7 +128,7 @@ class Validation:
         if in_transaction or (in_transaction is None and options.reset_on_return):
             commit = options.reset_on_return == RESET_COMMIT
             self.round_trips.run(RESETTING, driver.end_transaction, raw, commit)
-        if self._session_reset:
+        if self.resets_session:
             query = options.reset_query
             if query:
                 self.round_trips.run(RESETTING, driver.execute, raw, query)

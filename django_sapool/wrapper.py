@@ -26,16 +26,17 @@ cache) gets its ``close()`` called at every return, as Django would.
 
 from __future__ import annotations
 
+import operator
 import os
 import sys
-import threading
 import weakref
 from typing import Any
 
+from django.core.signals import setting_changed
 from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
-from . import credentials, lend, registry
+from . import credentials, fork, lend, registry
 from .backends import GENERIC, backend_for
 from .conf import check_connection_settings, parse_pool_options
 from .drivers import DriverOps
@@ -48,12 +49,21 @@ try:  # Django >= 4.1 exposes the alias used for _nodb_cursor() here.
 except ImportError:  # pragma: no cover
     NO_DB_ALIAS = "__no_db__"
 
-# [wrapper, params]: the wrapper checking out in this thread, and the connect
-# parameters it worked out for this checkout (or None). The pool's creator asks
-# it for a new connection, so the pool itself never holds connect parameters.
-# One attribute: each set of a thread-local costs the checkout.
-_connecting = threading.local()
-_connecting.job = None
+#: Django settings changed (``override_settings``) this many times: a wrapper
+#: then asks ``sapool_fingerprint_extra()`` again before it uses its pool.
+_settings_changes = 0
+
+
+def _count_settings_change(**kwargs: Any) -> None:
+    global _settings_changes
+    _settings_changes += 1
+
+
+setting_changed.connect(_count_settings_change)
+
+#: What a wrapper watches in settings_dict, beyond which a change needs no new
+#: pool (the fingerprint's fields, and the two that check_settings() refuses).
+WATCHED_FIELDS = (*registry.FINGERPRINT_FIELDS, "CONN_MAX_AGE", "CONN_HEALTH_CHECKS")
 
 
 def _snapshot(value: Any) -> Any:
@@ -65,29 +75,35 @@ def _snapshot(value: Any) -> Any:
     return value
 
 
-def _creator() -> Any:
-    """Open a new server connection for the wrapper checking out (SQLAlchemy's creator)."""
-    job: list[Any] | None = getattr(_connecting, "job", None)
-    if job is None:
-        raise RuntimeError("django_sapool: a pool may only connect during a checkout")
-    wrapper: PooledDatabaseWrapperMixin = job[0]
+def _creator(wrapper: PooledDatabaseWrapperMixin) -> Any:
+    """Open a new server connection for the wrapper checking out (the pool's creator).
+
+    The pool gives it the wrapper whose ``sapool_checkout()`` is under way (see
+    ``opened.checking_out``), so the pool itself never holds connect parameters.
+    """
     # Parameters worked out earlier in this same checkout serve its first new
     # connection only; any other (a retry, a recycle) works them out again.
-    params, job[1] = job[1], None
+    params, wrapper._sapool_fresh = wrapper._sapool_fresh, None
     return wrapper.sapool_new_connection(wrapper.sapool_connect_params(params))
 
 
 class _PoolLookup:
     """The pool a wrapper found for its settings, with what it checks them against."""
 
-    __slots__ = ("settings", "extra", "pool")
+    __slots__ = ("watch", "watched", "size", "changes", "pool")
 
-    def __init__(self, settings: dict[str, Any], extra: Any, pool: ManagedPool) -> None:
-        #: A copy of settings_dict when the pool was looked up (in memory only:
-        #: it holds what settings_dict holds; it is never shown).
-        self.settings = settings
-        #: sapool_fingerprint_extra() then.
-        self.extra = extra
+    def __init__(self, settings: dict[str, Any], pool: ManagedPool) -> None:
+        fields = [f for f in WATCHED_FIELDS if f in settings]
+        #: Reads the watched fields of a settings_dict (a C-level itemgetter).
+        self.watch = operator.itemgetter(*fields)
+        #: A copy of them when the pool was looked up (in memory only: it holds
+        #: what settings_dict holds; it is never shown). Values are compared by
+        #: identity first, so the common case costs a lookup per field.
+        self.watched = tuple(_snapshot(v) for v in self.watch(settings))
+        #: How many keys settings_dict had: a watched field added shows here.
+        self.size = len(settings)
+        #: _settings_changes then.
+        self.changes = _settings_changes
         self.pool = pool
 
 
@@ -179,12 +195,14 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
     vendor: str
 
     _sapool_record: Any = None  # the SQLAlchemy connection record checked out
+    _sapool_state: ConnState | None = None  # its state (the last one checked out)
     _sapool_pool: ManagedPool | None = None
     _sapool_owner: weakref.ref[Any] | None = None
     _sapool_reused = False  # set by get_new_connection, read by init_connection_state
     _sapool_cache: _PoolLookup | None = None
-    # get_connection_params() of this wrapper's last settings change, until the
-    # checkout it happened in hands it to its new connection (or to nothing).
+    # get_connection_params() of this wrapper's last settings change (or Django's
+    # parameters given to get_new_connection()), until the checkout it happened
+    # in hands it to its new connection (_creator), or to nothing.
     _sapool_fresh: dict[str, Any] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -215,28 +233,39 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
         (SQLite's transaction_mode, MySQL's isolation_level); its parameters
         serve a new connection opened in the same checkout, if one is.
         """
-        settings_dict = self.settings_dict
-        extra = self.sapool_fingerprint_extra()
-        cache = self._sapool_cache
-        if cache is not None:
-            pool = cache.pool
-            # Hashing the settings costs ~10 us; the common case (nothing
-            # changed) is one C-level comparison with the copy taken when the
-            # pool was looked up (it holds what settings_dict holds, in memory
-            # only; it is never shown).
-            if (
-                cache.settings == settings_dict
-                and cache.extra == extra
-                and not pool.disposed
-                and pool.pid == os.getpid()
-            ):
-                return pool
+        pool = self.sapool_current_pool()
+        if pool is not None:
+            return pool
         self.check_settings()
-        pool = _lookup(self, settings_dict, extra)
+        settings_dict = self.settings_dict
+        pool = _lookup(self, settings_dict, self.sapool_fingerprint_extra())
         self._sapool_fresh = self.get_connection_params()  # type: ignore[attr-defined]
-        self._sapool_cache = _PoolLookup(_snapshot(settings_dict), extra, pool)
+        self._sapool_cache = _PoolLookup(settings_dict, pool)
         lend.configure(self)  # LEND may have changed too: from the next checkout on
         return pool
+
+    def sapool_current_pool(self) -> ManagedPool | None:
+        """Return the pool found last if nothing it depends on changed since, else None.
+
+        What runs at every checkout instead of hashing the settings (~10 us):
+        the watched fields of settings_dict against a copy, Django's setting
+        changes (TIME_ZONE, USE_TZ: ``sapool_fingerprint_extra()``), and the
+        pool neither disposed nor inherited through fork().
+        """
+        cache = self._sapool_cache
+        if cache is None:
+            return None
+        settings_dict = self.settings_dict
+        pool = cache.pool
+        if (
+            cache.watch(settings_dict) == cache.watched
+            and len(settings_dict) == cache.size
+            and cache.changes == _settings_changes
+            and not pool.disposed
+            and pool.pid == fork.pid
+        ):
+            return pool
+        return None
 
     # -- Django hooks -----------------------------------------------------------
 
@@ -252,23 +281,28 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         if not self.sapool_enabled():
             return super().get_new_connection(conn_params)  # type: ignore[misc]
-        pool = self.sapool_pool()
-        fresh = self._sapool_fresh
-        if fresh is not None:
-            self._sapool_fresh = None  # this checkout's, or no one's
+        return self.sapool_checkout(self.sapool_pool(), conn_params)
+
+    def sapool_checkout(self, pool: ManagedPool, conn_params: dict[str, Any]) -> Any:
+        """Check a raw connection out of ``pool`` for this wrapper; return it.
+
+        ``conn_params``: Django's, or LAZY_PARAMS (worked out if a new server
+        connection is opened).
+        """
         if conn_params is not LAZY_PARAMS:
-            fresh = conn_params  # worked out by the caller, just now
+            self._sapool_fresh = conn_params  # worked out by the caller, just now
         owner = self._sapool_owner
         if owner is None:
             owner = self._sapool_owner = weakref.ref(self, registry.owner_gone)
-        _connecting.job = [self, fresh]
         try:
-            record = pool.checkout(owner)
+            record = pool.checkout(owner, self)
         finally:
-            _connecting.job = None
+            if self._sapool_fresh is not None:
+                self._sapool_fresh = None  # this checkout's, or no one's
+        state = self._sapool_state = record.info[STATE]
         self._sapool_record = record
         self._sapool_pool = pool
-        self._sapool_reused = record.info[STATE].initialized
+        self._sapool_reused = state.initialized
         return record.dbapi_connection
 
     def sapool_connect_params(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -337,8 +371,9 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
         if record is None or pool is None:
             return super()._close()  # type: ignore[misc]
         self._sapool_record = self._sapool_pool = None
+        self._sapool_state.autocommit = self.autocommit  # type: ignore[union-attr,attr-defined]
         try:
-            if pool.pid != os.getpid():
+            if pool.pid != fork.pid:
                 # Inherited through fork(): the parent owns it; never touch it.
                 registry.keep_inherited(record, self.connection)
             else:

@@ -45,6 +45,11 @@ class DriverOps:
     #: Whether is_closed() reliably reports a connection broken by a failed
     #: operation. If not, a connection returned after a database error is pinged.
     flags_broken = False
+    #: Whether the autocommit mode is the client's alone, switched only through
+    #: the driver (as Django does), so a returned connection keeps the mode it
+    #: was returned in (``ConnState.autocommit``). Not MySQL's: a raw
+    #: ``SET autocommit`` changes the server's, which its driver reports.
+    mode_is_clients = False
 
     def is_closed(self, conn: Any) -> bool:
         """Return True when the driver already knows the connection is dead."""
@@ -53,6 +58,14 @@ class DriverOps:
     def in_transaction(self, conn: Any) -> bool | None:
         """Return whether a transaction is open, or None when the driver can't tell."""
         return None
+
+    def clean(self, conn: Any) -> bool:
+        """Return True when the connection is open with no transaction: nothing to reset.
+
+        One call on every return (``ManagedPool.checkin``); False sends it
+        through ``Validation.reset()``, which finds out what to do.
+        """
+        return not self.is_closed(conn) and self.in_transaction(conn) is False
 
     def autocommit(self, conn: Any) -> bool | None:
         """Return the connection's autocommit mode (None: unknown, set it again)."""

@@ -24,6 +24,7 @@ when this module is imported: ``off`` switches off both, ``no-poll`` or
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib
 import os
 import select
@@ -79,15 +80,15 @@ def _libc_poll() -> Any:
         function = ctypes.PyDLL(None).poll
     except (OSError, AttributeError):  # pragma: no cover - not a POSIX libc
         return None
-    # No argtypes: HeldPoll passes ready-made C values, so ctypes converts
-    # nothing per call (argtypes conversion costs ~3,500 instructions a poll).
+    # No argtypes: HeldPoll passes ready-made C values and the timeout as a
+    # Python int, which ctypes passes as a C int without any argtypes
+    # conversion (that costs ~3,500 instructions a poll).
     function.restype = ctypes.c_int
     return function
 
 
-#: poll(2)'s nfds and timeout, as C values (see HeldPoll.poll).
+#: poll(2)'s nfds, as a C value (see HeldPoll.poll).
 _ONE_FD = ctypes.c_ulong(1)
-_NO_WAIT = ctypes.c_int(0)
 
 
 _POLL: Any = None if "poll" in SWITCHED_OFF else _libc_poll()
@@ -103,15 +104,15 @@ class HeldPoll:
     the GIL for. Not monkey-patched by gevent either, so it never yields.
     """
 
-    __slots__ = ("_ref", "_fds")
+    __slots__ = ("_fds", "poll")
 
     def __init__(self, fd: int) -> None:
         self._fds = _PollFd(fd, select.POLLIN | select.POLLPRI, 0)
-        self._ref = ctypes.byref(self._fds)
-
-    def poll(self, timeout: float = 0) -> bool:
-        # > 0: readable or hung up; < 0: poll failed. Either way, worth a ping.
-        return bool(_POLL(self._ref, _ONE_FD, _NO_WAIT))
+        #: ``poll(0)``, as select.poll()'s: libc's poll(2) of this one socket,
+        #: called with the timeout given (0: never blocks) and no Python frame
+        #: in between. > 0: readable or hung up; < 0: poll failed. Either way
+        #: (true), worth a ping.
+        self.poll = functools.partial(_POLL, ctypes.byref(self._fds), _ONE_FD)
 
 
 def held_poll(fd: int) -> HeldPoll | None:

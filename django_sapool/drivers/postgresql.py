@@ -18,6 +18,8 @@ class PostgresOps(DriverOps):
     )
     #: read_only_sql_transaction
     READ_ONLY = "25006"
+    #: PostgreSQL has no session autocommit: the mode is the driver's.
+    mode_is_clients = True
 
     def sets_own_keepalive(self, options: Mapping[str, Any]) -> bool:
         return not self.KEEPALIVE_KEYS.isdisjoint(options)
@@ -67,6 +69,10 @@ class Psycopg3Ops(PostgresOps):
     def in_transaction(self, conn: Any) -> bool | None:
         return conn.pgconn.transaction_status != self._idle
 
+    def clean(self, conn: Any) -> bool:
+        # A BAD connection's transaction status is UNKNOWN, never IDLE.
+        return bool(conn.pgconn.transaction_status == self._idle)
+
     def socket_fd(self, conn: Any) -> int | None:
         try:
             return int(conn.pgconn.socket)
@@ -103,6 +109,9 @@ class Psycopg2Ops(PostgresOps):
 
     def in_transaction(self, conn: Any) -> bool | None:
         return conn.get_transaction_status() != self._idle
+
+    def clean(self, conn: Any) -> bool:
+        return not conn.closed and conn.get_transaction_status() == self._idle
 
     def end_transaction(self, conn: Any, commit: bool) -> None:
         if not conn.autocommit:

@@ -242,6 +242,78 @@ def test_a_remembered_connection_killed_on_the_server_is_replaced(site: Site) ->
     assert site.sessions() == 1
 
 
+def test_a_broken_sibling_retires_remembered_connections_too(site: Site) -> None:
+    """A dead connection retires every older one at its next checkout, remembered ones too.
+
+    SQLAlchemy's pool-wide invalidation (a dead connection usually means a
+    restarted server): the fast path never asks SQLAlchemy, so the discard
+    gives remembered connections back to the queue, where it reconnects them.
+    """
+    site.configure(POOL_SIZE=2, PRE_PING=True)
+    a, b = site.borrower("a"), site.borrower("b")
+    # Both hold one at once, then each remembers its own.
+    a_old, b_old = a.call(backend_pid), b.call(backend_pid)
+    assert a_old != b_old
+    a.call(give_back)
+    b.call(give_back)
+    pool = site.pool()
+    assert len(pool.remembered) == 2
+    site.admin.execute("SELECT pg_terminate_backend(%s)", [b_old])
+    assert site.until(lambda: not site.alive(b_old)), "the backend survived pg_terminate_backend"
+    b_new = b.call(cycle)  # B's socket check finds it dead: discarded, and A's retired
+    assert b_new not in (a_old, b_old)
+    assert len(pool.remembered) == 1  # B's new one; A's went back to the queue
+    a_new = a.call(cycle)
+    assert a_new not in (a_old, b_old, b_new)
+    assert site.until(lambda: not site.alive(a_old)), "A's retired session is still open"
+    status = pool.status()
+    assert (status.connections_invalidated, status.connections_recycled) == (1, 1)
+    assert site.sessions() == 2
+
+
+def test_a_dead_wrapper_s_autocommit_mode_is_not_trusted(site: Site) -> None:
+    """A wrapper that dies in a transaction mode: the next borrower switches autocommit on.
+
+    The connection was returned in autocommit mode before, so the pool knows
+    that mode (``ConnState.autocommit``, which spares a reused connection the
+    question); the dead wrapper's mode is unknown and must not be trusted, or
+    the next request's writes would sit in a transaction rolled back at return.
+    """
+    site.configure(POOL_SIZE=1, MAX_OVERFLOW=0, TIMEOUT=5)
+    db = _admin(site.pg, site.dbname)  # the test's database, not the admin one
+    db.execute("CREATE TABLE rem_rows (n int)")
+    a = site.borrower("a")
+    pid = a.call(cycle)  # returned in autocommit mode, remembered for A
+
+    def die_in_transaction_mode() -> None:
+        wrapper = site.wrapper()
+        wrapper.set_autocommit(False)  # A's connection, stolen
+        with wrapper.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            assert cursor.fetchone()[0] == pid
+        # The thread ends without closing: the wrapper's death returns it.
+
+    dying = threading.Thread(target=die_in_transaction_mode, name=f"{site.alias}-dying")
+    dying.start()
+    dying.join(STEP)
+    gc.collect()
+    assert site.pool().status().checked_out == 0
+
+    def insert(wrapper: Any) -> tuple[int, bool]:
+        with wrapper.cursor() as cursor:
+            cursor.execute("INSERT INTO rem_rows VALUES (1) RETURNING pg_backend_pid()")
+            got: int = cursor.fetchone()[0]
+        mode: bool = wrapper.connection.autocommit
+        wrapper.close()
+        return got, mode
+
+    try:
+        assert a.call(insert) == (pid, True)
+        assert db.execute("SELECT count(*) FROM rem_rows").fetchone()[0] == 1
+    finally:
+        db.close()
+
+
 def test_a_remembered_connection_older_than_recycle_is_replaced(site: Site) -> None:
     """The same thread checks out every 50 ms, so its connection stays remembered.
 

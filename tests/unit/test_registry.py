@@ -39,22 +39,58 @@ def test_same_settings_share_one_pool() -> None:
     assert len(pool_status()) == 1
 
 
-@pytest.mark.parametrize(
-    "change",
-    [
-        {"NAME": "test_app"},
-        {"USER": "other"},
-        {"PASSWORD": "pw-two"},
-        {"HOST": "db.internal"},
-        {"PORT": "6432"},
-        {"OPTIONS": {"sslmode": "require"}},
-        {"TIME_ZONE": "Europe/Paris"},
-        {"POOL_OPTIONS": {"POOL_SIZE": 3}},
-    ],
-    ids=lambda change: next(iter(change)),
-)
+CHANGES = [
+    {"NAME": "test_app"},
+    {"USER": "other"},
+    {"PASSWORD": "pw-two"},
+    {"HOST": "db.internal"},
+    {"PORT": "6432"},
+    {"OPTIONS": {"sslmode": "require"}},
+    {"TIME_ZONE": "Europe/Paris"},
+    {"POOL_OPTIONS": {"POOL_SIZE": 3}},
+]
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=lambda change: next(iter(change)))
 def test_connect_settings_change_gives_another_pool(change: dict[str, Any]) -> None:
     assert pool_of() is not pool_of(**change)
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=lambda change: next(iter(change)))
+def test_a_wrapper_whose_settings_change_in_place_looks_its_pool_up_again(
+    change: dict[str, Any],
+) -> None:
+    # What the test runner does to a wrapper's settings_dict (NAME), and anyone
+    # else may: the wrapper checks the pool it found last against its settings.
+    wrapper = PgWrapper(pg_settings(), "default")
+    first = wrapper.sapool_pool()
+    assert wrapper.sapool_pool() is first
+    wrapper.settings_dict.update(change)
+    assert wrapper.sapool_pool() is not first
+
+
+def test_a_wrapper_sees_its_options_changed_in_place_but_not_test_settings() -> None:
+    wrapper = PgWrapper(pg_settings(OPTIONS={}), "default")
+    first = wrapper.sapool_pool()
+    wrapper.settings_dict["TEST"]["NAME"] = "test_other"  # not a connect setting
+    assert wrapper.sapool_pool() is first
+    wrapper.settings_dict["OPTIONS"]["sslmode"] = "require"  # the nested dict itself
+    second = wrapper.sapool_pool()
+    assert second is not first
+    wrapper.settings_dict["POOL_OPTIONS"] = {"POOL_SIZE": 2}  # a key it did not have
+    assert wrapper.sapool_pool() is not second
+
+
+def test_a_wrapper_sees_django_time_zone_settings_change() -> None:
+    from django.test import override_settings
+
+    wrapper = PgWrapper(pg_settings(), "default")
+    first = wrapper.sapool_pool()
+    with override_settings(TIME_ZONE="Asia/Tokyo", USE_TZ=False):
+        # What Django's setting_changed receiver does to every wrapper it knows.
+        for name in ("timezone", "timezone_name"):
+            wrapper.__dict__.pop(name, None)
+        assert wrapper.sapool_pool() is not first
 
 
 def test_aliases_never_share_even_with_identical_settings() -> None:

@@ -33,9 +33,8 @@ class PostgresPoolMixin(PooledDatabaseWrapperMixin):
         # SET is sent only if someone changed it (override_settings(TIME_ZONE),
         # a SET TIME ZONE in the last request).
         wanted = self.timezone_name  # type: ignore[attr-defined]
-        pgconn = getattr(self.connection, "pgconn", None)  # psycopg 3
-        if pgconn is not None and wanted:
-            current = pgconn.parameter_status(b"TimeZone")
+        if is_psycopg3 and wanted:
+            current = self.connection.pgconn.parameter_status(b"TimeZone")
             if current is not None and current.decode() == wanted:
                 return
         configure = getattr(self, "_configure_timezone", None)  # Django >= 5.1

@@ -1079,6 +1079,7 @@ def versions(
         "mysqlclient",
         "gunicorn",
         "django-db-connection-pool",
+        "django-pg-real-pool",
         "django-sapool",
     ):
         with contextlib.suppress(metadata.PackageNotFoundError):

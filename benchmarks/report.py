@@ -532,7 +532,10 @@ def plot(data: dict[str, Any], cells: dict[Cell, dict[str, dict[str, Any]]], pat
     views = [v for v in VIEW_ORDER if any(v == cv for _, _, cv in cells)]
     views += sorted({cv for _, _, cv in cells} - set(views))
     fig, axes = plt.subplots(
-        len(groups), len(views), figsize=(4.6 * len(views), 3.0 * len(groups)), squeeze=False
+        len(groups),
+        len(views),
+        figsize=(max(4.6 * len(views), 9.0), 3.0 * len(groups)),
+        squeeze=False,
     )
     # tab10 without its red, which is sapool's alone.
     palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 3]

@@ -571,7 +571,7 @@ def plot(data: dict[str, Any], cells: dict[Cell, dict[str, dict[str, Any]]], pat
         f"{data['parameters']['rounds']} rounds",
         fontsize=11,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the suptitle
     fig.savefig(path, dpi=80)
     plt.close(fig)
 

@@ -264,6 +264,34 @@ def headline(data: dict[str, Any], cells: dict[Cell, dict[str, dict[str, Any]]])
     return lines
 
 
+def io_headline(data: dict[str, Any], cells: dict[Cell, dict[str, dict[str, Any]]]) -> list[str]:
+    """Rows: contenders; columns: the /io cells; each: req/s (sapool-txn ÷ it), peak sessions."""
+    cols = [(t, w) for t, w, v in cells if v == "io"]
+    if not cols:
+        return []
+    ref = REFERENCE["io"]
+    contenders = [c for c in CONTENDER_ORDER if any(c in cells[(t, w, "io")] for t, w in cols)]
+    lines = [
+        f"| /io: req/s ({ref} ÷ it: median, min–max); peak server sessions / cap | "
+        + " | ".join(f"{data['targets'][t]['title']}, {w}" for t, w in cols)
+        + " |",
+        "|---|" + "---:|" * len(cols),
+    ]
+    for contender in contenders:
+        row = [f"**{contender}**" if contender == ref else contender]
+        for t, w in cols:
+            s = cells[(t, w, "io")].get(contender)
+            if not s or not s["rounds"]:
+                row.append("—" if not s else "failed")
+                continue
+            speed = f"**{num(s['rps'])}**" if contender == ref else num(s["rps"])
+            if "ratio" in s:
+                speed += f" ({s['ratio']:.2f}×, {s['ratio_min']:.2f}–{s['ratio_max']:.2f})"
+            row.append(f"{speed}; {sessions_text(s)}")
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
 def target_check(cells: dict[Cell, dict[str, dict[str, Any]]]) -> list[str]:
     """Per cell: sapool against the best other contender and against `persistent`."""
     lines = [
@@ -595,6 +623,18 @@ def readme_section(data: dict[str, Any], cells: dict[Cell, dict[str, dict[str, A
             + ".",
             "",
             *headline(data, cells),
+            *(
+                [
+                    "",
+                    '`LEND = "transaction"` (`sapool-txn`) on `/io` (a query, 50 ms of '
+                    "simulated I/O, a query; 16 threads per worker, every pool capped at "
+                    f"{p.get('io_pool_cap', '?')} connections per worker):",
+                    "",
+                    *io_headline(data, cells),
+                ]
+                if io_headline(data, cells)
+                else []
+            ),
             "",
             "Every cell (10-query and write views, latencies, connections opened and statements "
             "per request), the spread over rounds, versions and the plot: "

@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import json
 import os
 import platform
@@ -54,6 +55,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -431,7 +433,8 @@ class SessionSampler:
     """Samples ``server.sessions()`` every SAMPLE_INTERVAL in a thread, during one wrk run.
 
     It uses the observer connection, which nothing else touches while wrk runs (the
-    main thread waits for wrk, and stop() joins the thread before the next snapshot).
+    main thread waits for wrk, and leaving the ``with`` block joins the thread before
+    the next snapshot).
     """
 
     def __init__(self, server: PgServer | MysqlServer) -> None:
@@ -937,8 +940,12 @@ def measure_slot(
     server: PgServer | MysqlServer,
     round_no: int,
     position: int,
+    setup: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """One contender's turn: start its gunicorn, warm up, measure each view, stop."""
+    """One contender's turn: start its gunicorn, warm up, measure each view, stop.
+
+    ``setup``: run first (PgBouncer's pool size); if it fails, so does the turn.
+    """
     env = site_env(target, contender, worker, server.site_env())
     logfile = WORK / "logs" / f"{target.name}-{worker.name}-{contender}.log"
     site = Gunicorn(env, worker, logfile)
@@ -955,6 +962,8 @@ def measure_slot(
         base["server_cap"] = server_cap(contender, worker.pool_cap, worker.workers)
     records: list[dict[str, Any]] = []
     try:
+        if setup is not None:
+            setup()
         site.start()
         for view in views:  # warm up: pools filled to the concurrency, code paths hot
             wrk(view, opts.warmup, worker)
@@ -1259,14 +1268,16 @@ def run(opts: Options) -> dict[str, Any]:
                 for position, contender in enumerate(order):
                     slot += 1
                     log(f"[{slot}/{total}] {target.name} {worker.name} {contender}")
+                    setup = None
                     if contender == "pgbouncer" and bouncer is not None:
                         # One PgBouncer serves both workers: the /io comparison caps
                         # it at the pools' cap times the workers; otherwise as
                         # scripts/ensure-pgbouncer configured it.
-                        bouncer.set_pool_size(
+                        setup = functools.partial(
+                            bouncer.set_pool_size,
                             worker.pool_cap * worker.workers
                             if worker.pool_cap is not None
-                            else bouncer_pool_size
+                            else bouncer_pool_size,
                         )
                     for record in measure_slot(
                         opts,
@@ -1277,6 +1288,7 @@ def run(opts: Options) -> dict[str, Any]:
                         servers[target.name],
                         round_no,
                         position,
+                        setup,
                     ):
                         records.append(record)
     finished = datetime.datetime.now(datetime.UTC)

@@ -13,6 +13,11 @@ Run it through ``./scripts/bench`` (which makes the venv and installs wrk/pgboun
   runs every contender once, in an order rotated from round to round: start gunicorn
   with that contender's ``DATABASES``, warm up every view, then measure each view with
   ``wrk --latency`` while reading the server's counters before and after;
+* the /io comparison (issue 15) is one more worker type, ``gthread-io`` (2 workers x
+  16 threads, every pool capped at 4 connections per worker), with its own view
+  (``/io``: query, 50 ms sleep, query) and contenders (those above plus
+  ``sapool-txn`` and ``pg-real-pool``); during each of its runs the observer also
+  samples the server sessions of the bench database every 0.1 s (peak and mean);
 * writes ``results.json``, ``RESULTS.md``, ``results.png`` (``benchmarks/report.py``)
   and, after a complete default run, the headline table in README.md;
 * stops everything it started and drops its databases (also on Ctrl-C / TERM; and
@@ -36,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import json
 import os
 import platform
@@ -45,9 +51,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,7 +78,15 @@ MYSQL_URL = os.environ.get("BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/")
 OWN_MYSQL_PORT = int(os.environ.get("BENCH_OWN_MYSQL_PORT", "3399"))
 
 sys.path.insert(0, str(SITE))
-from benchsite.contenders import CONTENDERS, MAX_OVERFLOW, POOL_SIZE, database  # noqa: E402
+from benchsite.contenders import (  # noqa: E402
+    BASE_CONTENDERS,
+    CONTENDERS,
+    IO_CONTENDERS,
+    MAX_OVERFLOW,
+    POOL_SIZE,
+    database,
+    server_cap,
+)
 
 
 def log(message: str) -> None:
@@ -87,13 +103,43 @@ class Worker:
     threads: int
     #: wrk connections: twice the server's capacity, so no worker thread ever idles.
     connections: int
+    #: gunicorn's --worker-class (the name, unless it is a variant of one).
+    kind: str = ""
+    #: Every pool capped at this many connections per worker process (fewer than its
+    #: threads), the same for all pooled contenders; None: the usual sizes.
+    pool_cap: int | None = None
+    #: The views measured with this worker type (None: all but the /io comparison's).
+    views: tuple[str, ...] | None = None
+
+    @property
+    def worker_class(self) -> str:
+        return self.kind or self.name
 
 
+#: The /io comparison's pool size per worker process (issue 15: more threads than
+#: POOL_SIZE).
+IO_POOL_CAP = 4
 WORKERS = {
     "sync": Worker("sync", workers=2, threads=1, connections=4),
     "gthread": Worker("gthread", workers=2, threads=4, connections=16),
+    # Issue 15: 16 threads per worker sharing IO_POOL_CAP connections; wrk -c64.
+    "gthread-io": Worker(
+        "gthread-io",
+        workers=2,
+        threads=16,
+        connections=64,
+        kind="gthread",
+        pool_cap=IO_POOL_CAP,
+        views=("io",),
+    ),
 }
-VIEWS = ("one", "ten", "write")
+#: The views of the sync and gthread runs; "io" only runs with gthread-io.
+BASE_VIEWS = ("one", "ten", "write")
+VIEWS = (*BASE_VIEWS, "io")
+#: Views during which the observer samples the bench database's server sessions.
+SAMPLED_VIEWS = ("io",)
+#: Seconds between two samples of the server sessions.
+SAMPLE_INTERVAL = 0.1
 
 
 @dataclass(frozen=True)
@@ -105,13 +151,41 @@ class Target:
     workers: tuple[str, ...]
     views: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    #: The contenders of the workers with a pool_cap (the /io comparison).
+    io_contenders: tuple[str, ...] = ()
+
+    def group(self, worker: Worker) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(contenders, views) of this target with that worker type."""
+        contenders = self.io_contenders if worker.pool_cap is not None else self.contenders
+        allowed = worker.views if worker.views is not None else BASE_VIEWS
+        return contenders, tuple(v for v in self.views if v in allowed)
 
 
-PG_CONTENDERS = CONTENDERS
-MYSQL_CONTENDERS = tuple(c for c in CONTENDERS if c not in ("django-pool", "pgbouncer"))
+PG_CONTENDERS = BASE_CONTENDERS
+MYSQL_CONTENDERS = tuple(c for c in BASE_CONTENDERS if c not in ("django-pool", "pgbouncer"))
+PG_IO_CONTENDERS = IO_CONTENDERS
+MYSQL_IO_CONTENDERS = tuple(
+    c for c in IO_CONTENDERS if c not in ("django-pool", "pgbouncer", "pg-real-pool")
+)
 TARGETS = {
-    "pg": Target("pg", "postgresql", "PostgreSQL", PG_CONTENDERS, ("sync", "gthread"), VIEWS),
-    "mariadb": Target("mariadb", "mysql", "MariaDB", MYSQL_CONTENDERS, ("sync", "gthread"), VIEWS),
+    "pg": Target(
+        "pg",
+        "postgresql",
+        "PostgreSQL",
+        PG_CONTENDERS,
+        ("sync", "gthread", "gthread-io"),
+        VIEWS,
+        io_contenders=PG_IO_CONTENDERS,
+    ),
+    "mariadb": Target(
+        "mariadb",
+        "mysql",
+        "MariaDB",
+        MYSQL_CONTENDERS,
+        ("sync", "gthread", "gthread-io"),
+        VIEWS,
+        io_contenders=MYSQL_IO_CONTENDERS,
+    ),
     "pg-tls": Target(
         "pg-tls",
         "postgresql",
@@ -239,6 +313,16 @@ class PgServer:
             statements, dealloc = int(row[0]), int(row[1])
         return {"connections": int(sessions or 0), "statements": statements, "dealloc": dealloc}
 
+    def sessions(self) -> int:
+        """Server sessions connected to the bench database right now (PgBouncer's included)."""
+        return int(
+            self.scalar(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = %s AND backend_type = 'client backend'",
+                [DBNAME],
+            )
+        )
+
     def site_env(self) -> dict[str, str]:
         env = {
             "BENCH_DB_HOST": self.conn.host,
@@ -305,6 +389,20 @@ class MysqlServer:
     def snapshot(self) -> dict[str, int | None]:
         return dict(self._raw())
 
+    def sessions(self) -> int:
+        """Server sessions (threads) whose current database is the bench database.
+
+        Each call is one Question on the global counters: :func:`counts` subtracts them.
+        """
+        cursor = self.db.cursor()
+        try:
+            cursor.execute(
+                "SELECT count(*) FROM information_schema.processlist WHERE db = %s", [DBNAME]
+            )
+            return int(cursor.fetchone()[0])
+        finally:
+            cursor.close()
+
     def create_database(self) -> None:
         self.drop_database()
         self._execute(f"CREATE DATABASE `{DBNAME}` CHARACTER SET utf8mb4")
@@ -329,6 +427,49 @@ class MysqlServer:
 
     def close(self) -> None:
         self.db.close()
+
+
+class SessionSampler:
+    """Samples ``server.sessions()`` every SAMPLE_INTERVAL in a thread, during one wrk run.
+
+    It uses the observer connection, which nothing else touches while wrk runs (the
+    main thread waits for wrk, and leaving the ``with`` block joins the thread before
+    the next snapshot).
+    """
+
+    def __init__(self, server: PgServer | MysqlServer) -> None:
+        self.server = server
+        self.samples: list[int] = []
+        self.error = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="session-sampler", daemon=True)
+
+    def __enter__(self) -> SessionSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append(self.server.sessions())
+            except Exception as exc:  # reported, the run goes on
+                self.error = str(exc).strip()
+                return
+            self._stop.wait(SAMPLE_INTERVAL)
+
+    def result(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "sessions_peak": max(self.samples) if self.samples else None,
+            "sessions_mean": sum(self.samples) / len(self.samples) if self.samples else None,
+            "sessions_samples": len(self.samples),
+        }
+        if self.error:
+            out["sessions_error"] = self.error
+        return out
 
 
 def run_quiet(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -583,6 +724,35 @@ class PgBouncer:
         version = subprocess.run(["pgbouncer", "--version"], capture_output=True, text=True)
         self.version = version.stdout.split("\n")[0].replace("PgBouncer ", "").strip()
 
+    def _admin(self, sql: str) -> str:
+        # The admin console speaks the simple query protocol only: psql, as
+        # scripts/ensure-pgbouncer uses it.
+        return run_quiet(
+            [
+                "psql",
+                *"-X -w -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -U postgres -d pgbouncer".split(),
+                *("-p", str(PGBOUNCER_PORT), "-c", sql),
+            ],
+            env=self.env,
+        ).stdout
+
+    def pool_size(self) -> int:
+        """PgBouncer's default_pool_size: server connections per (database, user)."""
+        for line in self._admin("SHOW CONFIG").splitlines():
+            fields = line.split("|")
+            if fields[0] == "default_pool_size":
+                return int(fields[1])
+        raise RuntimeError("PgBouncer's SHOW CONFIG has no default_pool_size")
+
+    def set_pool_size(self, size: int) -> None:
+        """Change default_pool_size at run time (the admin console's SET; takes effect
+        at once for every pool). The /io comparison caps it like the other pools."""
+        if self.pool_size() != size:
+            log(f"PgBouncer: default_pool_size = {size}")
+            self._admin(f"SET default_pool_size = {int(size)}")
+            if self.pool_size() != size:
+                raise RuntimeError(f"PgBouncer did not take default_pool_size = {size}")
+
     def stop(self) -> None:
         subprocess.run([str(ROOT / "scripts" / "ensure-pgbouncer"), "--stop"], env=self.env)
         shutil.rmtree(self.env["SAPOOL_PGBOUNCER_DIR"], ignore_errors=True)
@@ -612,6 +782,9 @@ def site_env(
             "PYTHONPATH": str(SITE),
         }
     )
+    env.pop("BENCH_POOL_CAP", None)
+    if worker.pool_cap is not None:
+        env["BENCH_POOL_CAP"] = str(worker.pool_cap)
     if contender == "pgbouncer":
         env["BENCH_DB_HOST"] = "127.0.0.1"
         env["BENCH_DB_PORT"] = str(PGBOUNCER_PORT)
@@ -656,9 +829,9 @@ class Gunicorn:
             "--workers",
             str(self.worker.workers),
             "--worker-class",
-            self.worker.name,
+            self.worker.worker_class,
         ]
-        if self.worker.name == "gthread":
+        if self.worker.worker_class == "gthread":
             cmd += ["--threads", str(self.worker.threads)]
         cmd.append("benchsite.wsgi:application")
         out = open(self.logfile, "ab")
@@ -767,20 +940,30 @@ def measure_slot(
     server: PgServer | MysqlServer,
     round_no: int,
     position: int,
+    setup: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """One contender's turn: start its gunicorn, warm up, measure each view, stop."""
+    """One contender's turn: start its gunicorn, warm up, measure each view, stop.
+
+    ``setup``: run first (PgBouncer's pool size); if it fails, so does the turn.
+    """
     env = site_env(target, contender, worker, server.site_env())
     logfile = WORK / "logs" / f"{target.name}-{worker.name}-{contender}.log"
     site = Gunicorn(env, worker, logfile)
-    base = {
+    base: dict[str, Any] = {
         "target": target.name,
         "worker": worker.name,
         "contender": contender,
         "round": round_no,
         "position": position,
     }
+    if worker.pool_cap is not None:
+        base["pool_cap"] = worker.pool_cap
+        # The most server sessions this contender may hold (None: no pool, no cap).
+        base["server_cap"] = server_cap(contender, worker.pool_cap, worker.workers)
     records: list[dict[str, Any]] = []
     try:
+        if setup is not None:
+            setup()
         site.start()
         for view in views:  # warm up: pools filled to the concurrency, code paths hot
             wrk(view, opts.warmup, worker)
@@ -788,12 +971,26 @@ def measure_slot(
         before = server.snapshot()
         for view in views:
             started = time.time()
-            load = wrk(view, opts.duration, worker)
+            sampled: dict[str, Any] = {}
+            if view in SAMPLED_VIEWS:
+                with SessionSampler(server) as sampler:
+                    load = wrk(view, opts.duration, worker)
+                sampled = sampler.result()
+            else:
+                load = wrk(view, opts.duration, worker)
             time.sleep(opts.settle)  # requests in flight when wrk stopped finish
             after = server.snapshot()
-            record = {**base, "view": view, "started": started, "wrk": load}
+            record = {**base, "view": view, "started": started, "wrk": load, **sampled}
             finish_record(record)
-            record.update(counts(server, before, after, load["requests"]))
+            record.update(
+                counts(
+                    server,
+                    before,
+                    after,
+                    load["requests"],
+                    observer_queries=sampled.get("sessions_samples", 0),
+                )
+            )
             if isinstance(server, MysqlServer):
                 # Others' traffic on the global counters: a quiet moment right after.
                 time.sleep(opts.settle)
@@ -806,11 +1003,22 @@ def measure_slot(
             records.append(record)
             before = after
             log(
-                f"  {target.name:7} {worker.name:7} {view:5} {contender:13} "
+                f"  {target.name:7} {worker.name:10} {view:5} {contender:13} "
                 f"{record['rps']:8.1f} req/s  p50 {load['p50_us'] / 1000:6.2f} ms  "
                 f"p99 {load['p99_us'] / 1000:6.2f} ms  "
                 f"conn/1k {fmt(record['connections_per_1k'])}  "
                 f"stmt/req {fmt(record['statements_per_request'])}"
+                + (
+                    f"  sessions peak {record['sessions_peak']}"
+                    f" (cap {record.get('server_cap') or 'none'})"
+                    if "sessions_peak" in record
+                    else ""
+                )
+                + (
+                    f"  SAMPLER ERROR {record['sessions_error']}"
+                    if "sessions_error" in record
+                    else ""
+                )
                 + (f"  ERRORS {record['errors']}" if record["errors"] else "")
             )
     except Exception as exc:
@@ -827,14 +1035,22 @@ def fmt(value: float | None) -> str:
 
 
 def counts(
-    server: PgServer | MysqlServer, before: dict[str, Any], after: dict[str, Any], requests: int
+    server: PgServer | MysqlServer,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    requests: int,
+    observer_queries: int = 0,
 ) -> dict[str, Any]:
-    """Requests/s and the server's counters per request, from two snapshots."""
+    """Requests/s and the server's counters per request, from two snapshots.
+
+    ``observer_queries``: the session samples taken in between (MariaDB counts each as a
+    Question; PostgreSQL's observer is in another database, so nothing to subtract).
+    """
     n = max(requests, 1)
     connections = after["connections"] - before["connections"]
     statements = None
     if after["statements"] is not None and before["statements"] is not None:
-        own = server.own if isinstance(server, MysqlServer) else 0
+        own = server.own + observer_queries if isinstance(server, MysqlServer) else 0
         statements = after["statements"] - before["statements"] - own
     result: dict[str, Any] = {
         "requests": requests,
@@ -872,6 +1088,7 @@ def versions(
         "mysqlclient",
         "gunicorn",
         "django-db-connection-pool",
+        "django-pg-real-pool",
         "django-sapool",
     ):
         with contextlib.suppress(metadata.PackageNotFoundError):
@@ -938,19 +1155,28 @@ def plan(opts: Options) -> list[tuple[Target, Worker, list[str], list[str]]]:
         for wname in target.workers:
             if not f.ok("worker", wname):
                 continue
-            contenders = [c for c in target.contenders if f.ok("contender", c)]
-            views = [v for v in target.views if f.ok("view", v)]
+            target_contenders, target_views = target.group(WORKERS[wname])
+            contenders = [c for c in target_contenders if f.ok("contender", c)]
+            views = [v for v in target_views if f.ok("view", v)]
             if contenders and views:
                 groups.append((target, WORKERS[wname], contenders, views))
     return groups
 
 
-def settings_summary() -> dict[str, Any]:
-    """The DATABASES entry of each contender (PostgreSQL, gthread sizing), for the report."""
+def settings_summary(worker: Worker = WORKERS["gthread"]) -> dict[str, Any]:
+    """The DATABASES entry of each contender (PostgreSQL, that worker's sizing), for the report."""
     out = {}
-    for contender in CONTENDERS:
+    names = IO_CONTENDERS if worker.pool_cap is not None else BASE_CONTENDERS
+    for contender in names:
         db = database(
-            contender, "postgresql", name=DBNAME, host="HOST", port="PORT", user="USER", threads=4
+            contender,
+            "postgresql",
+            name=DBNAME,
+            host="HOST",
+            port="PORT",
+            user="USER",
+            threads=worker.threads,
+            pool_cap=worker.pool_cap,
         )
         db.pop("PASSWORD", None)
         out[contender] = db
@@ -971,6 +1197,7 @@ def run(opts: Options) -> dict[str, Any]:
     servers: dict[str, PgServer | MysqlServer] = {}
     where: dict[str, str] = {}
     bouncer: PgBouncer | None = None
+    bouncer_pool_size = 0  # scripts/ensure-pgbouncer's default_pool_size
     records: list[dict[str, Any]] = []
     meta: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
@@ -990,6 +1217,7 @@ def run(opts: Options) -> dict[str, Any]:
                 bouncer = PgBouncer(pg_url)
                 stack.callback(bouncer.stop)
                 bouncer.start()
+                bouncer_pool_size = bouncer.pool_size()
         if "mariadb" in targets:
             mysql_url = MYSQL_URL
             if MYSQL_URL == "own":
@@ -1040,6 +1268,17 @@ def run(opts: Options) -> dict[str, Any]:
                 for position, contender in enumerate(order):
                     slot += 1
                     log(f"[{slot}/{total}] {target.name} {worker.name} {contender}")
+                    setup = None
+                    if contender == "pgbouncer" and bouncer is not None:
+                        # One PgBouncer serves both workers: the /io comparison caps
+                        # it at the pools' cap times the workers; otherwise as
+                        # scripts/ensure-pgbouncer configured it.
+                        setup = functools.partial(
+                            bouncer.set_pool_size,
+                            worker.pool_cap * worker.workers
+                            if worker.pool_cap is not None
+                            else bouncer_pool_size,
+                        )
                     for record in measure_slot(
                         opts,
                         target,
@@ -1049,6 +1288,7 @@ def run(opts: Options) -> dict[str, Any]:
                         servers[target.name],
                         round_no,
                         position,
+                        setup,
                     ):
                         records.append(record)
     finished = datetime.datetime.now(datetime.UTC)
@@ -1066,6 +1306,9 @@ def run(opts: Options) -> dict[str, Any]:
             "workers": {w.name: vars(w) for w in WORKERS.values()},
             "pool_size": POOL_SIZE,
             "max_overflow": MAX_OVERFLOW,
+            "pgbouncer_default_pool_size": bouncer_pool_size or None,
+            "io_pool_cap": IO_POOL_CAP,
+            "session_sample_interval_s": SAMPLE_INTERVAL,
         },
         "targets": {
             name: {
@@ -1074,12 +1317,14 @@ def run(opts: Options) -> dict[str, Any]:
                 "contenders": list(t.contenders),
                 "workers": list(t.workers),
                 "views": list(t.views),
+                "io_contenders": list(t.io_contenders),
                 "notes": list(t.notes),
             }
             for name, t in TARGETS.items()
             if name in targets
         },
         "contender_settings": settings_summary(),
+        "contender_settings_io": settings_summary(WORKERS["gthread-io"]),
         "machine": machine(),
         "git": git_state(),
         **meta,
@@ -1156,8 +1401,9 @@ def main(argv: list[str] | None = None) -> None:
         action="append",
         default=[],
         metavar="KEY=V1,V2",
-        help="run a subset; KEY is target (pg, mariadb, pg-tls), worker (sync, gthread), "
-        "view (one, ten, write) or contender; repeat for several keys",
+        help="run a subset; KEY is target (pg, mariadb, pg-tls), worker (sync, gthread, "
+        "gthread-io), view (one, ten, write, io) or contender; repeat for several keys; "
+        "--only view=io is the /io comparison (issue 15) alone",
     )
     parser.add_argument(
         "--out",

@@ -27,9 +27,14 @@ CONTENDER_ORDER = (
     "dbcp",
     "pgbouncer",
     "sapool",
+    "pg-real-pool",
+    "sapool-txn",
 )
-WORKER_ORDER = ("sync", "gthread")
-VIEW_ORDER = ("one", "ten", "write")
+WORKER_ORDER = ("sync", "gthread", "gthread-io")
+VIEW_ORDER = ("one", "ten", "write", "io")
+#: The contender the others are compared with, per view (default: sapool). On /io it is
+#: django_sapool lending per transaction (issue 15).
+REFERENCE = {"io": "sapool-txn"}
 #: The cells of the headline table (one-query view), when they were measured.
 HEADLINE = (
     ("pg", "sync"),
@@ -42,6 +47,7 @@ VIEW_TEXT = {
     "one": "/one (1 query)",
     "ten": "/ten (10 queries)",
     "write": "/write (INSERT + UPDATE in atomic())",
+    "io": "/io (query, 50 ms sleep, query)",
 }
 
 Cell = tuple[str, str, str]  # target, worker, view
@@ -55,15 +61,24 @@ def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def reference(view: str) -> str:
+    """The contender whose req/s the ratios of that view's cells divide."""
+    return REFERENCE.get(view, "sapool")
+
+
 def summarize(data: dict[str, Any]) -> dict[Cell, dict[str, dict[str, Any]]]:
-    """Per cell and contender: medians over rounds, and sapool's per-round ratios."""
+    """Per cell and contender: medians over rounds, and the reference's per-round ratios.
+
+    The reference is sapool, or on /io sapool-txn (:data:`REFERENCE`).
+    """
     runs: dict[Cell, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in data["runs"]:
         runs[(r["target"], r["worker"], r["view"])][r["contender"]].append(r)
     cells: dict[Cell, dict[str, dict[str, Any]]] = {}
     for cell, by_contender in runs.items():
-        sapool_by_round = {
-            r["round"]: r["rps"] for r in by_contender.get("sapool", []) if "failed" not in r
+        ref = reference(cell[2])
+        ref_by_round = {
+            r["round"]: r["rps"] for r in by_contender.get(ref, []) if "failed" not in r
         }
         out: dict[str, dict[str, Any]] = {}
         for contender, rs in by_contender.items():
@@ -97,12 +112,28 @@ def summarize(data: dict[str, Any]) -> dict[Cell, dict[str, dict[str, Any]]]:
                     ),
                     evicted=any(r.get("statements_evicted") for r in ok),
                 )
+                peaks = [r["sessions_peak"] for r in ok if r.get("sessions_peak") is not None]
+                if peaks:
+                    # The most server sessions seen in any round, and the median of
+                    # the rounds' peaks and of their means.
+                    s.update(
+                        sessions_peak=max(peaks),
+                        sessions_peak_median=median(peaks),
+                        sessions_mean=median(
+                            [r["sessions_mean"] for r in ok if r.get("sessions_mean") is not None]
+                        ),
+                    )
+                if any("server_cap" in r for r in ok):
+                    s["server_cap"] = ok[0].get("server_cap")
+                sampler_errors = [r["sessions_error"] for r in ok if "sessions_error" in r]
+                if sampler_errors:
+                    s["sessions_error"] = sampler_errors[0]
                 ratios = [
-                    sapool_by_round[r["round"]] / r["rps"]
+                    ref_by_round[r["round"]] / r["rps"]
                     for r in ok
-                    if r["round"] in sapool_by_round and r["rps"]
+                    if r["round"] in ref_by_round and r["rps"]
                 ]
-                if ratios and contender != "sapool":
+                if ratios and contender != ref:
                     s.update(ratio=median(ratios), ratio_min=min(ratios), ratio_max=max(ratios))
             out[contender] = s
         cells[cell] = dict(sorted(out.items(), key=lambda kv: _order(kv[0], CONTENDER_ORDER)))
@@ -132,25 +163,55 @@ def ratio_text(s: dict[str, Any]) -> str:
 
 def worker_text(data: dict[str, Any], worker: str) -> str:
     w = data["parameters"]["workers"][worker]
-    threads = f" x {w['threads']} threads" if worker == "gthread" else ""
-    return f"{worker} workers ({w['workers']}{threads}; wrk -c{w['connections']})"
+    threads = f" x {w['threads']} threads" if (w.get("kind") or worker) == "gthread" else ""
+    cap = (
+        f"; every pool capped at {w['pool_cap']} connections per worker"
+        if w.get("pool_cap") is not None
+        else ""
+    )
+    return f"{worker} workers ({w['workers']}{threads}{cap}; wrk -c{w['connections']})"
 
 
-def cell_table(data: dict[str, Any], stats: dict[str, dict[str, Any]], vendor: str) -> list[str]:
+def sessions_text(s: dict[str, Any]) -> str:
+    """Peak server sessions (max over rounds; median of the rounds' peaks) / cap."""
+    if s.get("sessions_peak") is None:
+        return "n/a" + (f" ({s['sessions_error'][:60]})" if s.get("sessions_error") else "")
+    text = f"{s['sessions_peak']}"
+    if (
+        s.get("sessions_peak_median") is not None
+        and s["sessions_peak_median"] != s["sessions_peak"]
+    ):
+        text += f" ({s['sessions_peak_median']:g})"
+    cap = s.get("server_cap")
+    text += f" / {cap}" if cap is not None else " / no cap"
+    if cap is not None and s["sessions_peak"] > cap:
+        text += " ⚠"
+    return text
+
+
+def cell_table(
+    data: dict[str, Any], stats: dict[str, dict[str, Any]], vendor: str, view: str = "one"
+) -> list[str]:
     pings = vendor == "mysql"
+    ref = reference(view)
+    sampled = any("sessions_peak" in s or "sessions_error" in s for s in stats.values())
     head = "| contender | req/s median (min–max) | p50 ms | p99 ms | conns / 1k req | stmts / req |"
     rule = "|---|---:|---:|---:|---:|---:|"
     if pings:
         head += " of which pings |"
         rule += "---:|"
-    head += " sapool ÷ contender, req/s: median (min–max over rounds) |"
+    if sampled:
+        head += " peak server sessions / cap |"
+        rule += "---:|"
+    head += f" {ref} ÷ contender, req/s: median (min–max over rounds) |"
     rule += "---:|"
     lines = [head, rule]
     for contender, s in stats.items():
-        name = f"**{contender}**" if contender == "sapool" else contender
+        name = f"**{contender}**" if contender == ref else contender
         if not s["rounds"]:
             lines.append(
-                f"| {name} | failed: {s['failed'][0].splitlines()[0][:120]} |" + " |" * (6 + pings)
+                f"| {name} | failed: {s['failed'][0].splitlines()[0][:120]} |"
+                + " |" * (6 + pings + sampled)
             )
             continue
         flags = []
@@ -166,6 +227,8 @@ def cell_table(data: dict[str, Any], stats: dict[str, dict[str, Any]], vendor: s
         )
         if pings:
             row += f" {num(s['pings_per_request'], 2)} |"
+        if sampled:
+            row += f" {sessions_text(s)} |"
         row += f" {ratio_text(s)} |"
         lines.append(row)
     return lines
@@ -201,6 +264,34 @@ def headline(data: dict[str, Any], cells: dict[Cell, dict[str, dict[str, Any]]])
     return lines
 
 
+def io_headline(data: dict[str, Any], cells: dict[Cell, dict[str, dict[str, Any]]]) -> list[str]:
+    """Rows: contenders; columns: the /io cells; each: req/s (sapool-txn ÷ it), peak sessions."""
+    cols = [(t, w) for t, w, v in cells if v == "io"]
+    if not cols:
+        return []
+    ref = REFERENCE["io"]
+    contenders = [c for c in CONTENDER_ORDER if any(c in cells[(t, w, "io")] for t, w in cols)]
+    lines = [
+        f"| /io: req/s ({ref} ÷ it: median, min–max); peak server sessions / cap | "
+        + " | ".join(f"{data['targets'][t]['title']}, {w}" for t, w in cols)
+        + " |",
+        "|---|" + "---:|" * len(cols),
+    ]
+    for contender in contenders:
+        row = [f"**{contender}**" if contender == ref else contender]
+        for t, w in cols:
+            s = cells[(t, w, "io")].get(contender)
+            if not s or not s["rounds"]:
+                row.append("—" if not s else "failed")
+                continue
+            speed = f"**{num(s['rps'])}**" if contender == ref else num(s["rps"])
+            if "ratio" in s:
+                speed += f" ({s['ratio']:.2f}×, {s['ratio_min']:.2f}–{s['ratio_max']:.2f})"
+            row.append(f"{speed}; {sessions_text(s)}")
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
 def target_check(cells: dict[Cell, dict[str, dict[str, Any]]]) -> list[str]:
     """Per cell: sapool against the best other contender and against `persistent`."""
     lines = [
@@ -208,6 +299,8 @@ def target_check(cells: dict[Cell, dict[str, dict[str, Any]]]) -> list[str]:
         "|---|---|---:|---:|",
     ]
     for (target, worker, view), stats in cells.items():
+        if reference(view) != "sapool":
+            continue  # /io: io_check()
         others = {c: s for c, s in stats.items() if c != "sapool" and s.get("rps") and "ratio" in s}
         if "sapool" not in stats or not others:
             continue
@@ -218,6 +311,82 @@ def target_check(cells: dict[Cell, dict[str, dict[str, Any]]]) -> list[str]:
             f"| {ratio_text(others[best])} | {ratio_text(persistent) if persistent else 'n/a'} |"
         )
     return lines
+
+
+def io_check(data: dict[str, Any], cells: dict[Cell, dict[str, dict[str, Any]]]) -> list[str]:
+    """Issue 15's goal per /io cell: sapool-txn's req/s ≥ 1.00× every contender's, with
+    no more server sessions than its pool size (the cap times the workers)."""
+    ref = REFERENCE["io"]
+    lines = []
+    for (target, worker, view), stats in cells.items():
+        if view != "io":
+            continue
+        title = f"{data['targets'][target]['title']} · {worker_text(data, worker)}"
+        mine = stats.get(ref)
+        if not mine or not mine.get("rounds"):
+            lines += [
+                "",
+                f"- {title}: {ref} did not run"
+                + (
+                    f" (failed: {mine['failed'][0].splitlines()[0][:200]})"
+                    if mine and mine["failed"]
+                    else ""
+                )
+                + ".",
+            ]
+            continue
+        lines += [
+            "",
+            f"**{title}**",
+            "",
+            f"| contender | req/s median (min–max) | {ref} ÷ contender: median (min–max) "
+            "| peak server sessions / cap |",
+            "|---|---:|---:|---:|",
+        ]
+        behind = []
+        for contender, s in stats.items():
+            if not s.get("rounds"):
+                lines.append(f"| {contender} | failed | | |")
+                continue
+            name = f"**{contender}**" if contender == ref else contender
+            lines.append(
+                f"| {name} | {num(s['rps'])} ({num(s['rps_min'])}–{num(s['rps_max'])}) "
+                f"| {ratio_text(s) or '—'} | {sessions_text(s)} |"
+            )
+            if "ratio" in s and s["ratio"] < 1:
+                behind.append(f"{contender} ({s['ratio']:.2f}×)")
+        cap, peak = mine.get("server_cap"), mine.get("sessions_peak")
+        lines.append("")
+        lines.append(
+            f"- {ref} ≥ 1.00× every contender (median of per-round ratios): "
+            + ("**yes**" if not behind else f"**no**: behind {', '.join(behind)}")
+            + "; its worst round against each is the min in its row."
+        )
+        if peak is None:
+            lines.append(f"- {ref}'s server sessions: not sampled.")
+        else:
+            lines.append(
+                f"- {ref}'s peak server sessions: {peak}, pool size {cap}: "
+                + ("**within**" if cap is not None and peak <= cap else "**over**")
+                + "."
+            )
+    if not lines:
+        return []
+    return [
+        "",
+        '## LEND = "transaction" on /io (issue 15)',
+        "",
+        '`sapool-txn` (django_sapool with `LEND = "transaction"`) against every contender '
+        "on the view that waits 50 ms between its two queries, with more threads than "
+        "connections: every pooled contender (dbcp, django-pool, pg-real-pool, sapool, "
+        "sapool-txn) holds at most the same number of connections per worker, PgBouncer "
+        "that number times the workers; `default` and the `persistent` ones have no pool "
+        "(one session per busy thread: no cap). Peak server sessions: the most sessions "
+        "connected to the bench database in any 0.1 s sample of any round (in parentheses "
+        "the median of the rounds' peaks, when it differs) / the most the contender may "
+        "open. Goal: ≥ 1.00× every contender, peak ≤ the pool size.",
+        *lines,
+    ]
 
 
 def settings_table(data: dict[str, Any]) -> list[str]:
@@ -231,6 +400,34 @@ def settings_table(data: dict[str, Any]) -> list[str]:
         if contender == "pgbouncer":
             shown["(HOST, PORT)"] = "PgBouncer, transaction pooling"
         lines.append(f"| {contender} | `{json.dumps(shown)}` |")
+    io_settings = data.get("contender_settings_io")
+    if io_settings and any(cell_view == "io" for _, _, cell_view in summarize(data)):
+        p = data["parameters"]
+        io_worker = next((w for w in p["workers"].values() if w.get("pool_cap") is not None), None)
+        bouncer = "PgBouncer, transaction pooling"
+        if io_worker:
+            bouncer += (
+                f", default_pool_size {io_worker['pool_cap'] * io_worker['workers']} "
+                "(set at run time"
+                + (
+                    f"; {p['pgbouncer_default_pool_size']} for the other runs)"
+                    if p.get("pgbouncer_default_pool_size")
+                    else ")"
+                )
+            )
+        lines += [
+            "",
+            "In the /io comparison (pools capped per worker process; `default` and the "
+            "`persistent` ones as above):",
+            "",
+            "| contender | DATABASES['default'] |",
+            "|---|---|",
+        ]
+        for contender, db in io_settings.items():
+            shown = {k: v for k, v in db.items() if k not in ("NAME", "HOST", "PORT", "USER")}
+            if contender == "pgbouncer":
+                shown["(HOST, PORT)"] = bouncer
+            lines.append(f"| {contender} | `{json.dumps(shown)}` |")
     return lines
 
 
@@ -261,7 +458,12 @@ def markdown(data: dict[str, Any], cells: dict[Cell, dict[str, dict[str, Any]]])
         f"- Load: wrk, {p['duration_s']:g} s per run after "
         f"{p['warmup_s_per_view']:g} s of warm-up per view, "
         f"{p['rounds']} round(s), contenders interleaved (each once per round, order rotated); "
-        "gunicorn " + "; ".join(worker_text(data, w) for w in p["workers"]),
+        "gunicorn "
+        + "; ".join(
+            worker_text(data, w)
+            for w in p["workers"]
+            if any(cell_worker == w for _, cell_worker, _ in cells)
+        ),
     ]
     if p["only"]:
         lines.append(f"- Subset: --only {p['only']}")
@@ -300,21 +502,30 @@ def markdown(data: dict[str, Any], cells: dict[Cell, dict[str, dict[str, Any]]])
         )
     if notes:
         lines += ["", "## Notes", "", *(f"- {n}" for n in notes)]
+    head = headline(data, cells)
+    if head:
+        lines += [
+            "",
+            "## One-query view (headline)",
+            "",
+            "Requests per second (median over rounds) and, in parentheses, sapool's req/s "
+            "divided by that contender's in the same round: median and min–max of the "
+            "per-round ratios (> 1: sapool faster).",
+            "",
+            *head,
+        ]
+    check = target_check(cells)
+    if len(check) > 2:  # more than the table's head
+        lines += [
+            "",
+            "## sapool against the best other contender and against `persistent`",
+            "",
+            "Goal: sapool ≥ 1.00× the best contender and ≥ 0.98× persistent in every cell.",
+            "",
+            *check,
+        ]
     lines += [
-        "",
-        "## One-query view (headline)",
-        "",
-        "Requests per second (median over rounds) and, in parentheses, sapool's req/s divided "
-        "by that contender's in the same round: median and min–max of the per-round ratios "
-        "(> 1: sapool faster).",
-        "",
-        *headline(data, cells),
-        "",
-        "## sapool against the best other contender and against `persistent`",
-        "",
-        "Goal: sapool ≥ 1.00× the best contender and ≥ 0.98× persistent in every cell.",
-        "",
-        *target_check(cells),
+        *io_check(data, cells),
         "",
         "## Every cell",
         "",
@@ -333,7 +544,7 @@ def markdown(data: dict[str, Any], cells: dict[Cell, dict[str, dict[str, Any]]])
             "",
             f"### {t['title']} · {worker_text(data, worker)} · {VIEW_TEXT.get(view, view)}",
             "",
-            *cell_table(data, stats, t["vendor"]),
+            *cell_table(data, stats, t["vendor"], view),
         ]
     lines += ["", "## Contenders' settings", "", *settings_table(data), ""]
     return "\n".join(lines)
@@ -347,13 +558,18 @@ def plot(data: dict[str, Any], cells: dict[Cell, dict[str, dict[str, Any]]], pat
 
     groups = list(dict.fromkeys((t, w) for t, w, _ in cells))
     views = [v for v in VIEW_ORDER if any(v == cv for _, _, cv in cells)]
+    views += sorted({cv for _, _, cv in cells} - set(views))
     fig, axes = plt.subplots(
-        len(groups), len(views), figsize=(4.6 * len(views), 3.0 * len(groups)), squeeze=False
+        len(groups),
+        len(views),
+        figsize=(max(4.6 * len(views), 9.0), 3.0 * len(groups)),
+        squeeze=False,
     )
     # tab10 without its red, which is sapool's alone.
     palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 3]
     colors = dict(zip(CONTENDER_ORDER, palette, strict=False))
     colors["sapool"] = "#d62728"
+    colors["sapool-txn"] = "#8b0000"  # dark red: sapool lending per transaction
     for i, (target, worker) in enumerate(groups):
         for j, view in enumerate(views):
             ax = axes[i][j]
@@ -383,7 +599,7 @@ def plot(data: dict[str, Any], cells: dict[Cell, dict[str, dict[str, Any]]], pat
         f"{data['parameters']['rounds']} rounds",
         fontsize=11,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the suptitle
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
@@ -407,6 +623,18 @@ def readme_section(data: dict[str, Any], cells: dict[Cell, dict[str, dict[str, A
             + ".",
             "",
             *headline(data, cells),
+            *(
+                [
+                    "",
+                    '`LEND = "transaction"` (`sapool-txn`) on `/io` (a query, 50 ms of '
+                    "simulated I/O, a query; 16 threads per worker, every pool capped at "
+                    f"{p.get('io_pool_cap', '?')} connections per worker):",
+                    "",
+                    *io_headline(data, cells),
+                ]
+                if io_headline(data, cells)
+                else []
+            ),
             "",
             "Every cell (10-query and write views, latencies, connections opened and statements "
             "per request), the spread over rounds, versions and the plot: "

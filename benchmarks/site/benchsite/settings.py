@@ -3,7 +3,8 @@
 The harness (``benchmarks/harness.py``) starts gunicorn once per contender with:
 
 ``BENCH_CONTENDER``
-    default | persistent | persistent+hc | django-pool | dbcp | pgbouncer | sapool
+    default | persistent | persistent+hc | django-pool | dbcp | pgbouncer | sapool |
+    sapool-txn | pg-real-pool
 ``BENCH_VENDOR``
     postgresql | mysql
 ``BENCH_DB_NAME``, ``BENCH_DB_HOST``, ``BENCH_DB_PORT``, ``BENCH_DB_USER``
@@ -14,6 +15,9 @@ The harness (``benchmarks/harness.py``) starts gunicorn once per contender with:
     optional libpq sslmode (``require`` for the TLS cells)
 ``BENCH_THREADS``
     threads per gunicorn worker (1 for sync workers): pools are sized for it
+``BENCH_POOL_CAP``
+    optional (the /io comparison): every pool holds at most this many connections
+    per worker process, fewer than its threads
 
 The point of this module is that nothing else differs between contenders: same
 views, same middleware (none), same driver (psycopg 3 / mysqlclient), same gunicorn
@@ -56,6 +60,7 @@ DATABASES = {
         password=os.environ.get("BENCH_DB_PASSWORD", ""),
         sslmode=os.environ.get("BENCH_SSLMODE", ""),
         threads=int(_env("BENCH_THREADS", "1")),
+        pool_cap=int(os.environ["BENCH_POOL_CAP"]) if os.environ.get("BENCH_POOL_CAP") else None,
     )
 }
 LOGGING = {

@@ -8,4 +8,5 @@ urlpatterns = [
     path("one", views.one),
     path("ten", views.ten),
     path("write", views.write),
+    path("io", views.io),
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 from django.db import transaction
 from django.db.models import F
@@ -34,3 +35,21 @@ def write(request: HttpRequest) -> JsonResponse:
         Hit.objects.create(item_id=pk, note="bench")
         Item.objects.filter(pk=pk).update(counter=F("counter") + 1)
     return JsonResponse({"item": pk})
+
+
+#: The simulated I/O of ``/io`` (an HTTP call, a slow template...), in seconds.
+IO_SECONDS = 0.05
+
+
+def io(request: HttpRequest) -> JsonResponse:
+    """A query, 50 ms of waiting on something else (no database work), a query.
+
+    The view of issue 15: a pool that lends its connection for the whole request holds
+    it idle through the sleep; one that lends it per statement (django_sapool's
+    ``LEND = "transaction"``, django-pg-real-pool, PgBouncer's transaction pooling)
+    serves the other threads with it meanwhile.
+    """
+    first = _read(random.randint(1, ITEMS))
+    time.sleep(IO_SECONDS)
+    second = _read(random.randint(1, ITEMS))
+    return JsonResponse({"names": [first, second]})

@@ -55,7 +55,14 @@ class Watchdog:
         self.forget()
 
     def forget(self) -> None:
-        """Start afresh (in a forked child: the lock may have been held, the thread is gone)."""
+        """Start afresh in a forked child: the lock may have been held, the thread is gone.
+
+        A no-op in the process whose thread runs: ``after_fork()`` may be
+        called where nothing was forked (gunicorn's ``post_fork`` without
+        preload, a test), and its pending deadlines must still fire.
+        """
+        if getattr(self, "_pid", 0) == os.getpid():
+            return
         self._cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, Deadline]] = []
         self._thread: threading.Thread | None = None
@@ -84,17 +91,18 @@ class Watchdog:
 
     def _run(self) -> None:
         pid = os.getpid()
-        with self._cond:
+        cond = self._cond  # its own, whatever forget() does in a child
+        with cond:
             while pid == os.getpid():
                 heap = self._heap
                 while heap and heap[0][2].done:
                     heapq.heappop(heap)
                 if not heap:
-                    self._cond.wait()
+                    cond.wait()
                     continue
                 delay = heap[0][0] - time.monotonic()
                 if delay > 0:
-                    self._cond.wait(delay)
+                    cond.wait(delay)
                     continue
                 deadline = heapq.heappop(heap)[2]
                 deadline.fired = deadline.done = True

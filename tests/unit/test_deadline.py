@@ -1,0 +1,50 @@
+"""The watchdog (deadline.py): a round trip past its deadline gets its socket shut down."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import django_sapool
+from django_sapool.deadline import WATCHDOG
+
+
+def watchdog_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "django_sapool-watchdog"]
+
+
+def test_a_deadline_shuts_its_socket_down() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        deadline = WATCHDOG.arm(ours.fileno(), 0.1)
+        ours.settimeout(5)
+        started = time.monotonic()
+        assert ours.recv(1) == b""  # shut down: the end of the stream, no data waited for
+        assert time.monotonic() - started < 2
+        assert WATCHDOG.disarm(deadline) is True  # it had fired
+
+
+def test_a_disarmed_deadline_leaves_its_socket_alone() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        assert WATCHDOG.disarm(WATCHDOG.arm(ours.fileno(), 0.1)) is False
+        time.sleep(0.3)
+        theirs.send(b"x")
+        ours.settimeout(5)
+        assert ours.recv(1) == b"x"
+
+
+def test_after_fork_in_the_process_that_runs_the_watchdog_keeps_its_deadlines() -> None:
+    # gunicorn's post_fork without a fork of ours, a test, the docs: after_fork()
+    # where nothing was inherited. A deadline armed before must still fire, by
+    # the same thread (it used to die on "cannot wait on un-acquired lock").
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        deadline = WATCHDOG.arm(ours.fileno(), 0.3)
+        (thread,) = watchdog_threads()
+        django_sapool.after_fork()
+        ours.settimeout(5)
+        assert ours.recv(1) == b""
+        assert deadline.fired
+        assert watchdog_threads() == [thread] and thread.is_alive()

@@ -627,8 +627,8 @@ def readme_section(data: dict[str, Any], cells: dict[Cell, dict[str, dict[str, A
                 [
                     "",
                     '`LEND = "transaction"` (`sapool-txn`) on `/io` (a query, 50 ms of '
-                    "simulated I/O, a query; 16 threads per worker, every pool capped at "
-                    f"{p.get('io_pool_cap', '?')} connections per worker):",
+                    "simulated I/O, a query; 32 threads in one worker process, every pool "
+                    f"capped at {p.get('io_pool_cap', '?')} connections):",
                     "",
                     *io_headline(data, cells),
                 ]

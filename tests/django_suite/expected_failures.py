@@ -107,6 +107,11 @@ VENDOR_EXPECTED_FAILURES["mysql_lend"] = {
     "backends.tests.ThreadTests.test_default_connection_thread_local": _RETURNED,
 }
 
+# SQLite files with LEND "transaction" (settings_sqlite_lend.py).
+VENDOR_EXPECTED_FAILURES["sqlite_lend"] = {
+    "backends.tests.ThreadTests.test_default_connection_thread_local": _RETURNED,
+}
+
 # Tests that import a package from Django's tests/requirements/postgres.txt which
 # this project doesn't install. They are skipped when it is missing; with it
 # installed they run (and two of them are expected failures above).

@@ -19,6 +19,8 @@ Modes (default: pq sq pc sc):
     sm  django_sapool's pool alone: ManagedPool.checkout() + checkin()
     sr  SQLAlchemy's QueuePool at the record level (what sm builds on)
     sa  SQLAlchemy's QueuePool.connect() + close() (the per-checkout proxy)
+    tq  django_sapool with LEND="transaction": the cycle of pq, in which the
+        statement checks out and returns (the request's end then has nothing to do)
 
 ``--src DIR`` imports django_sapool from DIR instead (e.g. a ``git worktree`` of
 an older commit) to compare versions. Needs valgrind (Debian package) and the
@@ -36,7 +38,7 @@ import sys
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-MODES = ("pq", "sq", "pc", "sc", "sm", "sr", "sa")
+MODES = ("pq", "sq", "pc", "sc", "sm", "sr", "sa", "tq")
 
 
 def child(mode: str, cycles: int) -> None:
@@ -64,13 +66,18 @@ def child(mode: str, cycles: int) -> None:
                 "CONN_MAX_AGE": None,
                 **db,
             },
+            "lent": {
+                "ENGINE": "django_sapool.backends.postgresql",
+                "POOL_OPTIONS": {"LEND": "transaction"},
+                **db,
+            },
         },
         USE_TZ=True,
     )
     django.setup()
     from django.db import connections
 
-    conn = connections["default" if mode.startswith("s") else "persistent"]
+    conn = connections[{"s": "default", "p": "persistent", "t": "lent"}[mode[0]]]
     conn.ensure_connection()
     conn.close()
     if mode in ("sr", "sa"):  # SQLAlchemy alone: its queue holds the connection
@@ -158,7 +165,7 @@ def main() -> None:
     print(f"# instructions per cycle, {args.cycles} cycles, django_sapool from {where}")
     for mode, n in counts.items():
         print(f"{mode}  {n:>9,}")
-    for ours, base in (("sq", "pq"), ("sc", "pc")):
+    for ours, base in (("sq", "pq"), ("sc", "pc"), ("tq", "pq")):
         if ours in counts and base in counts:
             print(f"{ours} - {base}  {counts[ours] - counts[base]:>+9,}  (django_sapool's cost)")
 

@@ -55,6 +55,23 @@ SESSION_STATEMENT = re.compile(
 )
 
 
+#: SESSION_STATEMENT's answers by statement text: the ORM sends the same few
+#: texts over and over (parameters apart), and a dict lookup costs a fraction
+#: of a search. Emptied when full, so that ad hoc texts cannot grow it.
+_SEEN: dict[str, bool] = {}
+_SEEN_LIMIT = 2048
+
+
+def sets_session_state(sql: str) -> bool:
+    """Return whether a statement looks like it sets session state (SESSION_STATEMENT)."""
+    answer = _SEEN.get(sql)
+    if answer is None:
+        if len(_SEEN) >= _SEEN_LIMIT:
+            _SEEN.clear()
+        answer = _SEEN[sql] = SESSION_STATEMENT.search(sql) is not None
+    return answer
+
+
 class LendWarning(UserWarning):
     """A statement's effect outlives it, but with LEND "transaction" its session may not."""
 
@@ -228,13 +245,17 @@ class _CountedCursor:
     db: Any
     __dict__: dict[str, Any]
 
+    #: The wrapped class's own close(), or None: Django's CursorWrapper has none
+    #: and passes close() on to the driver's cursor (set per class by _counted()).
+    _base_close: Any = None
+
     def close(self) -> None:
         try:
-            try:
-                close = super().close  # type: ignore[misc]
-            except AttributeError:  # Django's CursorWrapper passes close() on to the driver's
-                close = self.cursor.close
-            close()
+            base_close = self._base_close
+            if base_close is None:
+                self.cursor.close()
+            else:
+                base_close(self)
         finally:
             _closed(self)
 
@@ -244,7 +265,7 @@ class _CountedCursor:
             type(sql) is str
             and not db.in_atomic_block
             and db.autocommit
-            and SESSION_STATEMENT.search(sql)
+            and sets_session_state(sql)
         ):
             state = lent(db)
             if state is not None and state.settled and not state.busy:
@@ -285,6 +306,10 @@ def _counted(base: type) -> type:
         counted = _COUNTED[base] = type(
             f"Lent{base.__name__}",
             (_CountedCursor, base),
-            {"__module__": base.__module__, "__qualname__": f"Lent{base.__qualname__}"},
+            {
+                "__module__": base.__module__,
+                "__qualname__": f"Lent{base.__qualname__}",
+                "_base_close": getattr(base, "close", None),
+            },
         )
     return counted

@@ -147,6 +147,7 @@ def test_a_change_of_lend_applies_from_the_next_checkout(tmp_path: Path) -> None
 )
 def test_session_state_statements_are_recognised(sql: str) -> None:
     assert lend.SESSION_STATEMENT.search(sql)
+    assert lend.sets_session_state(sql) and lend.sets_session_state(sql)  # then remembered
 
 
 @pytest.mark.parametrize(
@@ -160,6 +161,14 @@ def test_session_state_statements_are_recognised(sql: str) -> None:
 )
 def test_ordinary_statements_are_not(sql: str) -> None:
     assert not lend.SESSION_STATEMENT.search(sql)
+    assert not lend.sets_session_state(sql) and not lend.sets_session_state(sql)
+
+
+def test_the_answers_remembered_stay_bounded() -> None:
+    for n in range(lend._SEEN_LIMIT * 2 + 1):
+        assert not lend.sets_session_state(f"SELECT {n}")
+    assert 0 < len(lend._SEEN) <= lend._SEEN_LIMIT
+    assert lend.sets_session_state("SET search_path = app")
 
 
 def test_a_session_statement_outside_atomic_warns_where_it_runs(tmp_path: Path) -> None:

@@ -13,11 +13,9 @@ PostgreSQL ones.
 
 from __future__ import annotations
 
-from typing import Any
-
 from settings_postgresql import *  # noqa: F403 - TEST_RUNNER, SECRET_KEY, psycopg2 choice
 from settings_postgresql import ENGINE, databases
-from suite_lend import lent, runner_class
+from suite_lend import lent, runner_getattr
 
 #: The key of expected_failures.VENDOR_EXPECTED_FAILURES this setup uses.
 EXPECTED_FAILURES_KEY = "postgresql_lend"
@@ -26,11 +24,4 @@ DATABASES = lent(databases(ENGINE))
 
 TEST_RUNNER = "settings_postgresql_lend.LendTestRunner"
 
-
-def __getattr__(name: str) -> Any:
-    # As settings_pgbouncer: the runner class is built when Django first asks
-    # for it, after setup (sapool_runner imports django.test and django.db).
-    if name == "LendTestRunner":
-        runner = globals()["LendTestRunner"] = runner_class(EXPECTED_FAILURES_KEY, "PostgreSQL")
-        return runner
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = runner_getattr(globals(), EXPECTED_FAILURES_KEY, "PostgreSQL")

@@ -7,11 +7,9 @@ settings_sqlite with ``POOL_OPTIONS["LEND"] = "transaction"`` on both aliases
 
 from __future__ import annotations
 
-from typing import Any
-
 from settings_sqlite import *  # noqa: F403 - TEST_RUNNER, SECRET_KEY, RUN_DIR...
 from settings_sqlite import ENGINE, databases
-from suite_lend import lent, runner_class
+from suite_lend import lent, runner_getattr
 
 #: The key of expected_failures.VENDOR_EXPECTED_FAILURES this setup uses.
 EXPECTED_FAILURES_KEY = "sqlite_lend"
@@ -20,10 +18,4 @@ DATABASES = lent(databases(ENGINE))
 
 TEST_RUNNER = "settings_sqlite_lend.LendTestRunner"
 
-
-def __getattr__(name: str) -> Any:
-    # The runner class is built when Django first asks for it, after setup.
-    if name == "LendTestRunner":
-        runner = globals()["LendTestRunner"] = runner_class(EXPECTED_FAILURES_KEY, "SQLite")
-        return runner
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = runner_getattr(globals(), EXPECTED_FAILURES_KEY, "SQLite")

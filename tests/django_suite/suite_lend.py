@@ -9,6 +9,7 @@ Import-light, like suite_common: no Django import until the runner is built.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 
@@ -39,3 +40,19 @@ def runner_class(key: str, label: str) -> type:
             return suite
 
     return LendTestRunner
+
+
+def runner_getattr(namespace: dict[str, Any], key: str, label: str) -> Callable[[str], Any]:
+    """Return a settings module's ``__getattr__`` that builds ``LendTestRunner`` on demand.
+
+    Django asks for ``TEST_RUNNER`` after its setup; sapool_runner imports
+    django.test and django.db, so the class cannot be built at import.
+    """
+
+    def __getattr__(name: str) -> Any:
+        if name == "LendTestRunner":
+            runner = namespace["LendTestRunner"] = runner_class(key, label)
+            return runner
+        raise AttributeError(f"module {namespace['__name__']!r} has no attribute {name!r}")
+
+    return __getattr__

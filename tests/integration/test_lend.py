@@ -34,24 +34,43 @@ def _pg_runner(pg: PgServer, driver: str, **options: Any) -> Any:
                 app_name = f"sapool-lend-{alias}-{uuid.uuid4().hex[:8]}"
                 databases[alias] = pg.settings(dbname, app_name, POOL_OPTIONS=pool_options)
                 databases[alias]["OPTIONS"].update(options)
-            facts = run_child(
-                {
-                    "driver": driver,
-                    "scenario": scenario,
-                    "params": params or {},
-                    "databases": databases,
-                    "dbname": dbname,
-                    "admin_conninfo": pg.conninfo(pg.admin_db),
-                    "test_conninfo": pg.conninfo(dbname),
-                },
-                timeout=180,
-                module="tests.integration.lend_child",
-                env_var="SAPOOL_LEND_CHILD",
+            facts = _child(
+                driver,
+                scenario,
+                params,
+                databases,
+                dbname,
+                admin_conninfo=pg.conninfo(pg.admin_db),
+                test_conninfo=pg.conninfo(dbname),
             )
         assert facts["driver"] == driver
         return facts
 
     return run
+
+
+def _child(
+    driver: str,
+    scenario: str,
+    params: dict[str, Any] | None,
+    databases: dict[str, Any],
+    dbname: str,
+    **conninfo: str,
+) -> Any:
+    """Run one scenario of lend_child.py in a child process; return its facts."""
+    return run_child(
+        {
+            "driver": driver,
+            "scenario": scenario,
+            "params": params or {},
+            "databases": databases,
+            "dbname": dbname,
+            **conninfo,
+        },
+        timeout=180,
+        module="tests.integration.lend_child",
+        env_var="SAPOOL_LEND_CHILD",
+    )
 
 
 def _mysql_runner(mysql: MySQLServer, dbname: str, driver: str) -> Any:
@@ -66,19 +85,14 @@ def _mysql_runner(mysql: MySQLServer, dbname: str, driver: str) -> Any:
             )
             for alias, pool_options in aliases.items()
         }
-        facts = run_child(
-            {
-                "driver": driver,
-                "scenario": scenario,
-                "params": params or {},
-                "databases": databases,
-                "dbname": dbname,
-                "admin_conninfo": mysql.conninfo(),
-                "test_conninfo": mysql.conninfo(dbname),
-            },
-            timeout=180,
-            module="tests.integration.lend_child",
-            env_var="SAPOOL_LEND_CHILD",
+        facts = _child(
+            driver,
+            scenario,
+            params,
+            databases,
+            dbname,
+            admin_conninfo=mysql.conninfo(),
+            test_conninfo=mysql.conninfo(dbname),
         )
         # Django's Database module: PyMySQL's own when installed as MySQLdb.
         assert facts["driver"] == {"mysqlclient": "MySQLdb", "pymysql": "pymysql"}[driver]

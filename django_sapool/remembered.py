@@ -102,7 +102,12 @@ class Remembered:
 
     def forget(self, owner: Any) -> None:
         """Give back the connection remembered for a wrapper that died (``registry.owner_gone``)."""
-        record = self.by_owner.pop(owner, None)
+        try:
+            record = self.by_owner.pop(owner, None)
+        except TypeError:
+            # A dead weak reference hashed for the first time ("weak object has
+            # gone away"): one never hashed while alive was never a key here.
+            return
         if record is not None:
             self.give_back(record)
 

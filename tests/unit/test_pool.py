@@ -9,6 +9,7 @@ import gc
 import logging
 import threading
 import time
+import weakref
 from pathlib import Path
 from unittest import mock
 
@@ -156,3 +157,28 @@ def test_every_close_is_counted_once_by_its_reason(tmp_path: Path) -> None:
     assert status.connections_closed == 3
     assert status.checked_out == 0
     assert pool.opened.all() == []  # (SQLAlchemy keeps the broken one's empty record)
+
+
+def test_a_dead_wrapper_never_hashed_is_forgotten_quietly(tmp_path: Path) -> None:
+    # A weak reference first hashed after its referent died cannot be hashed
+    # ("weak object has gone away"): registry.owner_gone must still go through
+    # every pool, and such an owner was never remembered anywhere.
+    wrapper = SqliteWrapper(sqlite_settings(tmp_path), "default")
+    wrapper.ensure_connection()
+    wrapper.close()  # one remembered connection, for that wrapper
+    pool = wrapper.sapool_pool()
+
+    class Borrower:
+        pass
+
+    borrower = Borrower()
+    never_hashed = weakref.ref(borrower)
+    del borrower
+    gc.collect()
+    with pytest.raises(TypeError):
+        hash(never_hashed)
+    registry.owner_gone(never_hashed)  # raised TypeError from Remembered.forget()
+    assert len(pool.remembered) == 1  # the live wrapper's is still there
+    del wrapper
+    gc.collect()
+    assert len(pool.remembered) == 0  # its own death still gives it back

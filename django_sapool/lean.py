@@ -82,6 +82,7 @@ class LeanDjangoSteps:
     _sapool_record: Any
     _sapool_state: Any
     _sapool_reused: bool
+    _sapool_mode_is_clients: bool
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -166,7 +167,7 @@ class LeanDjangoSteps:
             and not self.run_commit_hooks_on_set_autocommit_on
             and (
                 self._sapool_state.autocommit
-                if self.sapool_driver.mode_is_clients
+                if self._sapool_mode_is_clients
                 else self.sapool_driver.autocommit(self.connection) is True
             )
         ):

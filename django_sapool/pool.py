@@ -68,7 +68,7 @@ class ManagedPool:
         "lending", "opened", "validation", "retirement", "retire", "_sa", "_lent",
         "_leaks_reported", "_checkout_seq", "_attempts", "_unfit", "_leak_timeout",
         "_wait_limit", "_idle", "_evicted_at", "_closing_returns", "remembered",
-        "_by_owner", "_keep", "_trusted", "_clean", "__weakref__",
+        "_by_owner", "__weakref__",
     )
     # fmt: on
 
@@ -100,8 +100,6 @@ class ManagedPool:
         self.validation = Validation(alias, options, driver, self.lending.busy, stats.count)
         # Hot-path copies.
         self._unfit = self.validation.unfit
-        self._trusted = self.validation.trusted
-        self._clean = driver.clean
         self._lent = self.lending.lent
         self._leaks_reported = self.lending.reported
         self._checkout_seq = stats.checkout_seq
@@ -128,7 +126,6 @@ class ManagedPool:
         self._idle = self._sa.idle_records
         self.remembered = Remembered(self._sa, options.pool_size, options.use_lifo)
         self._by_owner = self.remembered.by_owner
-        self._keep = self.remembered.keep
         self.retirement = Retirement(alias, self._sa, stats, self.remembered)
         self.retire = self.retirement.retire
         self.opened.listen(self._sa, lambda: self.disposed)
@@ -158,7 +155,7 @@ class ManagedPool:
         if record is not None:
             state: ConnState = record.info[STATE]
             now = time.monotonic()
-            if now < state.expires and self._trusted(record.dbapi_connection, state, now):
+            if now < state.expires and self.validation.trusted(record.dbapi_connection, state, now):
                 # _lend(), but its owner and thread are those of its last
                 # checkout: the same wrapper, which Django keeps to one thread.
                 state.lent_at = now
@@ -264,7 +261,7 @@ class ManagedPool:
         if self._leaks_reported:
             self.lending.returned(key, state, time.monotonic())
         # The common case costs one question to the driver: open, no transaction.
-        if suspect or self.validation.resets_session or not self._clean(raw):
+        if suspect or self.validation.resets_session or not self.driver.clean(raw):
             try:
                 self.validation.reset(raw, state, suspect)
             except Exception as exc:
@@ -279,7 +276,7 @@ class ManagedPool:
             self.retire(record, RETIRED)
             return
         owner = state.owner
-        if owner is not None and self._keep(owner, record):
+        if owner is not None and self.remembered.keep(owner, record):
             if _known_levels.get(_DEBUG, True) and logger.isEnabledFor(_DEBUG):
                 self.lending.log_return(state.thread, len(self._idle) + len(self._by_owner))
             return

@@ -38,7 +38,6 @@ class Validation:
         "_pre_ping",
         "_pre_ping_interval",
         "_ping_suspects",
-        "_is_closed",
         "resets_session",
     )
 
@@ -66,7 +65,6 @@ class Validation:
         self._ping_suspects = driver.networked and not driver.flags_broken
         #: RESET_ON_RETURN resets the session at every return (a query, or "reset").
         self.resets_session = bool(options.reset_query) or options.reset_on_return == RESET_SESSION
-        self._is_closed = driver.is_closed
 
     def trusted(self, raw: Any, state: ConnState, now: float) -> bool:
         """Return whether a remembered connection can be lent as it is, with no round trip.
@@ -76,16 +74,15 @@ class Validation:
         PRE_PING_INTERVAL and its socket is quiet (see :meth:`unfit`). False
         says nothing is known: :meth:`unfit` decides, pinging if needed.
         """
-        if self._is_closed(raw):
+        if self.driver.is_closed(raw):
             return False
         if not self._pre_ping:
             return True
         poller = state.poller
-        return (
-            poller is not None
-            and now - state.last_used <= self._pre_ping_interval
-            and not poller.poll(0)
-        )
+        if poller is None or now - state.last_used > self._pre_ping_interval:
+            return False
+        poll = poller.poll  # read, then called: CPython 3.11 specialises that
+        return not poll(0)
 
     def unfit(self, raw: Any, state: ConnState, now: float) -> Exception | None:
         """Return why a connection must not be lent (None: lend it), pinging only if needed.

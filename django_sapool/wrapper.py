@@ -207,6 +207,11 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Instance copies of class-wide facts read at every checkout: CPython
+        # 3.11 specialises reads of instance attributes, not of class ones.
+        self._sapool_inline_close = self._sapool_inline_close
+        self._sapool_inline_init = self._sapool_inline_init
+        self._sapool_mode_is_clients = self.sapool_driver.mode_is_clients
         if self.sapool_enabled():
             # Fail at startup, not at the first query, on bad POOL_OPTIONS; and
             # never run half-configured: every pooled alias is checked when the
@@ -242,7 +247,15 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
         self._sapool_fresh = self.get_connection_params()  # type: ignore[attr-defined]
         self._sapool_cache = _PoolLookup(settings_dict, pool)
         lend.configure(self)  # LEND may have changed too: from the next checkout on
+        self.sapool_settings_changed()
         return pool
+
+    def sapool_settings_changed(self) -> None:
+        """Work out what every checkout reads and only the settings decide (a backend's hook).
+
+        Called when the pool is looked up again, i.e. the first time and after
+        any change that ``sapool_current_pool()`` watches.
+        """
 
     def sapool_current_pool(self) -> ManagedPool | None:
         """Return the pool found last if nothing it depends on changed since, else None.
@@ -257,8 +270,9 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
             return None
         settings_dict = self.settings_dict
         pool = cache.pool
+        watch = cache.watch  # read, then called: CPython 3.11 specialises that
         if (
-            cache.watch(settings_dict) == cache.watched
+            watch(settings_dict) == cache.watched
             and len(settings_dict) == cache.size
             and cache.changes == _settings_changes
             and not pool.disposed

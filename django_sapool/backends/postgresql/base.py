@@ -28,15 +28,24 @@ class PostgresPoolMixin(PooledDatabaseWrapperMixin):
         # both cached properties from them (and the alias's TIME_ZONE).
         return (self.timezone_name, self.timezone is None)  # type: ignore[attr-defined]
 
+    #: The TimeZone the session should report, as libpq gives it (psycopg 3;
+    #: None: ask Django), worked out when the settings change.
+    _sapool_timezone: bytes | None = None
+
+    def sapool_settings_changed(self) -> None:
+        wanted = self.timezone_name
+        self._sapool_timezone = wanted.encode() if is_psycopg3 and wanted else None
+
     def sapool_refresh_session(self) -> None:
         # Free: libpq reports the session's TimeZone without a round trip; a
         # SET is sent only if someone changed it (override_settings(TIME_ZONE),
         # a SET TIME ZONE in the last request).
-        wanted = self.timezone_name  # type: ignore[attr-defined]
-        if is_psycopg3 and wanted:
-            current = self.connection.pgconn.parameter_status(b"TimeZone")
-            if current is not None and current.decode() == wanted:
-                return
+        wanted = self._sapool_timezone
+        if (
+            wanted is not None
+            and self.connection.pgconn.parameter_status(b"TimeZone") == wanted
+        ):
+            return
         configure = getattr(self, "_configure_timezone", None)  # Django >= 5.1
         changed = configure(self.connection) if configure else self.ensure_timezone()  # type: ignore[attr-defined]
         if changed and not self.get_autocommit():  # type: ignore[attr-defined]

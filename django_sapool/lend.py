@@ -33,9 +33,9 @@ locks...) outside ``atomic()``: the next statement may run in another session.
 from __future__ import annotations
 
 import re
-import threading
 import time
 import warnings
+from _thread import get_ident
 from typing import Any
 
 from .conf import LEND_TRANSACTION, read_pool_options
@@ -162,8 +162,9 @@ def _install(wrapper: Any) -> None:
             wrapped = django_cursor(wrapper, name)
         finally:
             state.busy -= 1
+        base = type(wrapped)
         try:
-            wrapped.__class__ = _counted(type(wrapped))
+            wrapped.__class__ = _COUNTED.get(base) or _counted(base)
         except TypeError:  # a cursor class of another layout: held as with "request"
             return wrapped
         wrapped._sapool_epoch = state.epoch
@@ -209,12 +210,12 @@ def _closed(cursor: Any) -> None:
     then held until the request ends, as with LEND "request".
     """
     wrapper = cursor.db
-    if wrapper._thread_ident != threading.get_ident() and not wrapper.allow_thread_sharing:
+    if wrapper._thread_ident != get_ident() and not wrapper.allow_thread_sharing:
         return
     epoch = cursor.__dict__.pop("_sapool_epoch", None)
     if epoch is None:
         return
-    state = lent(wrapper)
+    state = wrapper.__dict__.get("_sapool_lent")  # lent(wrapper), without the call
     if state is None or state.epoch != epoch:
         return  # its checkout ended already (the request's end, or close())
     state.cursors -= 1
@@ -245,17 +246,11 @@ class _CountedCursor:
     db: Any
     __dict__: dict[str, Any]
 
-    #: The wrapped class's own close(), or None: Django's CursorWrapper has none
-    #: and passes close() on to the driver's cursor (set per class by _counted()).
-    _base_close: Any = None
-
     def close(self) -> None:
+        # Django's CursorWrapper has no close() of its own: it passes close()
+        # on to the driver's cursor (_OwnClose: a wrapper class that has one).
         try:
-            base_close = self._base_close
-            if base_close is None:
-                self.cursor.close()
-            else:
-                base_close(self)
+            self.cursor.close()
         finally:
             _closed(self)
 
@@ -282,11 +277,7 @@ class _CountedCursor:
                 return
             wrapper = self.db
             state = lent(wrapper)
-            if (
-                state is not None
-                and state.epoch == epoch
-                and wrapper._thread_ident == threading.get_ident()
-            ):
+            if state is not None and state.epoch == epoch and wrapper._thread_ident == get_ident():
                 try:
                     self.cursor.close()
                 except Exception:
@@ -296,6 +287,16 @@ class _CountedCursor:
             pass
 
 
+class _OwnClose(_CountedCursor):
+    """A counted cursor whose wrapper class has a close() of its own (called, then counted)."""
+
+    def close(self) -> None:
+        try:
+            super(_CountedCursor, self).close()  # type: ignore[misc]
+        finally:
+            _closed(self)
+
+
 _COUNTED: dict[type, type] = {}
 
 
@@ -303,13 +304,10 @@ def _counted(base: type) -> type:
     """Return the counted subclass of a cursor wrapper class (made once per class)."""
     counted = _COUNTED.get(base)
     if counted is None:
+        counting = _OwnClose if callable(getattr(base, "close", None)) else _CountedCursor
         counted = _COUNTED[base] = type(
             f"Lent{base.__name__}",
-            (_CountedCursor, base),
-            {
-                "__module__": base.__module__,
-                "__qualname__": f"Lent{base.__qualname__}",
-                "_base_close": getattr(base, "close", None),
-            },
+            (counting, base),
+            {"__module__": base.__module__, "__qualname__": f"Lent{base.__qualname__}"},
         )
     return counted

@@ -41,10 +41,7 @@ class PostgresPoolMixin(PooledDatabaseWrapperMixin):
         # SET is sent only if someone changed it (override_settings(TIME_ZONE),
         # a SET TIME ZONE in the last request).
         wanted = self._sapool_timezone
-        if (
-            wanted is not None
-            and self.connection.pgconn.parameter_status(b"TimeZone") == wanted
-        ):
+        if wanted is not None and self.connection.pgconn.parameter_status(b"TimeZone") == wanted:
             return
         configure = getattr(self, "_configure_timezone", None)  # Django >= 5.1
         changed = configure(self.connection) if configure else self.ensure_timezone()  # type: ignore[attr-defined]

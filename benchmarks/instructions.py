@@ -8,7 +8,8 @@ switched on inside ``functools.reduce``, which runs it), so Django's start-up is
 left out; the server's share of a round trip is not an instruction of ours and
 never counted.
 
-    .venv/bin/python benchmarks/instructions.py [--cycles 2000] [--src DIR] [MODE ...]
+    .venv/bin/python benchmarks/instructions.py [--cycles 2000] [--src DIR]
+        [--vendor postgresql|mysql] [MODE ...]
 
 Modes (default: pq sq pc sc):
 
@@ -23,8 +24,9 @@ Modes (default: pq sq pc sc):
         statement checks out and returns (the request's end then has nothing to do)
 
 ``--src DIR`` imports django_sapool from DIR instead (e.g. a ``git worktree`` of
-an older commit) to compare versions. Needs valgrind (Debian package) and the
-PostgreSQL server of SAPOOL_PG_URL (default: this machine's).
+an older commit) to compare versions. ``--vendor mysql`` runs the same cycles on
+MySQL/MariaDB (mysqlclient). Needs valgrind (Debian package) and the server of
+SAPOOL_PG_URL or SAPOOL_MYSQL_URL (default: this machine's).
 """
 
 from __future__ import annotations
@@ -41,7 +43,14 @@ from urllib.parse import unquote, urlsplit
 MODES = ("pq", "sq", "pc", "sc", "sm", "sr", "sa", "tq")
 
 
-def child(mode: str, cycles: int) -> None:
+#: Per --vendor: the server's URL variable, its default, and the default database.
+SERVERS = {
+    "postgresql": ("SAPOOL_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres", "postgres"),
+    "mysql": ("SAPOOL_MYSQL_URL", "mysql://root@127.0.0.1:3306/", "test"),
+}
+
+
+def child(mode: str, cycles: int, vendor: str) -> None:
     """Run inside valgrind: set Django up, warm up, then run `cycles` in reduce()."""
     src = os.environ.get("SAPOOL_SRC")
     if src:  # an editable install's finder would win over sys.path: drop it
@@ -50,24 +59,25 @@ def child(mode: str, cycles: int) -> None:
     import django
     from django.conf import settings
 
-    url = urlsplit(os.environ.get("SAPOOL_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    variable, default_url, default_name = SERVERS[vendor]
+    url = urlsplit(os.environ.get(variable, default_url))
     db = {
-        "NAME": url.path.lstrip("/") or "postgres",
-        "USER": unquote(url.username or "postgres"),
+        "NAME": url.path.lstrip("/") or default_name,
+        "USER": unquote(url.username or ""),
         "PASSWORD": unquote(url.password or ""),
         "HOST": url.hostname or "127.0.0.1",
-        "PORT": url.port or 5432,
+        "PORT": url.port or "",
     }
     settings.configure(
         DATABASES={
-            "default": {"ENGINE": "django_sapool.backends.postgresql", **db},
+            "default": {"ENGINE": f"django_sapool.backends.{vendor}", **db},
             "persistent": {
-                "ENGINE": "django.db.backends.postgresql",
+                "ENGINE": f"django.db.backends.{vendor}",
                 "CONN_MAX_AGE": None,
                 **db,
             },
             "lent": {
-                "ENGINE": "django_sapool.backends.postgresql",
+                "ENGINE": f"django_sapool.backends.{vendor}",
                 "POOL_OPTIONS": {"LEND": "transaction"},
                 **db,
             },
@@ -113,7 +123,7 @@ def child(mode: str, cycles: int) -> None:
     functools.reduce(lambda acc, _: run() or acc, range(cycles), 0)
 
 
-def count(mode: str, cycles: int, src: str | None) -> int:
+def count(mode: str, cycles: int, src: str | None, vendor: str) -> int:
     env = {**os.environ, "SAPOOL_SRC": src or ""}
     proc = subprocess.run(
         [
@@ -128,6 +138,8 @@ def count(mode: str, cycles: int, src: str | None) -> int:
             mode,
             "--cycles",
             str(cycles),
+            "--vendor",
+            vendor,
         ],
         env=env,
         capture_output=True,
@@ -145,10 +157,13 @@ def main() -> None:
     parser.add_argument("modes", nargs="*", help=f"any of {', '.join(MODES)}")
     parser.add_argument("--cycles", type=int, default=2000)
     parser.add_argument("--src", help="import django_sapool from this directory")
+    parser.add_argument(
+        "--vendor", choices=sorted(SERVERS), default="postgresql", help="the server to use"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.cycles)
+        child(args.child, args.cycles, args.vendor)
         return
     args.modes = args.modes or ["pq", "sq", "pc", "sc"]
     unknown = sorted(set(args.modes) - set(MODES))
@@ -159,10 +174,12 @@ def main() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(len(args.modes)) as executor:
-        found = executor.map(lambda m: count(m, args.cycles, args.src), args.modes)
+        found = executor.map(lambda m: count(m, args.cycles, args.src, args.vendor), args.modes)
         counts = dict(zip(args.modes, found, strict=True))
     where = args.src or "here"
-    print(f"# instructions per cycle, {args.cycles} cycles, django_sapool from {where}")
+    print(
+        f"# instructions per cycle, {args.cycles} cycles, {args.vendor}, django_sapool from {where}"
+    )
     for mode, n in counts.items():
         print(f"{mode}  {n:>9,}")
     for ours, base in (("sq", "pq"), ("sc", "pc"), ("tq", "pq")):

@@ -13,21 +13,26 @@ from types import ModuleType
 from typing import Any
 
 from .base import DriverOps
-from .native import MariaDBClient, mariadb_client
+from .native import MariaDBClient, ServerStatus, mariadb_client
+
+#: Client errors that mean the server connection is gone: CR_SERVER_GONE_ERROR,
+#: CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED, MariaDB's ER_CONNECTION_KILLED and
+#: MySQL's ER_CLIENT_INTERACTION_TIMEOUT.
+GONE = frozenset({2006, 2013, 2055, 1927, 4031})
+#: SERVER_STATUS_IN_TRANS, in the server status flags of every OK packet.
+IN_TRANS = 0x0001
 
 
 class MySQLOps(DriverOps):
     """What both MySQL drivers share: the server's codes and the client API."""
 
-    #: Client errors that mean the server connection is gone: CR_SERVER_GONE_ERROR,
-    #: CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED, MariaDB's ER_CONNECTION_KILLED and
-    #: MySQL's ER_CLIENT_INTERACTION_TIMEOUT.
-    GONE = frozenset({2006, 2013, 2055, 1927, 4031})
+    # GONE and IN_TRANS: the module's, read there on the hot path (a class
+    # attribute read through an instance is not specialised by CPython 3.11).
+    GONE = GONE
     #: ER_OPTION_PREVENTS_STATEMENT (with "read-only" or "read_only" in the message:
     #: ``--read-only``, ``--super-read-only``) and ER_READ_ONLY_MODE.
     READ_ONLY = frozenset({1290, 1836})
-    #: SERVER_STATUS_IN_TRANS, in the server status flags of every OK packet.
-    IN_TRANS = 0x0001
+    IN_TRANS = IN_TRANS
 
     #: Marks connect parameters whose ``read_timeout`` bounds PyMySQL's handshake only.
     HANDSHAKE_ONLY = "django_sapool.handshake_read_timeout"
@@ -70,9 +75,12 @@ class MysqlclientOps(MySQLOps):
     def is_closed(self, conn: Any) -> bool:
         # mysqlclient keeps .open true after "Lost connection"/"gone away": its
         # last error code tells, without a round trip.
-        return not conn.open or conn.errno() in self.GONE
+        return not conn.open or conn.errno() in GONE
 
     def in_transaction(self, conn: Any) -> bool | None:
+        status: ServerStatus | None = getattr(conn, "_sapool_status", None)
+        if status is not None:  # made by the first server_status() on this connection
+            return bool(status.read() & IN_TRANS)
         client = self.client(conn)
         if client is not None:
             return bool(client.server_status(conn) & self.IN_TRANS)

@@ -162,15 +162,38 @@ class MariaDBClient:
         )
 
     def server_status(self, conn: Any) -> int:
-        # The MYSQL* handle lives as long as the connection object: keep it there
-        # (ctypes calls cost microseconds each; this runs at every return).
-        handle = getattr(conn, "_sapool_native", None)
-        if handle is None:
-            handle = conn._sapool_native = self._void_p(self.handle(conn))
-        status = self._status(0)
-        if self.get_info(handle, self._server_status, self._byref(status)) != b"\0":
+        """Return the server status flags of the last reply on ``conn`` (no round trip)."""
+        status: ServerStatus | None = getattr(conn, "_sapool_status", None)
+        if status is None:
+            status = conn._sapool_status = ServerStatus(self, conn)
+        return status.read()
+
+
+class ServerStatus:
+    """One mysqlclient connection's status flags, read through libmariadb; kept on it.
+
+    The MYSQL* handle lives as long as the connection object, so the handle,
+    the C buffer and the call are made once per connection: a read (at every
+    return) is one ctypes call and one attribute read, where making them each
+    time cost several ctypes conversions.
+    """
+
+    __slots__ = ("_ask", "_flags")
+
+    def __init__(self, client: MariaDBClient, conn: Any) -> None:
+        self._flags = client._status(0)
+        self._ask = functools.partial(
+            client.get_info,
+            client._void_p(client.handle(conn)),
+            client._server_status,
+            client._byref(self._flags),
+        )
+
+    def read(self) -> int:
+        ask = self._ask  # read, then called: CPython 3.11 specialises that
+        if ask() != b"\0":
             raise OSError("mariadb_get_infov(MARIADB_CONNECTION_SERVER_STATUS) failed")
-        return int(status.value)
+        return int(self._flags.value)
 
 
 #: The probe's outcome: None (not probed yet), the helper, or why there is none.

@@ -240,32 +240,16 @@ def _warn(wrapper: Any, sql: str) -> None:
 
 
 class _CountedCursor:
-    """Django's cursor wrapper, counted open on its wrapper until closed or collected."""
+    """Django's cursor wrapper, counted open on its wrapper until closed or collected.
+
+    The base of every counted class; ``_counted()`` adds ``execute()`` and
+    ``close()``, made per wrapped class so that they call the wrapped class's
+    own methods directly (``super()`` costs a lookup at every statement).
+    """
 
     cursor: Any
     db: Any
     __dict__: dict[str, Any]
-
-    def close(self) -> None:
-        # Django's CursorWrapper has no close() of its own: it passes close()
-        # on to the driver's cursor (_OwnClose: a wrapper class that has one).
-        try:
-            self.cursor.close()
-        finally:
-            _closed(self)
-
-    def execute(self, sql: Any, params: Any = None) -> Any:
-        db = self.db
-        if (
-            type(sql) is str
-            and not db.in_atomic_block
-            and db.autocommit
-            and sets_session_state(sql)
-        ):
-            state = lent(db)
-            if state is not None and state.settled and not state.busy:
-                _warn(db, sql)
-        return super().execute(sql, params)  # type: ignore[misc]
 
     def __del__(self) -> None:
         # Dropped without close(): close the driver's cursor here only when
@@ -287,14 +271,36 @@ class _CountedCursor:
             pass
 
 
-class _OwnClose(_CountedCursor):
-    """A counted cursor whose wrapper class has a close() of its own (called, then counted)."""
+def _counting_methods(base: type) -> dict[str, Any]:
+    """Return the ``execute()`` and ``close()`` of the counted subclass of ``base``."""
+    base_execute = base.execute  # type: ignore[attr-defined]
+    base_close = getattr(base, "close", None)
 
-    def close(self) -> None:
+    def execute(self: Any, sql: Any, params: Any = None) -> Any:
+        db = self.db
+        if (
+            type(sql) is str
+            and not db.in_atomic_block
+            and db.autocommit
+            and sets_session_state(sql)
+        ):
+            state = lent(db)
+            if state is not None and state.settled and not state.busy:
+                _warn(db, sql)
+        return base_execute(self, sql, params)
+
+    def close(self: Any) -> None:
         try:
-            super(_CountedCursor, self).close()  # type: ignore[misc]
+            if base_close is None:
+                # Django's CursorWrapper has no close() of its own: it passes
+                # close() on to the driver's cursor.
+                self.cursor.close()
+            else:
+                base_close(self)
         finally:
             _closed(self)
+
+    return {"execute": execute, "close": close}
 
 
 _COUNTED: dict[type, type] = {}
@@ -304,10 +310,13 @@ def _counted(base: type) -> type:
     """Return the counted subclass of a cursor wrapper class (made once per class)."""
     counted = _COUNTED.get(base)
     if counted is None:
-        counting = _OwnClose if callable(getattr(base, "close", None)) else _CountedCursor
         counted = _COUNTED[base] = type(
             f"Lent{base.__name__}",
-            (counting, base),
-            {"__module__": base.__module__, "__qualname__": f"Lent{base.__qualname__}"},
+            (_CountedCursor, base),
+            {
+                **_counting_methods(base),
+                "__module__": base.__module__,
+                "__qualname__": f"Lent{base.__qualname__}",
+            },
         )
     return counted

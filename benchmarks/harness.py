@@ -13,8 +13,8 @@ Run it through ``./scripts/bench`` (which makes the venv and installs wrk/pgboun
   runs every contender once, in an order rotated from round to round: start gunicorn
   with that contender's ``DATABASES``, warm up every view, then measure each view with
   ``wrk --latency`` while reading the server's counters before and after;
-* the /io comparison (issue 15) is one more worker type, ``gthread-io`` (1 worker x
-  32 threads, every pool capped at 4 connections), with its own view
+* the /io comparison (issue 15) is one more worker type, ``gthread-io`` (2 workers x
+  16 threads, every pool capped at 4 connections per worker), with its own view
   (``/io``: query, 50 ms sleep, query) and contenders (those above plus
   ``sapool-txn`` and ``pg-real-pool``); during each of its runs the observer also
   samples the server sessions of the bench database every 0.1 s (peak and mean);
@@ -122,14 +122,14 @@ IO_POOL_CAP = 4
 WORKERS = {
     "sync": Worker("sync", workers=2, threads=1, connections=4),
     "gthread": Worker("gthread", workers=2, threads=4, connections=16),
-    # Issue 15: 32 threads sharing IO_POOL_CAP connections; wrk -c64. One worker
-    # process: with two, wrk's 64 keep-alive connections are shared between them
-    # by whichever accepts first, and a run where one took them all served half
-    # as many requests (its 16 threads), whatever the contender.
+    # Issue 15: 2 x 16 threads, each worker's sharing IO_POOL_CAP connections;
+    # wrk -c64, 32 per worker (--worker-connections). With one worker of 32
+    # threads, the GIL made it a one-core CPU benchmark on a slower machine
+    # (~500 requests/s, below the sleep's ~600 ceiling), not one of lending.
     "gthread-io": Worker(
         "gthread-io",
-        workers=1,
-        threads=32,
+        workers=2,
+        threads=16,
         connections=64,
         kind="gthread",
         pool_cap=IO_POOL_CAP,
@@ -835,7 +835,12 @@ class Gunicorn:
             self.worker.worker_class,
         ]
         if self.worker.worker_class == "gthread":
-            cmd += ["--threads", str(self.worker.threads)]
+            # Each worker accepts at most its share of wrk's keep-alive connections:
+            # without the cap, whichever worker accepted first kept most of them for
+            # the whole run, and the cell's ratios ranged 0.46-1.89 whatever the
+            # contender (the README table of 2026-12-06 07:18).
+            share = -(-self.worker.connections // self.worker.workers)
+            cmd += ["--threads", str(self.worker.threads), "--worker-connections", str(share)]
         cmd.append("benchsite.wsgi:application")
         out = open(self.logfile, "ab")
         self.proc = subprocess.Popen(

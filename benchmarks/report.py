@@ -234,6 +234,15 @@ def cell_table(
     return lines
 
 
+def io_layout(parameters: dict[str, Any]) -> str:
+    """The /io worker layout, e.g. "2 worker processes x 16 threads"."""
+    io = next((w for w in parameters["workers"].values() if w.get("pool_cap") is not None), None)
+    if io is None:
+        return "threads"
+    processes = "process" if io["workers"] == 1 else "processes"
+    return f"{io['workers']} worker {processes} x {io['threads']} threads"
+
+
 def headline(data: dict[str, Any], cells: dict[Cell, dict[str, dict[str, Any]]]) -> list[str]:
     """Rows: contenders; columns: the one-query cells; each: req/s (sapool ÷ it)."""
     cols = [(t, w) for t, w in HEADLINE if (t, w, "one") in cells]
@@ -627,8 +636,8 @@ def readme_section(data: dict[str, Any], cells: dict[Cell, dict[str, dict[str, A
                 [
                     "",
                     '`LEND = "transaction"` (`sapool-txn`) on `/io` (a query, 50 ms of '
-                    "simulated I/O, a query; 32 threads in one worker process, every pool "
-                    f"capped at {p.get('io_pool_cap', '?')} connections):",
+                    f"simulated I/O, a query; {io_layout(p)}, every pool capped at "
+                    f"{p.get('io_pool_cap', '?')} connections per worker):",
                     "",
                     *io_headline(data, cells),
                 ]

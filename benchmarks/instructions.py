@@ -22,6 +22,9 @@ Modes (default: pq sq pc sc):
     sa  SQLAlchemy's QueuePool.connect() + close() (the per-checkout proxy)
     tq  django_sapool with LEND="transaction": the cycle of pq, in which the
         statement checks out and returns (the request's end then has nothing to do)
+    sx  django_sapool, two wrappers taking turns on POOL_SIZE=1: each checkout
+        takes the connection the other remembers (a steal), then returns it;
+        per cycle: two checkouts and returns (compare with 2 x sc)
 
 ``--src DIR`` imports django_sapool from DIR instead (e.g. a ``git worktree`` of
 an older commit) to compare versions. ``--vendor mysql`` runs the same cycles on
@@ -40,7 +43,7 @@ import sys
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-MODES = ("pq", "sq", "pc", "sc", "sm", "sr", "sa", "tq")
+MODES = ("pq", "sq", "pc", "sc", "sm", "sr", "sa", "tq", "sx")
 
 
 #: Per --vendor: the server's URL variable, its default, and the default database.
@@ -81,13 +84,18 @@ def child(mode: str, cycles: int, vendor: str) -> None:
                 "POOL_OPTIONS": {"LEND": "transaction"},
                 **db,
             },
+            "steal": {
+                "ENGINE": f"django_sapool.backends.{vendor}",
+                "POOL_OPTIONS": {"POOL_SIZE": 1, "MAX_OVERFLOW": 0},
+                **db,
+            },
         },
         USE_TZ=True,
     )
     django.setup()
     from django.db import connections
 
-    conn = connections[{"s": "default", "p": "persistent", "t": "lent"}[mode[0]]]
+    conn = connections["steal" if mode == "sx" else {"s": "default", "p": "persistent", "t": "lent"}[mode[0]]]
     conn.ensure_connection()
     conn.close()
     if mode in ("sr", "sa"):  # SQLAlchemy alone: its queue holds the connection
@@ -103,6 +111,15 @@ def child(mode: str, cycles: int, vendor: str) -> None:
         conn.ensure_connection()
         conn.close_if_unusable_or_obsolete()
 
+    # "sx": two wrappers of one alias take turns on a pool of one connection, so
+    # every checkout takes the connection the other one remembers (a steal).
+    other = connections.create_connection("steal") if mode == "sx" else None
+
+    def steal() -> None:
+        for wrapper in (conn, other):
+            wrapper.ensure_connection()
+            wrapper.close_if_unusable_or_obsolete()
+
     def pool() -> None:
         managed = conn.sapool_pool()
         # As the wrapper checks out: for itself (its connection is remembered).
@@ -117,7 +134,9 @@ def child(mode: str, cycles: int, vendor: str) -> None:
     def fairy() -> None:
         conn.sapool_pool()._sa.connect().close()
 
-    run: Any = {"q": query, "c": checkout, "m": pool, "r": records, "a": fairy}[mode[1]]
+    run: Any = {"q": query, "c": checkout, "m": pool, "r": records, "a": fairy, "x": steal}[
+        mode[1]
+    ]
     for _ in range(200):
         run()
     functools.reduce(lambda acc, _: run() or acc, range(cycles), 0)

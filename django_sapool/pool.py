@@ -165,6 +165,17 @@ class ManagedPool:
                 if _known_levels.get(_DEBUG, True) and logger.isEnabledFor(_DEBUG):
                     self.lending.log_checkout(state.thread, len(self._idle))
                 return record
+        elif not self._idle and self._by_owner:
+            # Nothing of its own, nothing in the queue: what another borrower
+            # returned (as _take() would), lent on the same three checks.
+            record = self.remembered.steal()
+            if record is not None:
+                state = record.info[STATE]
+                now = time.monotonic()
+                if now < state.expires and self.validation.trusted(
+                    record.dbapi_connection, state, now
+                ):
+                    return self._lend(record, state, owner, now)
         checking_out.job = job
         try:
             return self._checkout(owner, record)

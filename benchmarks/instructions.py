@@ -95,7 +95,8 @@ def child(mode: str, cycles: int, vendor: str) -> None:
     django.setup()
     from django.db import connections
 
-    conn = connections["steal" if mode == "sx" else {"s": "default", "p": "persistent", "t": "lent"}[mode[0]]]
+    alias = {"s": "default", "p": "persistent", "t": "lent"}[mode[0]]
+    conn = connections["steal" if mode == "sx" else alias]
     conn.ensure_connection()
     conn.close()
     if mode in ("sr", "sa"):  # SQLAlchemy alone: its queue holds the connection
@@ -134,9 +135,7 @@ def child(mode: str, cycles: int, vendor: str) -> None:
     def fairy() -> None:
         conn.sapool_pool()._sa.connect().close()
 
-    run: Any = {"q": query, "c": checkout, "m": pool, "r": records, "a": fairy, "x": steal}[
-        mode[1]
-    ]
+    run: Any = {"q": query, "c": checkout, "m": pool, "r": records, "a": fairy, "x": steal}[mode[1]]
     for _ in range(200):
         run()
     functools.reduce(lambda acc, _: run() or acc, range(cycles), 0)

@@ -162,9 +162,8 @@ def _install(wrapper: Any) -> None:
             wrapped = django_cursor(wrapper, name)
         finally:
             state.busy -= 1
-        base = type(wrapped)
         try:
-            wrapped.__class__ = _COUNTED.get(base) or _counted(base)
+            wrapped.__class__ = _counted(type(wrapped))
         except TypeError:  # a cursor class of another layout: held as with "request"
             return wrapped
         wrapped._sapool_epoch = state.epoch
@@ -215,7 +214,7 @@ def _closed(cursor: Any) -> None:
     epoch = cursor.__dict__.pop("_sapool_epoch", None)
     if epoch is None:
         return
-    state = wrapper.__dict__.get("_sapool_lent")  # lent(wrapper), without the call
+    state = lent(wrapper)
     if state is None or state.epoch != epoch:
         return  # its checkout ended already (the request's end, or close())
     state.cursors -= 1

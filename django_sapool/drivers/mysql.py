@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Any
 
 from .base import DriverOps
-from .native import MariaDBClient, ServerStatus, mariadb_client
+from .native import STATUS_ATTRIBUTE, MariaDBClient, ServerStatus, mariadb_client
 
 #: Client errors that mean the server connection is gone: CR_SERVER_GONE_ERROR,
 #: CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED, MariaDB's ER_CONNECTION_KILLED and
@@ -26,13 +26,9 @@ IN_TRANS = 0x0001
 class MySQLOps(DriverOps):
     """What both MySQL drivers share: the server's codes and the client API."""
 
-    # GONE and IN_TRANS: the module's, read there on the hot path (a class
-    # attribute read through an instance is not specialised by CPython 3.11).
-    GONE = GONE
     #: ER_OPTION_PREVENTS_STATEMENT (with "read-only" or "read_only" in the message:
     #: ``--read-only``, ``--super-read-only``) and ER_READ_ONLY_MODE.
     READ_ONLY = frozenset({1290, 1836})
-    IN_TRANS = IN_TRANS
 
     #: Marks connect parameters whose ``read_timeout`` bounds PyMySQL's handshake only.
     HANDSHAKE_ONLY = "django_sapool.handshake_read_timeout"
@@ -78,12 +74,12 @@ class MysqlclientOps(MySQLOps):
         return not conn.open or conn.errno() in GONE
 
     def in_transaction(self, conn: Any) -> bool | None:
-        status: ServerStatus | None = getattr(conn, "_sapool_status", None)
+        status: ServerStatus | None = getattr(conn, STATUS_ATTRIBUTE, None)
         if status is not None:  # made by the first server_status() on this connection
             return bool(status.read() & IN_TRANS)
         client = self.client(conn)
         if client is not None:
-            return bool(client.server_status(conn) & self.IN_TRANS)
+            return bool(client.server_status(conn) & IN_TRANS)
         # Without the status flags: autocommit off means Django's atomic() may
         # have left work behind; in autocommit mode only a raw BEGIN could.
         return True if not conn.get_autocommit() else None
@@ -134,7 +130,7 @@ class PyMySQLOps(MySQLOps):
         return not conn.open  # PyMySQL closes its socket on a lost connection
 
     def in_transaction(self, conn: Any) -> bool | None:
-        return bool(conn.server_status & self.IN_TRANS)
+        return bool(conn.server_status & IN_TRANS)
 
     def socket_fd(self, conn: Any) -> int | None:
         try:

@@ -163,10 +163,15 @@ class MariaDBClient:
 
     def server_status(self, conn: Any) -> int:
         """Return the server status flags of the last reply on ``conn`` (no round trip)."""
-        status: ServerStatus | None = getattr(conn, "_sapool_status", None)
+        status: ServerStatus | None = getattr(conn, STATUS_ATTRIBUTE, None)
         if status is None:
-            status = conn._sapool_status = ServerStatus(self, conn)
+            status = ServerStatus(self, conn)
+            setattr(conn, STATUS_ATTRIBUTE, status)
         return status.read()
+
+
+#: Where a mysqlclient connection keeps its ServerStatus (MysqlclientOps reads it too).
+STATUS_ATTRIBUTE = "_sapool_status"
 
 
 class ServerStatus:

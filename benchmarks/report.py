@@ -234,9 +234,14 @@ def cell_table(
     return lines
 
 
+def io_worker(parameters: dict[str, Any]) -> dict[str, Any] | None:
+    """The /io comparison's worker type (the one whose pools are capped), if the run had it."""
+    return next((w for w in parameters["workers"].values() if w.get("pool_cap") is not None), None)
+
+
 def io_layout(parameters: dict[str, Any]) -> str:
     """The /io worker layout, e.g. "2 worker processes x 16 threads"."""
-    io = next((w for w in parameters["workers"].values() if w.get("pool_cap") is not None), None)
+    io = io_worker(parameters)
     if io is None:
         return "threads"
     processes = "process" if io["workers"] == 1 else "processes"
@@ -412,17 +417,13 @@ def settings_table(data: dict[str, Any]) -> list[str]:
     io_settings = data.get("contender_settings_io")
     if io_settings and any(cell_view == "io" for _, _, cell_view in summarize(data)):
         p = data["parameters"]
-        io_worker = next((w for w in p["workers"].values() if w.get("pool_cap") is not None), None)
+        io = io_worker(p)
         bouncer = "PgBouncer, transaction pooling"
-        if io_worker:
-            bouncer += (
-                f", default_pool_size {io_worker['pool_cap'] * io_worker['workers']} "
-                "(set at run time"
-                + (
-                    f"; {p['pgbouncer_default_pool_size']} for the other runs)"
-                    if p.get("pgbouncer_default_pool_size")
-                    else ")"
-                )
+        if io:
+            bouncer += f", default_pool_size {io['pool_cap'] * io['workers']} (set at run time" + (
+                f"; {p['pgbouncer_default_pool_size']} for the other runs)"
+                if p.get("pgbouncer_default_pool_size")
+                else ")"
             )
         lines += [
             "",

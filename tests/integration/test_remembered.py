@@ -242,6 +242,33 @@ def test_a_remembered_connection_killed_on_the_server_is_replaced(site: Site) ->
     assert site.sessions() == 1
 
 
+def test_a_stolen_connection_killed_on_the_server_is_replaced(site: Site) -> None:
+    """B, with nothing of its own and an empty queue, takes A's remembered connection:
+    killed on the server meanwhile, it is caught by the same checks and replaced."""
+    site.configure(POOL_SIZE=1, MAX_OVERFLOW=0, TIMEOUT=3, PRE_PING=True)
+    a, b = site.borrower("a"), site.borrower("b")
+    old = a.call(cycle)
+    pool = site.pool()
+    assert len(pool.remembered) == 1  # A's: the only connection, the queue is empty
+    site.admin.execute("SELECT pg_terminate_backend(%s)", [old])
+    assert site.until(lambda: not site.alive(old)), "the backend survived pg_terminate_backend"
+
+    def checkout_and_query(wrapper: Any) -> tuple[int, int]:
+        pid = backend_pid(wrapper)
+        with wrapper.cursor() as cursor:
+            cursor.execute("SELECT 40 + 2")
+            answer: int = cursor.fetchone()[0]
+        wrapper.close()
+        return pid, answer
+
+    new, answer = b.call(checkout_and_query)
+    assert new != old
+    assert answer == 42
+    status = pool.status()
+    assert (status.connections_invalidated, status.timeouts) == (1, 0)
+    assert site.sessions() == 1
+
+
 def test_a_broken_sibling_retires_remembered_connections_too(site: Site) -> None:
     """A dead connection retires every older one at its next checkout, remembered ones too.
 

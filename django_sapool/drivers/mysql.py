@@ -84,6 +84,14 @@ class MysqlclientOps(MySQLOps):
         # have left work behind; in autocommit mode only a raw BEGIN could.
         return True if not conn.get_autocommit() else None
 
+    def clean(self, conn: Any) -> bool:
+        # Both fields in place (ServerStatus): no ctypes call and no method of
+        # the connection; the first return of a connection makes its view.
+        status: ServerStatus | None = getattr(conn, STATUS_ATTRIBUTE, None)
+        if status is None or status.errno is None:
+            return super().clean(conn)
+        return bool(conn.open) and not status.read() & IN_TRANS and status.errno.value not in GONE
+
     def socket_fd(self, conn: Any) -> int | None:
         try:
             return int(conn.fileno())

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from .conftest import mysql_admin_cursor
 from .server_scenarios import (  # noqa: F401  # collected here, on server_run
     test_exhaustion_raises_operational_error_after_timeout,
     test_forked_children_never_touch_the_parents_sessions,
@@ -77,3 +78,57 @@ def test_rollback_reset_keeps_session_state_like_persistent_connections(
     assert facts["pid"] == facts["dirty_pid"]
     assert facts["user_variable"] == 42
     assert facts["temp_table"] is True
+
+
+def test_status_and_error_code_are_read_in_place_and_agree_with_the_driver(
+    mysql: Any, mysql_database: str
+) -> None:
+    """What every return asks of a mysqlclient connection, read from its MYSQL struct.
+
+    The transaction flag and the last error code come from the struct's memory
+    (no ctypes call); here they follow a real session through a transaction,
+    an SQL error and a connection the server killed, and the pool's question
+    (``clean()``) answers as mysqlclient's own calls do.
+    """
+    import MySQLdb
+
+    from django_sapool.drivers import MysqlclientOps
+    from django_sapool.drivers.mysql import GONE, IN_TRANS
+    from django_sapool.drivers.native import STATUS_ATTRIBUTE, mariadb_client
+
+    conn = MySQLdb.connect(**mysql.conninfo(mysql_database))
+    ops = MysqlclientOps()
+    try:
+        conn.autocommit(True)
+        client = mariadb_client(conn)
+        assert client is not None, "this machine's mysqlclient links libmariadb"
+        assert client.status_offset is not None and client.errno_offset is not None
+        assert ops.in_transaction(conn) is False  # makes the connection's view
+        status = getattr(conn, STATUS_ATTRIBUTE)
+        assert status.errno is not None and status._refresh is None  # both in place
+        assert ops.clean(conn)
+
+        conn.query("BEGIN")
+        assert status.read() & IN_TRANS
+        assert status.read() == client.status_at(client.handle(conn))
+        assert not ops.clean(conn)
+        conn.query("ROLLBACK")
+        assert not status.read() & IN_TRANS
+        assert ops.clean(conn)
+
+        with pytest.raises(MySQLdb.ProgrammingError):
+            conn.query("SELEC 1")
+        assert status.errno.value == conn.errno() == 1064  # ER_PARSE_ERROR: not gone
+        assert ops.clean(conn)
+
+        pid = conn.thread_id()
+        with mysql_admin_cursor(mysql) as admin:
+            admin.execute(f"KILL {pid}")
+        with pytest.raises(MySQLdb.OperationalError):
+            conn.query("SELECT 1")
+        assert status.errno.value == conn.errno()
+        assert status.errno.value in GONE
+        assert not ops.clean(conn)  # mysqlclient keeps .open true: the error code tells
+        assert conn.open
+    finally:
+        conn.close()

@@ -8,7 +8,7 @@ remembered by another thread, so they steal one or wait in the queue. With
 ``--gevent``, greenlets instead of threads (``gevent.monkey.patch_all()``).
 
     .venv/bin/python benchmarks/contention.py [--threads 32] [--cycles 200]
-        [--rounds 5] [--gevent] [--vendor postgresql|mysql] [--src DIR ...]
+        [--rounds 5] [--timeout 30] [--gevent] [--vendor postgresql|mysql] [--src DIR ...]
 
 Each ``--src DIR`` (e.g. a ``git worktree`` of an older commit) is one version;
 ``--src .`` is this checkout (the default when none is given). Versions run in
@@ -41,7 +41,7 @@ SERVERS = {
 }
 
 
-def child(threads: int, cycles: int, vendor: str, green: bool) -> dict[str, Any]:
+def child(threads: int, cycles: int, vendor: str, green: bool, timeout: float) -> dict[str, Any]:
     """Run one round in this process; return what it measured."""
     if green:
         from gevent import monkey
@@ -67,7 +67,7 @@ def child(threads: int, cycles: int, vendor: str, green: bool) -> dict[str, Any]
                 "PASSWORD": unquote(url.password or ""),
                 "HOST": url.hostname or "127.0.0.1",
                 "PORT": url.port or "",
-                "POOL_OPTIONS": {"POOL_SIZE": POOL_SIZE, "MAX_OVERFLOW": 0, "TIMEOUT": 30},
+                "POOL_OPTIONS": {"POOL_SIZE": POOL_SIZE, "MAX_OVERFLOW": 0, "TIMEOUT": timeout},
             }
         },
         USE_TZ=True,
@@ -122,6 +122,7 @@ def run_round(src: str, args: argparse.Namespace) -> dict[str, Any]:
     env = {**os.environ, "SAPOOL_SRC": "" if src == "." else os.path.abspath(src)}
     command = [sys.executable, __file__, "--child", "--threads", str(args.threads)]
     command += ["--cycles", str(args.cycles), "--vendor", args.vendor]
+    command += ["--timeout", str(args.timeout)]
     if args.gevent:
         command.append("--gevent")
     proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -136,13 +137,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=32)
     parser.add_argument("--cycles", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--timeout", type=float, default=30.0, help="POOL_OPTIONS TIMEOUT")
     parser.add_argument("--gevent", action="store_true", help="greenlets instead of threads")
     parser.add_argument("--vendor", choices=sorted(SERVERS), default="postgresql")
     parser.add_argument("--src", action="append", help="a version's directory ('.': this one)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.threads, args.cycles, args.vendor, args.gevent)))
+        print(json.dumps(child(args.threads, args.cycles, args.vendor, args.gevent, args.timeout)))
         return
     versions = args.src or ["."]
     rounds: dict[str, list[dict[str, Any]]] = {src: [] for src in versions}
@@ -153,7 +155,7 @@ def main() -> None:
     checkouts = args.threads * args.cycles
     print(
         f"# {args.threads} {kind} x {args.cycles} cycles through POOL_SIZE={POOL_SIZE}, "
-        f"MAX_OVERFLOW=0 ({args.vendor}), {args.rounds} rounds"
+        f"MAX_OVERFLOW=0, TIMEOUT={args.timeout:g} ({args.vendor}), {args.rounds} rounds"
     )
     print(
         "version | wall s, median (best) | checkouts/s | waits | longest wait ms | "

@@ -33,7 +33,6 @@ locks...) outside ``atomic()``: the next statement may run in another session.
 from __future__ import annotations
 
 import re
-import time
 import warnings
 from _thread import get_ident
 from typing import Any
@@ -188,15 +187,9 @@ def release(wrapper: Any, state: Lent) -> None:
         and not wrapper.in_atomic_block
         and wrapper._sapool_record is not None
     ):
-        pool = wrapper._sapool_pool
-        # The request end's path (lean.py): Django's close(), leaner.
+        # The request end's path (lean.py): Django's close(), leaner; it lets
+        # a thread waiting for the connection take it (ManagedPool.checkin).
         wrapper.close_if_unusable_or_obsolete()
-        if pool is not None and pool.stats.waiting:
-            # It went to a thread waiting in SQLAlchemy's queue (status()'s
-            # "waiting"), whose wait ends when it gets the queue's lock back:
-            # let it, before this thread's next statement takes the connection
-            # back first (a thread querying in a loop starved the waiters).
-            time.sleep(0)
 
 
 def _closed(cursor: Any) -> None:

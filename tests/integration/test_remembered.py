@@ -561,3 +561,58 @@ def test_many_threads_stay_within_pool_size(site: Site) -> None:
     assert status.checkouts == threads * rounds
     assert status.size <= pool_size
     assert site.sessions() <= pool_size
+
+
+def test_waiters_are_served_while_connections_change_hands_fast(site: Site) -> None:
+    """No checkout times out while the connections are busy but change hands all the time.
+
+    32 threads loop on 4 connections with nothing in between, for longer than
+    TIMEOUT: some checkouts wait in SQLAlchemy's queue. A returning thread
+    then lets the waiter run (``ManagedPool.checkin``); without that, the
+    returning thread's next checkout took the connection back from the queue
+    first, and waiters got PoolExhausted after TIMEOUT (27 or 28 of these
+    12,800 checkouts, while connections changed hands ~9,000 times a second).
+    """
+    threads, rounds, pool_size, timeout = 32, 400, 4, 0.5
+    site.configure(POOL_SIZE=pool_size, MAX_OVERFLOW=0, TIMEOUT=timeout)
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads, timeout=STEP)
+
+    def work() -> None:
+        wrapper = site.wrapper()
+        try:
+            start.wait()
+            for _ in range(rounds):
+                try:
+                    cycle(wrapper)
+                except Exception as exc:  # PoolExhausted: counted, and the loop goes on
+                    errors.append(exc)
+                    wrapper.close()
+        finally:
+            wrapper.close()
+
+    began = time.monotonic()
+    workers = [
+        threading.Thread(target=work, name=f"{site.alias}-f{i}", daemon=True)
+        for i in range(threads)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(max(0.0, began + 60 - time.monotonic()))
+    elapsed = time.monotonic() - began
+    assert not any(worker.is_alive() for worker in workers), "a thread did not finish"
+    status = site.pool().status()
+    print(
+        f"\nFAULT-REPORT fairness: {threads} threads x {rounds} cycles on {pool_size} "
+        f"connections in {elapsed:.2f} s; {status.checkout_waits} waits, longest "
+        f"{status.wait_ms_max:.0f} ms (TIMEOUT {timeout} s); {len(errors)} failed"
+    )
+    assert elapsed > timeout, "too short to tell: no wait could have reached TIMEOUT"
+    assert status.checkout_waits > 0, "no checkout waited: nothing was tested"
+    assert [type(e).__name__ for e in errors] == []
+    assert status.timeouts == 0
+    assert status.wait_ms_max < timeout * 1000
+    assert status.checkouts == threads * rounds
+    assert status.connections_opened <= pool_size
+    assert site.sessions() <= pool_size

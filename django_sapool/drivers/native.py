@@ -126,25 +126,31 @@ def held_poll(fd: int) -> HeldPoll | None:
 # -- libmariadb through mysqlclient ----------------------------------------------
 
 
-#: The mark in every 32-bit word of the buffer _field_offset() hands libmariadb.
-_MARK = 0x5A5A0000
-#: That buffer's words: 16 KiB, well beyond a MYSQL struct (about 1.3 KiB in 3.3).
-_WORDS = 4096
+#: A value no status flags or error code take: _field_offset() looks for it.
+_MARK = 0x5A5A5A5A
 
 
-def _field_offset(read: Callable[[int], int]) -> int | None:
-    """Return where, in a MYSQL struct, the 32-bit field that ``read(address)`` returns lies.
+def _field_offset(read: Callable[[int], int], handle: int, size: int) -> int | None:
+    """Return where, in the MYSQL struct at ``handle``, lies the field ``read(address)`` returns.
 
-    libmariadb's struct layout is not part of its API, but its accessors are:
-    called on a buffer whose every word holds a mark and its own index, the
-    accessor returns the index of the word it read. None: it read no whole
-    marked word (another library, another layout), so there is no in-place read.
+    libmariadb's struct layout is not part of its API, but its accessors are.
+    On a copy of the struct (its pointers stay valid: they are the live
+    connection's), each 32-bit word that holds the field's current value is
+    marked in turn, and the accessor is asked: the word whose mark it returns
+    is the field. None: no word or several (another library, another layout),
+    so the field is not read in place.
     """
-    words = (ctypes.c_uint32 * _WORDS)(*range(_MARK, _MARK + _WORDS))
-    value = read(ctypes.addressof(words))
-    if value & 0xFFFF0000 != _MARK:
-        return None
-    return (value - _MARK) * 4
+    value = read(handle)
+    words = (ctypes.c_uint32 * (size // 4)).from_buffer_copy(ctypes.string_at(handle, size))
+    found = []
+    for index, word in enumerate(words):
+        if word != value:
+            continue
+        words[index] = _MARK
+        if read(ctypes.addressof(words)) == _MARK:
+            found.append(index * 4)
+        words[index] = word
+    return found[0] if len(found) == 1 else None
 
 
 class MariaDBClient:
@@ -179,15 +185,25 @@ class MariaDBClient:
         self._capsule.restype = ctypes.c_void_p
         self._capsule.argtypes = [ctypes.py_object, ctypes.c_char_p]
         self._server_status = ctypes.c_int(self.SERVER_STATUS)
+        #: mysqlclient's connection object, whose MYSQL struct lies within it.
+        self._object_size = native.connection.__basicsize__
         #: Where the status flags and the last error code lie in a MYSQL struct
-        #: (None: unknown), found once through libmariadb's own accessors.
-        self.status_offset = _field_offset(self.status_at)
-        self.errno_offset = _field_offset(self.errno)
+        #: (None: unknown), found by locate() through libmariadb's accessors.
+        self.status_offset: int | None = None
+        self.errno_offset: int | None = None
 
     def handle(self, conn: Any) -> int:
         return int(
             self._capsule(conn._get_native_connection(), b"_mysql.connection.native_connection")
         )
+
+    def locate(self, conn: Any) -> None:
+        """Find where the status flags and the last error code lie, on connection ``conn``."""
+        handle = self.handle(conn)
+        # The struct ends where mysqlclient's connection object does, or before.
+        size = id(conn) + self._object_size - handle
+        self.status_offset = _field_offset(self.status_at, handle, size)
+        self.errno_offset = _field_offset(self.errno, handle, size)
 
     def status_at(self, handle: int) -> int:
         """Return the status flags of the MYSQL struct at ``handle``, through libmariadb."""
@@ -277,6 +293,7 @@ def mariadb_client(conn: Any) -> MariaDBClient | None:
     if _mariadb is None:
         try:
             client = MariaDBClient()
+            client.locate(conn)  # before the first ServerStatus, made just below
             # Sanity check against a flag mysqlclient itself reports.
             autocommit = bool(client.server_status(conn) & client.AUTOCOMMIT)
             if autocommit == bool(conn.get_autocommit()):

@@ -30,15 +30,10 @@ import subprocess
 import sys
 import time
 from typing import Any
-from urllib.parse import unquote, urlsplit
+
+from local_server import SERVERS, connection_settings, import_version_under_test
 
 POOL_SIZE = 4
-
-#: Per --vendor: the server's URL variable, its default, and the default database.
-SERVERS = {
-    "postgresql": ("SAPOOL_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres", "postgres"),
-    "mysql": ("SAPOOL_MYSQL_URL", "mysql://root@127.0.0.1:3306/", "test"),
-}
 
 
 def child(threads: int, cycles: int, vendor: str, green: bool, timeout: float) -> dict[str, Any]:
@@ -47,26 +42,17 @@ def child(threads: int, cycles: int, vendor: str, green: bool, timeout: float) -
         from gevent import monkey
 
         monkey.patch_all()
-    src = os.environ.get("SAPOOL_SRC")
-    if src:  # an editable install's finder would win over sys.path: drop it
-        sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
-        sys.path.insert(0, src)
+    import_version_under_test()
     import threading
 
     import django
     from django.conf import settings
 
-    variable, default_url, default_name = SERVERS[vendor]
-    url = urlsplit(os.environ.get(variable, default_url))
     settings.configure(
         DATABASES={
             "default": {
                 "ENGINE": f"django_sapool.backends.{vendor}",
-                "NAME": url.path.lstrip("/") or default_name,
-                "USER": unquote(url.username or ""),
-                "PASSWORD": unquote(url.password or ""),
-                "HOST": url.hostname or "127.0.0.1",
-                "PORT": url.port or "",
+                **connection_settings(vendor),
                 "POOL_OPTIONS": {"POOL_SIZE": POOL_SIZE, "MAX_OVERFLOW": 0, "TIMEOUT": timeout},
             }
         },

@@ -41,36 +41,19 @@ import re
 import subprocess
 import sys
 from typing import Any
-from urllib.parse import unquote, urlsplit
+
+from local_server import SERVERS, connection_settings, import_version_under_test
 
 MODES = ("pq", "sq", "pc", "sc", "sm", "sr", "sa", "tq", "sx")
 
 
-#: Per --vendor: the server's URL variable, its default, and the default database.
-SERVERS = {
-    "postgresql": ("SAPOOL_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres", "postgres"),
-    "mysql": ("SAPOOL_MYSQL_URL", "mysql://root@127.0.0.1:3306/", "test"),
-}
-
-
 def child(mode: str, cycles: int, vendor: str) -> None:
     """Run inside valgrind: set Django up, warm up, then run `cycles` in reduce()."""
-    src = os.environ.get("SAPOOL_SRC")
-    if src:  # an editable install's finder would win over sys.path: drop it
-        sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
-        sys.path.insert(0, src)
+    import_version_under_test()
     import django
     from django.conf import settings
 
-    variable, default_url, default_name = SERVERS[vendor]
-    url = urlsplit(os.environ.get(variable, default_url))
-    db = {
-        "NAME": url.path.lstrip("/") or default_name,
-        "USER": unquote(url.username or ""),
-        "PASSWORD": unquote(url.password or ""),
-        "HOST": url.hostname or "127.0.0.1",
-        "PORT": url.port or "",
-    }
+    db = connection_settings(vendor)
     settings.configure(
         DATABASES={
             "default": {"ENGINE": f"django_sapool.backends.{vendor}", **db},

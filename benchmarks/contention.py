@@ -15,9 +15,10 @@ Each ``--src DIR`` (e.g. a ``git worktree`` of an older commit) is one version;
 turn, round by round, each round in a new process, so that the machine's noise
 hits all alike. Per version: the median and best wall time of a round, the
 checkouts per second of the median round, the checkouts that waited in the
-queue (median) and the longest wait, failed cycles, the pool's timeouts
-and the connections it ever opened (never more than POOL_SIZE, or the cap was
-broken). Wall times depend on the machine; compare versions of one run only.
+queue (median of the rounds) and the longest wait, the failed cycles and the
+pool's timeouts (summed over the rounds), and the connections it ever opened
+(never more than POOL_SIZE, or the cap was broken). Wall times depend on the
+machine; compare versions of one run only.
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ def main() -> None:
     )
     print(
         "version | wall s, median (best) | checkouts/s | waits | longest wait ms | "
-        "failed | timeouts | opened | checked out at the end"
+        "failed (all rounds) | timeouts (all rounds) | opened | checked out at the end"
     )
     for src, results in rounds.items():
         walls = [r["wall"] for r in results]

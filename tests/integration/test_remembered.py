@@ -58,6 +58,16 @@ def cycle(wrapper: Any) -> int:
     return pid
 
 
+def checkout_and_query(wrapper: Any) -> tuple[int, int]:
+    """A request that checks out and runs a query: the backend pid, and the answer (42)."""
+    pid = backend_pid(wrapper)
+    with wrapper.cursor() as cursor:
+        cursor.execute("SELECT 40 + 2")
+        answer: int = cursor.fetchone()[0]
+    wrapper.close()
+    return pid, answer
+
+
 def give_back(wrapper: Any) -> None:
     wrapper.close()
 
@@ -227,14 +237,6 @@ def test_a_remembered_connection_killed_on_the_server_is_replaced(site: Site) ->
     assert site.until(lambda: not site.alive(old)), "the backend survived pg_terminate_backend"
     assert len(pool.remembered) == 1  # still remembered: the fast path must catch it
 
-    def checkout_and_query(wrapper: Any) -> tuple[int, int]:
-        pid = backend_pid(wrapper)
-        with wrapper.cursor() as cursor:
-            cursor.execute("SELECT 40 + 2")
-            answer: int = cursor.fetchone()[0]
-        wrapper.close()
-        return pid, answer
-
     new, answer = a.call(checkout_and_query)
     assert new != old
     assert answer == 42
@@ -252,14 +254,6 @@ def test_a_stolen_connection_killed_on_the_server_is_replaced(site: Site) -> Non
     assert len(pool.remembered) == 1  # A's: the only connection, the queue is empty
     site.admin.execute("SELECT pg_terminate_backend(%s)", [old])
     assert site.until(lambda: not site.alive(old)), "the backend survived pg_terminate_backend"
-
-    def checkout_and_query(wrapper: Any) -> tuple[int, int]:
-        pid = backend_pid(wrapper)
-        with wrapper.cursor() as cursor:
-            cursor.execute("SELECT 40 + 2")
-            answer: int = cursor.fetchone()[0]
-        wrapper.close()
-        return pid, answer
 
     new, answer = b.call(checkout_and_query)
     assert new != old

@@ -198,12 +198,19 @@ class MariaDBClient:
         )
 
     def locate(self, conn: Any) -> None:
-        """Find where the status flags and the last error code lie, on connection ``conn``."""
-        handle = self.handle(conn)
-        # The struct ends where mysqlclient's connection object does, or before.
-        size = id(conn) + self._object_size - handle
-        self.status_offset = _field_offset(self.status_at, handle, size)
-        self.errno_offset = _field_offset(self.errno, handle, size)
+        """Find where the status flags and the last error code lie, on connection ``conn``.
+
+        Where they cannot be found, they stay unknown and are read through the
+        accessors: the rest of the helper works as well without them.
+        """
+        try:
+            handle = self.handle(conn)
+            # The struct ends where mysqlclient's connection object does, or before.
+            size = id(conn) + self._object_size - handle
+            self.status_offset = _field_offset(self.status_at, handle, size)
+            self.errno_offset = _field_offset(self.errno, handle, size)
+        except Exception:
+            self.status_offset = self.errno_offset = None
 
     def status_at(self, handle: int) -> int:
         """Return the status flags of the MYSQL struct at ``handle``, through libmariadb."""

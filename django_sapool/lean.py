@@ -23,8 +23,6 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 from django.db.utils import ProgrammingError
 
-from .drivers import DriverOps
-
 #: Passed by our connect() instead of get_connection_params(): a checkout of a
 #: pooled connection needs none, and a new server connection gets parameters
 #: worked out when it is opened (``_creator``). Django's side effects on the
@@ -78,7 +76,6 @@ class LeanDjangoSteps:
     in_atomic_block: bool
     closed_in_transaction: bool
     _thread_ident: int
-    sapool_driver: DriverOps
     _sapool_record: Any
     _sapool_state: Any
     _sapool_reused: bool
@@ -168,7 +165,7 @@ class LeanDjangoSteps:
             and (
                 self._sapool_state.autocommit
                 if self._sapool_mode_is_clients
-                else self.sapool_driver.autocommit(self.connection) is True
+                else self._sapool_state.flags.autocommit() is True
             )
         ):
             # What set_autocommit(True) leaves behind on a connection already

@@ -116,7 +116,7 @@ class OpenConnections:
             expires = now + recycle * (1.0 - random.random() * self.options.recycle_jitter)
         else:
             expires = math.inf
-        record.info[STATE] = ConnState(now, expires)
+        record.info[STATE] = ConnState(now, expires, self.driver.flags(raw))
         self._raw[id(raw)] = raw
         stats = self._stats
         with stats.lock:

@@ -155,7 +155,7 @@ class ManagedPool:
         if record is not None:
             state: ConnState = record.info[STATE]
             now = time.monotonic()
-            if now < state.expires and self.validation.trusted(record.dbapi_connection, state, now):
+            if now < state.expires and self.validation.trusted(state, now):
                 # _lend(), but its owner and thread are those of its last
                 # checkout: the same wrapper, which Django keeps to one thread.
                 state.lent_at = now
@@ -172,9 +172,7 @@ class ManagedPool:
             if record is not None:
                 state = record.info[STATE]
                 now = time.monotonic()
-                if now < state.expires and self.validation.trusted(
-                    record.dbapi_connection, state, now
-                ):
+                if now < state.expires and self.validation.trusted(state, now):
                     return self._lend(record, state, owner, now)
         checking_out.job = job
         try:
@@ -272,7 +270,7 @@ class ManagedPool:
         if self._leaks_reported:
             self.lending.returned(key, state, time.monotonic())
         # The common case costs one question to the driver: open, no transaction.
-        if suspect or self.validation.resets_session or not self.driver.clean(raw):
+        if suspect or self.validation.resets_session or not state.flags.clean():
             try:
                 self.validation.reset(raw, state, suspect)
             except Exception as exc:

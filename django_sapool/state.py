@@ -11,7 +11,10 @@ from __future__ import annotations
 import threading
 import traceback
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .drivers.base import Flags
 
 #: The ``info`` key of a connection's ConnState.
 STATE = "django_sapool"
@@ -28,6 +31,7 @@ class ConnState:
     """One raw connection's state in the pool, and while lent, who holds it."""
 
     __slots__ = (
+        "flags",
         "last_used",
         "expires",
         "poller",
@@ -41,7 +45,9 @@ class ConnState:
         "stack",
     )
 
-    def __init__(self, now: float, expires: float) -> None:
+    def __init__(self, now: float, expires: float, flags: Flags) -> None:
+        #: Its driver's flags: closed? clean? autocommit? (``drivers.base.Flags``).
+        self.flags = flags
         #: When (time.monotonic()) it was last returned, or opened.
         self.last_used = now
         #: When it is due for recycling: RECYCLE, minus its jitter.

@@ -66,7 +66,7 @@ class Validation:
         #: RESET_ON_RETURN resets the session at every return (a query, or "reset").
         self.resets_session = bool(options.reset_query) or options.reset_on_return == RESET_SESSION
 
-    def trusted(self, raw: Any, state: ConnState, now: float) -> bool:
+    def trusted(self, state: ConnState, now: float) -> bool:
         """Return whether a remembered connection can be lent as it is, with no round trip.
 
         Its driver does not know it closed (whoever holds the raw connection
@@ -74,7 +74,7 @@ class Validation:
         PRE_PING_INTERVAL and its socket is quiet (see :meth:`unfit`). False
         says nothing is known: :meth:`unfit` decides, pinging if needed.
         """
-        if self.driver.is_closed(raw):
+        if state.flags.is_closed():
             return False
         if not self._pre_ping:
             return True
@@ -93,15 +93,14 @@ class Validation:
         caught at no cost. After a longer idle time a real ping is made, within
         PING_TIMEOUT: past it ServerSilent is raised (the path is likely dead).
         """
-        driver = self.driver
-        if driver.is_closed(raw):
+        if state.flags.is_closed():
             return Closed()
         if not self._pre_ping:
             return None
         if now - state.last_used <= self._pre_ping_interval:
             poller = state.poller
             if poller is None:
-                poller = state.poller = driver.poller(raw)
+                poller = state.poller = self.driver.poller(raw)
             if not poller.poll(0):
                 return None
         try:
@@ -116,7 +115,7 @@ class Validation:
         ``suspect``: a database error happened on it (Django's ``errors_occurred``).
         """
         driver = self.driver
-        if driver.is_closed(raw):
+        if state.flags.is_closed():
             raise Closed()
         options = self.options
         in_transaction = driver.in_transaction(raw)

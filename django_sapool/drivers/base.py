@@ -36,6 +36,36 @@ class _AlwaysNews:
 _ALWAYS_NEWS = _AlwaysNews()
 
 
+class Flags:
+    """One connection's own flags (closed? clean? autocommit?), read with no round trip.
+
+    Made once per connection when it is opened (``ConnState.flags``), because
+    the checks run at every checkout and return: a driver whose flags lie in an
+    object of its own (psycopg 3's ``pgconn``, mysqlclient's MYSQL struct) reads
+    them there through a subclass, sparing a lookup through the connection at
+    every check. This one asks the driver's methods, which define the answers.
+    """
+
+    __slots__ = ("_driver", "_conn")
+
+    def __init__(self, driver: DriverOps, conn: Any) -> None:
+        self._driver = driver
+        # Also what keeps the places a subclass reads alive.
+        self._conn = conn
+
+    def is_closed(self) -> bool:
+        """Return True when the driver already knows the connection is dead."""
+        return self._driver.is_closed(self._conn)
+
+    def clean(self) -> bool:
+        """Return True when it is open with no transaction (``DriverOps.clean``)."""
+        return self._driver.clean(self._conn)
+
+    def autocommit(self) -> bool | None:
+        """Return its autocommit mode (None: unknown)."""
+        return self._driver.autocommit(self._conn)
+
+
 class DriverOps:
     """Driver-specific operations on a raw DBAPI connection."""
 
@@ -50,6 +80,10 @@ class DriverOps:
     #: was returned in (``ConnState.autocommit``). Not MySQL's: a raw
     #: ``SET autocommit`` changes the server's, which its driver reports.
     mode_is_clients = False
+
+    def flags(self, conn: Any) -> Flags:
+        """Return the object that reads a new connection's flags (``Flags``)."""
+        return Flags(self, conn)
 
     def is_closed(self, conn: Any) -> bool:
         """Return True when the driver already knows the connection is dead."""

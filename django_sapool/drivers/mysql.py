@@ -12,7 +12,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from .base import DriverOps
+from .base import DriverOps, Flags
 from .native import STATUS_ATTRIBUTE, MariaDBClient, ServerStatus, mariadb_client
 
 #: Client errors that mean the server connection is gone: CR_SERVER_GONE_ERROR,
@@ -21,6 +21,39 @@ from .native import STATUS_ATTRIBUTE, MariaDBClient, ServerStatus, mariadb_clien
 GONE = frozenset({2006, 2013, 2055, 1927, 4031})
 #: SERVER_STATUS_IN_TRANS, in the server status flags of every OK packet.
 IN_TRANS = 0x0001
+
+
+#: SERVER_STATUS_AUTOCOMMIT, in the same flags (what mysqlclient's get_autocommit() reads).
+AUTOCOMMIT = MariaDBClient.AUTOCOMMIT
+
+
+class MysqlclientFlags(Flags):
+    """mysqlclient's flags, read in its MYSQL struct (``ServerStatus.in_place``).
+
+    Through the connection object each check costs a method call (``errno()``,
+    ``get_autocommit()``) or an attribute, which mysqlclient looks up with a
+    getattro of its own: ~1,200 instructions each; here, a ctypes view's value.
+    """
+
+    __slots__ = ("_status", "_errno")
+
+    def __init__(self, driver: MysqlclientOps, conn: Any, status: ServerStatus) -> None:
+        super().__init__(driver, conn)
+        self._status = status.flags
+        self._errno = status.errno
+
+    def is_closed(self) -> bool:
+        return not self._conn.open or self._errno.value in GONE  # type: ignore[union-attr]
+
+    def clean(self) -> bool:
+        return (
+            bool(self._conn.open)
+            and not self._status.value & IN_TRANS
+            and self._errno.value not in GONE  # type: ignore[union-attr]
+        )
+
+    def autocommit(self) -> bool | None:
+        return bool(self._status.value & AUTOCOMMIT)
 
 
 class MySQLOps(DriverOps):
@@ -67,6 +100,14 @@ class MysqlclientOps(MySQLOps):
         if self._client is False:
             self._client = mariadb_client(conn)
         return self._client  # type: ignore[return-value]
+
+    def flags(self, conn: Any) -> Flags:
+        client = self.client(conn)
+        if client is not None:
+            status = client.status(conn)
+            if status.in_place:
+                return MysqlclientFlags(self, conn, status)
+        return Flags(self, conn)
 
     def is_closed(self, conn: Any) -> bool:
         # mysqlclient keeps .open true after "Lost connection"/"gone away": its

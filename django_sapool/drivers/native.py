@@ -235,11 +235,15 @@ class MariaDBClient:
 
     def server_status(self, conn: Any) -> int:
         """Return the server status flags of the last reply on ``conn`` (no round trip)."""
+        return self.status(conn).read()
+
+    def status(self, conn: Any) -> ServerStatus:
+        """Return ``conn``'s ServerStatus, made (and kept on it) the first time."""
         status: ServerStatus | None = getattr(conn, STATUS_ATTRIBUTE, None)
         if status is None:
             status = ServerStatus(self, conn)
             setattr(conn, STATUS_ATTRIBUTE, status)
-        return status.read()
+        return status
 
 
 #: Where a mysqlclient connection keeps its ServerStatus (MysqlclientOps reads it too).
@@ -257,7 +261,7 @@ class ServerStatus:
     into a buffer made once, and the error code is not kept (``errno`` None).
     """
 
-    __slots__ = ("_flags", "_refresh", "errno")
+    __slots__ = ("flags", "_refresh", "errno")
 
     def __init__(self, client: MariaDBClient, conn: Any) -> None:
         handle = client.handle(conn)
@@ -271,16 +275,23 @@ class ServerStatus:
                 client._server_status,
                 ctypes.byref(flags),
             )
-        self._flags = flags
+        #: The status flags (``.value``): in place, or the buffer that
+        #: ``read()`` refreshes first.
+        self.flags = flags
         #: The last error code, in place (``.value``), or None.
         self.errno = client.view(handle, client.errno_offset, client.errno)
+
+    @property
+    def in_place(self) -> bool:
+        """Whether both fields are read in place (``.flags.value``, ``.errno.value``)."""
+        return self._refresh is None and self.errno is not None
 
     def read(self) -> int:
         """Return the server status flags of the last reply."""
         refresh = self._refresh  # read, then called: CPython 3.11 specialises that
         if refresh is not None and refresh() != b"\0":
             raise OSError("mariadb_get_infov(MARIADB_CONNECTION_SERVER_STATUS) failed")
-        return int(self._flags.value)
+        return int(self.flags.value)
 
 
 #: The probe's outcome: None (not probed yet), the helper, or why there is none.

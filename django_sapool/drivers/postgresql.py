@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .base import DriverOps
+from .base import DriverOps, Flags
 
 
 class PostgresOps(DriverOps):
@@ -45,6 +45,31 @@ class PostgresOps(DriverOps):
         raise NotImplementedError
 
 
+#: libpq's CONNECTION_BAD and PQTRANS_IDLE (psycopg.pq's ConnStatus.BAD and
+#: TransactionStatus.IDLE), as plain ints: psycopg's ``pgconn`` reports plain
+#: ints, and CPython 3.11 specialises an int compared with an int, not with an
+#: IntEnum (the enums are checked against these in tests/unit/test_drivers.py).
+BAD = 1
+IDLE = 0
+
+
+class PgconnFlags(Flags):
+    """psycopg 3's flags, read from the connection's ``pgconn`` (libpq's PGconn)."""
+
+    __slots__ = ("_pgconn",)
+
+    def __init__(self, driver: Psycopg3Ops, conn: Any) -> None:
+        super().__init__(driver, conn)
+        # A connection's pgconn is made with it and never replaced.
+        self._pgconn = conn.pgconn
+
+    def is_closed(self) -> bool:
+        return self._pgconn.status == BAD  # type: ignore[no-any-return]
+
+    def clean(self) -> bool:
+        return self._pgconn.transaction_status == IDLE  # type: ignore[no-any-return]
+
+
 class Psycopg3Ops(PostgresOps):
     name = "psycopg"
     flags_broken = True
@@ -56,22 +81,19 @@ class Psycopg3Ops(PostgresOps):
         value = conn.pgconn.parameter_status(name.encode())
         return None if value is None else value.decode()
 
+    def flags(self, conn: Any) -> Flags:
+        return PgconnFlags(self, conn)
+
     def is_closed(self, conn: Any) -> bool:
         # What psycopg's ``closed`` and ``broken`` both test, in one C call.
-        return bool(conn.pgconn.status == self._bad)
-
-    def __init__(self) -> None:
-        from psycopg.pq import ConnStatus, TransactionStatus
-
-        self._idle = TransactionStatus.IDLE
-        self._bad = ConnStatus.BAD
+        return bool(conn.pgconn.status == BAD)
 
     def in_transaction(self, conn: Any) -> bool | None:
-        return conn.pgconn.transaction_status != self._idle
+        return conn.pgconn.transaction_status != IDLE
 
     def clean(self, conn: Any) -> bool:
         # A BAD connection's transaction status is UNKNOWN, never IDLE.
-        return bool(conn.pgconn.transaction_status == self._idle)
+        return bool(conn.pgconn.transaction_status == IDLE)
 
     def socket_fd(self, conn: Any) -> int | None:
         try:

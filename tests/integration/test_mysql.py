@@ -87,39 +87,59 @@ def test_status_and_error_code_are_read_in_place_and_agree_with_the_driver(
 
     The transaction flag and the last error code come from the struct's memory
     (no ctypes call); here they follow a real session through a transaction,
-    an SQL error and a connection the server killed, and the pool's question
-    (``clean()``) answers as mysqlclient's own calls do.
+    an SQL error and a connection the server killed, and the pool's questions
+    (``Flags``: closed? clean? autocommit?) answer as mysqlclient's own calls do.
     """
     import MySQLdb
 
     from django_sapool.drivers import MysqlclientOps
-    from django_sapool.drivers.mysql import GONE, IN_TRANS
+    from django_sapool.drivers.mysql import GONE, IN_TRANS, MysqlclientFlags
     from django_sapool.drivers.native import STATUS_ATTRIBUTE, mariadb_client
 
     conn = MySQLdb.connect(**mysql.conninfo(mysql_database))
     ops = MysqlclientOps()
+
+    def flags_agree_with_the_driver() -> bool:
+        """What the pool reads at every checkout and return, against mysqlclient's own calls."""
+        closed = not conn.open or conn.errno() in GONE
+        assert flags.is_closed() is ops.is_closed(conn) is closed
+        assert flags.autocommit() is bool(conn.get_autocommit())
+        assert flags.clean() is ops.clean(conn)
+        return flags.clean()
+
     try:
         conn.autocommit(True)
         client = mariadb_client(conn)
         assert client is not None, "this machine's mysqlclient links libmariadb"
         assert client.status_offset is not None and client.errno_offset is not None
-        assert ops.in_transaction(conn) is False  # makes the connection's view
+        flags = ops.flags(conn)  # what the pool keeps per connection (ConnState.flags)
+        assert isinstance(flags, MysqlclientFlags)
         status = getattr(conn, STATUS_ATTRIBUTE)
         assert status.errno is not None and status._refresh is None  # both in place
-        assert ops.clean(conn)
+        assert status.in_place
+        assert ops.in_transaction(conn) is False
+        assert flags_agree_with_the_driver()
+        assert flags.autocommit() is True
 
         conn.query("BEGIN")
         assert status.read() & IN_TRANS
         assert status.read() == client.status_at(client.handle(conn))
-        assert not ops.clean(conn)
+        assert not flags_agree_with_the_driver()
         conn.query("ROLLBACK")
         assert not status.read() & IN_TRANS
-        assert ops.clean(conn)
+        assert flags_agree_with_the_driver()
+
+        conn.autocommit(False)  # Django's set_autocommit(False): SET autocommit=0
+        assert flags.autocommit() is False
+        assert flags_agree_with_the_driver()
+        conn.autocommit(True)
+        assert flags.autocommit() is True
 
         with pytest.raises(MySQLdb.ProgrammingError):
             conn.query("SELEC 1")
         assert status.errno.value == conn.errno() == 1064  # ER_PARSE_ERROR: not gone
-        assert ops.clean(conn)
+        assert flags_agree_with_the_driver()
+        assert not flags.is_closed()
 
         pid = conn.thread_id()
         with mysql_admin_cursor(mysql) as admin:
@@ -130,5 +150,9 @@ def test_status_and_error_code_are_read_in_place_and_agree_with_the_driver(
         assert status.errno.value in GONE
         assert not ops.clean(conn)  # mysqlclient keeps .open true: the error code tells
         assert conn.open
+        assert flags.is_closed()
+        assert not flags_agree_with_the_driver()
     finally:
         conn.close()
+    assert flags.is_closed()  # conn.open is false now: the struct is not read
+    assert not flags.clean()

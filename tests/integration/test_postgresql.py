@@ -83,3 +83,74 @@ def test_rollback_reset_keeps_session_state_like_persistent_connections(pg_run: 
     assert facts["pid"] == facts["dirty_pid"]
     assert facts["search_path"] == "dirty, public"
     assert facts["temp_table"] is True
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_flags_follow_a_real_session_as_the_driver_reports_it(
+    pg: Any, pg_database: str, driver: str
+) -> None:
+    """What the pool reads at every checkout and return (``ConnState.flags``).
+
+    psycopg 3's are read from the connection's ``pgconn``; psycopg2's through
+    the driver's methods. Through a transaction, an SQL error, a backend the
+    server terminated and a close, they answer as the driver itself does.
+    """
+    from .conftest import _admin
+
+    if driver == "psycopg":
+        import psycopg as module
+        from psycopg.pq import ConnStatus, TransactionStatus
+
+        from django_sapool.drivers import Psycopg3Ops
+        from django_sapool.drivers.postgresql import BAD, IDLE, PgconnFlags
+
+        assert (BAD, IDLE) == (ConnStatus.BAD, TransactionStatus.IDLE)
+        ops: Any = Psycopg3Ops()
+        conn = module.connect(pg.conninfo(pg_database), autocommit=True)
+        pid = conn.info.backend_pid
+    else:
+        import psycopg2 as module
+
+        from django_sapool.drivers import Psycopg2Ops
+
+        ops = Psycopg2Ops()
+        conn = module.connect(pg.conninfo(pg_database))
+        conn.autocommit = True
+        pid = conn.get_backend_pid()
+    flags = ops.flags(conn)
+    if driver == "psycopg":
+        assert isinstance(flags, PgconnFlags)
+
+    def agree() -> bool:
+        # psycopg 3 says broken apart from closed; psycopg2's closed is 2 then.
+        closed = bool(conn.closed or getattr(conn, "broken", False))
+        assert flags.is_closed() is ops.is_closed(conn) is closed
+        assert flags.clean() is ops.clean(conn)
+        return flags.clean()
+
+    def run(sql: str) -> None:
+        cursor = conn.cursor()
+        try:
+            cursor.execute(sql)
+        finally:
+            cursor.close()
+
+    try:
+        assert agree()
+        run("BEGIN")
+        assert not agree()  # a transaction is open
+        run("ROLLBACK")
+        assert agree()
+        with pytest.raises(module.Error):
+            run("SELEC 1")
+        assert agree()  # an SQL error leaves it open and clean
+        with _admin(pg) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        with pytest.raises(module.OperationalError):
+            run("SELECT 1")
+        assert flags.is_closed()
+        assert not agree()
+    finally:
+        conn.close()
+    assert flags.is_closed()
+    assert not flags.clean()

@@ -22,6 +22,12 @@ Modes (default: pq sq pc sc):
     sa  SQLAlchemy's QueuePool.connect() + close() (the per-checkout proxy)
     tq  django_sapool with LEND="transaction": the cycle of pq, in which the
         statement checks out and returns (the request's end then has nothing to do)
+    pw  persistent: a whole request through Django's WSGI handler (no middleware,
+        DEBUG off, as the HTTP benchmark's site): request_started, a view running
+        pq's query, a JSON response, request_finished. What an HTTP server adds
+        (gunicorn's parsing, the kernel) is not counted.
+    sw  django_sapool: the same request
+    tw  django_sapool with LEND="transaction": the same request
     sx  django_sapool, two wrappers taking turns on POOL_SIZE=1: each checkout
         takes the connection the other remembers (a steal), then returns it;
         per cycle: two checkouts and returns (compare with 2 x sc)
@@ -36,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import io
 import os
 import re
 import subprocess
@@ -44,7 +51,18 @@ from typing import Any
 
 from local_server import SERVERS, connection_settings, import_version_under_test
 
-MODES = ("pq", "sq", "pc", "sc", "sm", "sr", "sa", "tq", "sx")
+MODES = ("pq", "sq", "pc", "sc", "sm", "sr", "sa", "tq", "sx", "pw", "sw", "tw")
+
+#: The request of the "w" modes: a GET of /one, as a WSGI server passes it.
+WSGI_ENVIRON = {
+    "REQUEST_METHOD": "GET",
+    "PATH_INFO": "/one",
+    "QUERY_STRING": "",
+    "SERVER_NAME": "bench",
+    "SERVER_PORT": "80",
+    "SERVER_PROTOCOL": "HTTP/1.1",
+    "wsgi.url_scheme": "http",
+}
 
 
 def child(mode: str, cycles: int, vendor: str) -> None:
@@ -74,6 +92,11 @@ def child(mode: str, cycles: int, vendor: str) -> None:
             },
         },
         USE_TZ=True,
+        # The "w" modes: the HTTP benchmark site's settings that matter here.
+        ROOT_URLCONF=__name__,
+        ALLOWED_HOSTS=["*"],
+        MIDDLEWARE=[],
+        DEBUG=False,
     )
     django.setup()
     from django.db import connections
@@ -118,10 +141,37 @@ def child(mode: str, cycles: int, vendor: str) -> None:
     def fairy() -> None:
         conn.sapool_pool()._sa.connect().close()
 
-    run: Any = {"q": query, "c": checkout, "m": pool, "r": records, "a": fairy, "x": steal}[mode[1]]
+    if mode[1] == "w":
+        serve_one_query_view(conn)
+
+    def request() -> None:
+        environ = {**WSGI_ENVIRON, "wsgi.input": io.BytesIO()}
+        response = application(environ, lambda status, headers: None)
+        b"".join(response)
+        response.close()  # request_finished: close_old_connections()
+
+    from django.core.handlers.wsgi import WSGIHandler
+
+    application = WSGIHandler()
+    steps = {"q": query, "c": checkout, "m": pool, "r": records, "a": fairy, "x": steal}
+    run: Any = {**steps, "w": request}[mode[1]]
     for _ in range(200):
         run()
     functools.reduce(lambda acc, _: run() or acc, range(cycles), 0)
+
+
+def serve_one_query_view(conn: Any) -> None:
+    """Make this module the URLconf: /one runs pq's query on ``conn`` and answers JSON."""
+    from django.http import JsonResponse
+    from django.urls import path
+
+    def one(request: Any) -> JsonResponse:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            (value,) = cursor.fetchone()
+        return JsonResponse({"value": value})
+
+    globals()["urlpatterns"] = [path("one", one)]
 
 
 def count(mode: str, cycles: int, src: str | None, vendor: str) -> int:
@@ -185,9 +235,15 @@ def main() -> None:
     )
     for mode, n in counts.items():
         print(f"{mode}  {n:>9,}")
-    for ours, base in (("sq", "pq"), ("sc", "pc"), ("tq", "pq")):
+    pairs = (("sq", "pq"), ("sc", "pc"), ("tq", "pq"), ("sw", "pw"), ("tw", "pw"))
+    for ours, base in pairs:
         if ours in counts and base in counts:
-            print(f"{ours} - {base}  {counts[ours] - counts[base]:>+9,}  (django_sapool's cost)")
+            # base / ours: the requests per second ours serves for each of the
+            # base's where the CPU of this process is all that limits them.
+            print(
+                f"{ours} - {base}  {counts[ours] - counts[base]:>+9,}  (django_sapool's cost; "
+                f"{base} / {ours} = {counts[base] / counts[ours]:.3f})"
+            )
 
 
 if __name__ == "__main__":

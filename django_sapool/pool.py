@@ -269,7 +269,8 @@ class ManagedPool:
         state: ConnState = record.info[STATE]
         if self._leaks_reported:
             self.lending.returned(key, state, time.monotonic())
-        # The common case costs one question to the driver: open, no transaction.
+        # The common case costs one question to the connection's flags: open,
+        # no transaction.
         if suspect or self.validation.resets_session or not state.flags.clean():
             try:
                 self.validation.reset(raw, state, suspect)

@@ -237,6 +237,16 @@ def test_mysql_backend_picks_the_driver_django_uses(before: bool, expected: str)
     assert proc.stdout.strip() == expected
 
 
+def test_psycopg_status_codes_are_libpqs() -> None:
+    """PgconnFlags compares psycopg's pgconn codes with plain ints: they must be libpq's."""
+    from psycopg.pq import ConnStatus, TransactionStatus
+
+    from django_sapool.drivers.postgresql import BAD, IDLE
+
+    assert (BAD, IDLE) == (ConnStatus.BAD, TransactionStatus.IDLE)
+    assert type(BAD) is int and type(IDLE) is int
+
+
 class FakePyMySQL:
     def __init__(self, server_status: int = 0, open: bool = True) -> None:
         self.server_status = server_status

@@ -27,12 +27,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
 
-from local_server import SERVERS, connection_settings, import_version_under_test
+from local_server import SERVERS, connection_settings, import_version_under_test, run_child
 
 POOL_SIZE = 4
 
@@ -112,11 +111,7 @@ def run_round(src: str, args: argparse.Namespace) -> dict[str, Any]:
     command += ["--timeout", str(args.timeout)]
     if args.gevent:
         command.append("--gevent")
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"round failed for --src {src}:\n{proc.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    return run_child(command, env, f"--src {src}")
 
 
 def main() -> None:

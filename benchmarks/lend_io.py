@@ -17,8 +17,8 @@ contender: requests per second (median of the rounds), the time a request
 spends beyond its sleep (median and 99th percentile over every request of every
 round), the connections opened, and for django_sapool the checkouts that waited
 for a connection (after the warm-up; median of the rounds) and the longest wait
-(warm-up included); then sapool-txn ÷
-each contender, round by round (median, min-max). No HTTP server or client, so
+(warm-up included); then sapool-txn ÷ each contender, round by round (median,
+min-max). No HTTP server or client, so
 what differs is Django's request, the queries, the GIL and the pool: the part of
 the HTTP /io comparison that is django_sapool's. Wall times depend on the
 machine; compare contenders of one run only.
@@ -30,12 +30,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
 
-from local_server import SERVERS, connection_settings, import_version_under_test
+from local_server import SERVERS, connection_settings, import_version_under_test, run_child
 
 CONTENDERS = ("persistent", "sapool-txn", "sapool")
 POOL_SIZE = 4
@@ -85,22 +84,30 @@ def child(contender: str, threads: int, seconds: float, vendor: str) -> dict[str
     pooled = contender != "persistent"
     if pooled:
         import django_sapool
-    deadline: list[float] = []
-    waits_warming = [0]
+    else:
+        # Django's backend sends connection_created once per server connection
+        # (django_sapool sends it at every checkout: its pool counts instead).
+        from django.db.backends.signals import connection_created
+
+        opened: list[None] = []
+        connection_created.connect(lambda **kwargs: opened.append(None), weak=False)
+    deadline = 0.0
+    waits_warming = 0
 
     def go() -> None:
         # The barrier's action, run before any thread is let go: the clock
         # starts when every thread is warm, and the warm-up's waits are left out.
+        nonlocal deadline, waits_warming
         if pooled:
-            waits_warming[0] = django_sapool.pool_status("default")[0].checkout_waits
-        deadline.append(time.monotonic() + seconds)
+            waits_warming = django_sapool.pool_status("default")[0].checkout_waits
+        deadline = time.monotonic() + seconds
 
     start = threading.Barrier(threads, action=go)
 
     def work() -> None:
         request()  # warm: this thread's wrapper and, for persistent, its session
         start.wait()
-        while time.monotonic() < deadline[0]:
+        while time.monotonic() < deadline:
             began = time.perf_counter()
             request()
             beyond_sleep.append(time.perf_counter() - began - IO_SECONDS)
@@ -116,21 +123,18 @@ def child(contender: str, threads: int, seconds: float, vendor: str) -> dict[str
         (status,) = django_sapool.pool_status("default")
         result.update(
             opened=status.connections_opened,
-            waits=status.checkout_waits - waits_warming[0],
+            waits=status.checkout_waits - waits_warming,
             wait_ms_max=status.wait_ms_max,
         )
     else:
-        result.update(opened=threads, waits=None, wait_ms_max=None)
+        result.update(opened=len(opened), waits=None, wait_ms_max=None)
     return result
 
 
 def run_round(contender: str, args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", contender, "--threads", str(args.threads)]
     command += ["--seconds", str(args.seconds), "--vendor", args.vendor]
-    proc = subprocess.run(command, env=os.environ, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"round failed for {contender}:\n{proc.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_child(command, dict(os.environ), contender)
     result["rps"] = result["requests"] / args.seconds
     return result
 
@@ -154,7 +158,8 @@ def main() -> None:
     rounds: dict[str, list[dict[str, Any]]] = {c: [] for c in CONTENDERS}
     for number in range(args.rounds):
         # Rotated each round, so that no contender always runs first.
-        for contender in CONTENDERS[number % 3 :] + CONTENDERS[: number % 3]:
+        first = number % len(CONTENDERS)
+        for contender in CONTENDERS[first:] + CONTENDERS[:first]:
             rounds[contender].append(run_round(contender, args))
     print(
         f"# /io in one process ({args.vendor}): {args.threads} threads x {args.seconds:g} s, "

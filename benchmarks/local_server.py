@@ -1,14 +1,17 @@
-"""What the in-process benchmarks share: this machine's servers, and the version under test.
+"""What the in-process benchmarks share: this machine's servers, the version under test, rounds.
 
-``instructions.py`` and ``contention.py`` take the server from SAPOOL_PG_URL or
-SAPOOL_MYSQL_URL (default: this machine's) and import django_sapool from
-``--src DIR`` (passed on to their child processes as SAPOOL_SRC) to compare
-versions.
+``instructions.py``, ``contention.py`` and ``lend_io.py`` take the server from
+SAPOOL_PG_URL or SAPOOL_MYSQL_URL (default: this machine's); the first two import
+django_sapool from ``--src DIR`` (passed on to their child processes as
+SAPOOL_SRC) to compare versions. ``contention.py`` and ``lend_io.py`` run each
+round in a child process of their own (``run_child()``).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -39,3 +42,15 @@ def import_version_under_test() -> None:
     if src:  # an editable install's finder would win over sys.path: drop it
         sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
         sys.path.insert(0, src)
+
+
+def run_child(command: list[str], env: dict[str, str], what: str) -> dict[str, Any]:
+    """Run a benchmark's child process; return the JSON object it printed last.
+
+    ``what`` names the round in the error raised when the child fails.
+    """
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"round failed for {what}:\n{proc.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result

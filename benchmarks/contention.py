@@ -73,9 +73,20 @@ def child(threads: int, cycles: int, vendor: str, green: bool, timeout: float) -
             cursor.fetchone()
         connection.close_if_unusable_or_obsolete()
 
+    warm_up_failures: list[BaseException] = []
+
     def work() -> None:
-        cycle()  # warm: this thread's wrapper exists
-        start.wait()
+        try:
+            cycle()  # warm: this thread's wrapper exists
+        except Exception as exc:
+            # Without it, the others would wait at the barrier for ever.
+            warm_up_failures.append(exc)
+            start.abort()
+            return
+        try:
+            start.wait()
+        except threading.BrokenBarrierError:
+            return  # another thread failed to warm up: its error is the one raised
         for _ in range(cycles):
             try:
                 cycle()
@@ -87,7 +98,12 @@ def child(threads: int, cycles: int, vendor: str, green: bool, timeout: float) -
     workers = [threading.Thread(target=work) for _ in range(threads)]
     for worker in workers:
         worker.start()
-    start.wait()
+    try:
+        start.wait()
+    except threading.BrokenBarrierError:
+        for worker in workers:
+            worker.join()
+        raise warm_up_failures[0] from None
     began = time.perf_counter()
     for worker in workers:
         worker.join()

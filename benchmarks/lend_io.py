@@ -104,20 +104,33 @@ def child(contender: str, threads: int, seconds: float, vendor: str) -> dict[str
 
     start = threading.Barrier(threads, action=go)
 
+    failures: list[BaseException] = []
+
     def work() -> None:
-        request()  # warm: this thread's wrapper and, for persistent, its session
-        start.wait()
-        while time.monotonic() < deadline:
-            began = time.perf_counter()
-            request()
-            beyond_sleep.append(time.perf_counter() - began - IO_SECONDS)
-        connection.close()
+        try:
+            request()  # warm: this thread's wrapper and, for persistent, its session
+            start.wait()
+            while time.monotonic() < deadline:
+                began = time.perf_counter()
+                request()
+                beyond_sleep.append(time.perf_counter() - began - IO_SECONDS)
+        except threading.BrokenBarrierError:
+            pass  # another thread failed to warm up: its error is the one raised
+        except Exception as exc:
+            # A failed request makes the round worthless: stop everyone now
+            # rather than wait at the barrier or report the requests that passed.
+            failures.append(exc)
+            start.abort()
+        finally:
+            connection.close()
 
     workers = [threading.Thread(target=work) for _ in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
+    if failures:
+        raise failures[0]
     result: dict[str, Any] = {"requests": len(beyond_sleep), "beyond_sleep": beyond_sleep}
     if pooled:
         (status,) = django_sapool.pool_status("default")

@@ -5,12 +5,16 @@ T threads (default 16: one gthread-io worker of the HTTP benchmark) each run the
 ``request_finished``, through one alias per contender:
 
 - ``persistent``: Django's backend, CONN_MAX_AGE=None: a server session per thread;
-- ``sapool-txn``: django_sapool, POOL_SIZE=4, MAX_OVERFLOW=0, LEND "transaction";
+- ``sapool-txn``: django_sapool, POOL_SIZE=4 (``--pool-size``), MAX_OVERFLOW=0,
+  LEND "transaction";
 - ``sapool``: the same pool with LEND "request", which holds its connection
-  through the sleep, so that the cap of 4 decides its rate.
+  through the sleep, so that the cap decides its rate.
 
     .venv/bin/python benchmarks/lend_io.py [--threads 16] [--seconds 5] [--rounds 5]
-        [--vendor postgresql|mysql]
+        [--pool-size 4] [--vendor postgresql|mysql]
+
+``--pool-size`` as many as ``--threads`` takes the waits out: what sapool-txn
+then loses to a persistent connection is its checkout and return per statement.
 
 Contenders take turns, round by round, each round in a new process. Per
 contender: requests per second (median of the rounds), the time a request
@@ -37,23 +41,26 @@ from typing import Any
 from local_server import SERVERS, connection_settings, import_version_under_test, run_child
 
 CONTENDERS = ("persistent", "sapool-txn", "sapool")
+#: django_sapool's POOL_SIZE unless --pool-size says otherwise.
 POOL_SIZE = 4
 #: The HTTP benchmark's /io sleep (benchmarks/site/benchsite/views.py).
 IO_SECONDS = 0.05
 
 
-def database(contender: str, vendor: str) -> dict[str, Any]:
+def database(contender: str, vendor: str, pool_size: int) -> dict[str, Any]:
     """Return the contender's ``DATABASES["default"]``."""
     db = connection_settings(vendor)
     if contender == "persistent":
         return {"ENGINE": f"django.db.backends.{vendor}", "CONN_MAX_AGE": None, **db}
-    options: dict[str, Any] = {"POOL_SIZE": POOL_SIZE, "MAX_OVERFLOW": 0}
+    options: dict[str, Any] = {"POOL_SIZE": pool_size, "MAX_OVERFLOW": 0}
     if contender == "sapool-txn":
         options["LEND"] = "transaction"
     return {"ENGINE": f"django_sapool.backends.{vendor}", "POOL_OPTIONS": options, **db}
 
 
-def child(contender: str, threads: int, seconds: float, vendor: str) -> dict[str, Any]:
+def child(
+    contender: str, threads: int, seconds: float, vendor: str, pool_size: int
+) -> dict[str, Any]:
     """Run one round in this process; return what it measured."""
     import_version_under_test()
     import threading
@@ -61,7 +68,7 @@ def child(contender: str, threads: int, seconds: float, vendor: str) -> dict[str
     import django
     from django.conf import settings
 
-    settings.configure(DATABASES={"default": database(contender, vendor)}, USE_TZ=True)
+    settings.configure(DATABASES={"default": database(contender, vendor, pool_size)}, USE_TZ=True)
     django.setup()
     from django.core.signals import request_finished, request_started
     from django.db import connection
@@ -147,6 +154,7 @@ def child(contender: str, threads: int, seconds: float, vendor: str) -> dict[str
 def run_round(contender: str, args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", contender, "--threads", str(args.threads)]
     command += ["--seconds", str(args.seconds), "--vendor", args.vendor]
+    command += ["--pool-size", str(args.pool_size)]
     result = run_child(command, dict(os.environ), contender)
     result["rps"] = result["requests"] / args.seconds
     return result
@@ -162,11 +170,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--pool-size", type=int, default=POOL_SIZE)
     parser.add_argument("--vendor", choices=sorted(SERVERS), default="postgresql")
     parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.threads, args.seconds, args.vendor)))
+        measured = child(args.child, args.threads, args.seconds, args.vendor, args.pool_size)
+        print(json.dumps(measured))
         return
     rounds: dict[str, list[dict[str, Any]]] = {c: [] for c in CONTENDERS}
     for number in range(args.rounds):
@@ -176,8 +186,8 @@ def main() -> None:
             rounds[contender].append(run_round(contender, args))
     print(
         f"# /io in one process ({args.vendor}): {args.threads} threads x {args.seconds:g} s, "
-        f"query + {IO_SECONDS * 1000:g} ms sleep + query; django_sapool POOL_SIZE={POOL_SIZE}, "
-        f"MAX_OVERFLOW=0; {args.rounds} rounds"
+        f"query + {IO_SECONDS * 1000:g} ms sleep + query; django_sapool "
+        f"POOL_SIZE={args.pool_size}, MAX_OVERFLOW=0; {args.rounds} rounds"
     )
     print(
         "contender | req/s, median (min-max) | ms beyond the sleep: p50, p99 | "

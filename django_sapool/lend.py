@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import re
 import warnings
+import weakref
 from _thread import get_ident
 from typing import Any
 
@@ -123,6 +124,11 @@ def _install(wrapper: Any) -> None:
     django_set_autocommit = cls.set_autocommit
     django_cursor = cls._cursor
     state = Lent()
+    # These functions live in the wrapper's __dict__: holding the wrapper itself
+    # would make a reference cycle, and a wrapper dropped without close() (a
+    # thread's, a copy()) would keep its settings, password included, and its
+    # connection until the cyclic garbage collector ran (Django 6 tests it).
+    me = weakref.ref(wrapper)
 
     def connect() -> None:
         state.epoch += 1
@@ -130,7 +136,7 @@ def _install(wrapper: Any) -> None:
         state.settled = False
         state.busy += 1
         try:
-            django_connect(wrapper)
+            django_connect(me())
         finally:
             state.busy -= 1
         state.settled = True
@@ -140,15 +146,13 @@ def _install(wrapper: Any) -> None:
     ) -> None:
         state.busy += 1
         try:
-            django_set_autocommit(
-                wrapper, autocommit, force_begin_transaction_with_broken_autocommit
-            )
+            django_set_autocommit(me(), autocommit, force_begin_transaction_with_broken_autocommit)
         finally:
             state.busy -= 1
         # The outermost atomic() block's end (Django's Atomic.__exit__), or
         # the end of manual transaction management.
         if autocommit and not state.cursors:
-            release(wrapper, state)
+            release(me(), state)
 
     def cursor(name: str | None = None) -> Any:
         # Counted once the backend has made it: what the backend runs on it
@@ -158,7 +162,7 @@ def _install(wrapper: Any) -> None:
         # a named one) returns nothing.
         state.busy += 1
         try:
-            wrapped = django_cursor(wrapper, name)
+            wrapped = django_cursor(me(), name)
         finally:
             state.busy -= 1
         try:

@@ -17,7 +17,6 @@ import time
 from asyncio import _get_running_loop
 from typing import Any
 
-import django
 from django.core.exceptions import SynchronousOnlyOperation
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
@@ -29,10 +28,6 @@ from django.db.utils import ProgrammingError
 #: wrapper (SQLite's transaction_mode, MySQL's isolation_level) still happen:
 #: get_connection_params() runs once per wrapper and settings (``sapool_pool()``).
 LAZY_PARAMS: dict[str, Any] = {}
-
-#: Django 5.0 made ensure_connection() refuse a new connection inside an
-#: atomic block whose connection was closed; 4.2 connects (as we do there).
-REFUSE_IN_BROKEN_ATOMIC = django.VERSION >= (5, 0)
 
 #: django.utils.asyncio.async_unsafe's message (see ensure_connection()).
 ASYNC_UNSAFE = "You cannot call this from an async context - use a thread or sync_to_async."
@@ -110,7 +105,11 @@ class LeanDjangoSteps:
         if _get_running_loop() is not None and not os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"):
             raise SynchronousOnlyOperation(ASYNC_UNSAFE)
         if self.connection is None:
-            if REFUSE_IN_BROKEN_ATOMIC and self.in_atomic_block and self.closed_in_transaction:
+            # Django 5.0's refusal, on 4.2 too: there Django's close() inside
+            # atomic() keeps the closed connection, so the block's next
+            # statement fails; ours is back in the pool, and a new one would
+            # run the rest of the block in autocommit, outside its transaction.
+            if self.in_atomic_block and self.closed_in_transaction:
                 raise ProgrammingError("Cannot open a new connection in an atomic block.")
             try:
                 self.connect()

@@ -89,6 +89,19 @@ def view_fail_atomic(request: HttpRequest) -> HttpResponse:
         raise RuntimeError("boom inside atomic()")
 
 
+def view_close_in_atomic(request: HttpRequest) -> HttpResponse:
+    # Closed midway through atomic() (Django's test_atomic_prevents_queries_in_
+    # broken_transaction_after_client_close): the block's next statement must
+    # fail, not run in autocommit on another connection.
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO item (name) VALUES ('from-closed-atomic')")
+        connection.close()
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO item (name) VALUES ('from-closed-atomic')")
+    return JsonResponse({"pid": backend_id()})
+
+
 def view_leave_open(request: HttpRequest) -> HttpResponse:
     # Forgets to restore autocommit: Django closes such a connection at request end.
     connection.set_autocommit(False)
@@ -155,6 +168,7 @@ urlpatterns = [
     path("hold", view_hold),
     path("age", view_age),
     path("fail-atomic", view_fail_atomic),
+    path("close-in-atomic", view_close_in_atomic),
     path("leave-open", view_leave_open),
     path("raw-begin", view_raw_begin),
     path("dirty-session", view_dirty_session),
@@ -333,6 +347,7 @@ def transactions() -> dict[str, Any]:
     _, first = request("/pid")
     for route, name in [
         ("/fail-atomic", "from-failed-atomic"),
+        ("/close-in-atomic", "from-closed-atomic"),
         ("/leave-open", "from-left-open"),
         ("/raw-begin", "from-raw-begin"),
     ]:

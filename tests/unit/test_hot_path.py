@@ -14,12 +14,13 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import django
 import pytest
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
 from django_sapool.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
-from django_sapool.lean import ASYNC_UNSAFE, REFUSE_IN_BROKEN_ATOMIC
+from django_sapool.lean import ASYNC_UNSAFE
 
 #: The statements of Django's BaseDatabaseWrapper.connect(), as ast.unparse() prints them.
 DJANGO_CONNECT = [
@@ -102,7 +103,8 @@ def test_django_close_is_the_one_we_repeat() -> None:
 def test_django_ensure_connection_is_the_one_we_repeat() -> None:
     from django.utils.asyncio import async_unsafe
 
-    expected = DJANGO_ENSURE_CONNECTION if REFUSE_IN_BROKEN_ATOMIC else DJANGO_42_ENSURE_CONNECTION
+    refuses = django.VERSION >= (5, 0)  # ours refuses on 4.2 too: see the test below
+    expected = DJANGO_ENSURE_CONNECTION if refuses else DJANGO_42_ENSURE_CONNECTION
     assert _statements(BaseDatabaseWrapper.ensure_connection.__wrapped__) == expected, (
         "Django's BaseDatabaseWrapper.ensure_connection() changed: bring "
         "django_sapool.lean.LeanDjangoSteps.ensure_connection() in line, then this list."
@@ -141,22 +143,17 @@ def test_ensure_connection_refuses_an_async_context(tmp_path: Path) -> None:
     wrapper.close()
 
 
-def test_ensure_connection_in_a_broken_atomic_is_djangos(tmp_path: Path) -> None:
-    """Django >= 5.0 refuses a new connection there; 4.2 opens one."""
+def test_ensure_connection_in_a_broken_atomic_is_refused(tmp_path: Path) -> None:
+    """As Django >= 5.0's, on Django 4.2 too: no new connection in the atomic block."""
     from django.db import ProgrammingError
 
     wrapper = _wrapper(tmp_path)
     wrapper.ensure_connection()
     wrapper.in_atomic_block = True
     wrapper.close()  # inside atomic(): marked closed_in_transaction
-    if REFUSE_IN_BROKEN_ATOMIC:
-        with pytest.raises(ProgrammingError, match="atomic block"):
-            wrapper.ensure_connection()
-        assert wrapper.connection is None
-    else:
+    with pytest.raises(ProgrammingError, match="atomic block"):
         wrapper.ensure_connection()
-        assert wrapper.connection is not None
-        wrapper.close()
+    assert wrapper.connection is None
     wrapper.in_atomic_block = False
     wrapper.ensure_connection()
     wrapper.close()

@@ -125,9 +125,9 @@ def _install(wrapper: Any) -> None:
     django_cursor = cls._cursor
     state = Lent()
     # These functions live in the wrapper's __dict__: holding the wrapper itself
-    # would make a reference cycle, and a wrapper dropped without close() (a
-    # thread's, a copy()) would keep its settings, password included, and its
-    # connection until the cyclic garbage collector ran (Django 6 tests it).
+    # would add a reference cycle that nothing breaks. Django 6 breaks its own
+    # (the wrapper's parts refer back to it) when a dropped wrapper is collected,
+    # and tests that nothing is left for gc.garbage.
     me = weakref.ref(wrapper)
 
     def connect() -> None:

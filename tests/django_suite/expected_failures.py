@@ -114,9 +114,11 @@ VENDOR_EXPECTED_FAILURES["sqlite_lend"] = {
 
 # Tests of Django's own pool, which need psycopg_pool (Django's
 # tests/requirements/postgres.txt); this project doesn't install it. They are
-# skipped when it is missing. With it installed they run, and on Django 6.1 four
-# of them fail besides the two expected failures above (seen with psycopg-pool
-# 3.3, 2026-12-06): they turn on Django's pool, which django_sapool replaces.
+# skipped when it is missing. With it installed they run, and on Django 6.1
+# (psycopg-pool 3.3.3, 2026-12-06) test_pool_check_can_be_overridden and
+# test_pooling_health_checks fail besides the two expected failures above, and so
+# does test_pooling_not_support_persistent_connections, which passes without it:
+# they turn on Django's pool, which django_sapool replaces.
 REQUIRES_MODULE: dict[str, str] = {
     f"{_PG}.test_connect_pool": "psycopg_pool",
     f"{_PG}.test_connect_pool_set_to_true": "psycopg_pool",

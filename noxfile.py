@@ -439,9 +439,14 @@ def report(argv: list[str]) -> int:
         help="closing line counts sessions (scripts/matrix) or tests + checks (scripts/test)",
     )
     parser.add_argument("--label", default="matrix", help="the word before the closing line")
-    parser.add_argument("--suite-junit", help="junit XML of the full suite (.venv)")
-    parser.add_argument("--suite-rc", type=int, help="exit status of the full suite")
-    parser.add_argument("--suite-seconds", type=int, default=0)
+    parser.add_argument(
+        "--suite",
+        nargs=4,
+        action="append",
+        default=[],
+        metavar=("LABEL", "JUNIT", "RC", "SECONDS"),
+        help="one pytest process of the full suite (.venv): its row, junit XML, exit status, time",
+    )
     parser.add_argument("--suite-python", help=".venv's python, for the versions column")
     parser.add_argument("--setup-seconds", type=int, help="bootstrap + servers, for the table")
     parser.add_argument("--total-seconds", type=int, help="the whole run, for the table")
@@ -454,20 +459,22 @@ def report(argv: list[str]) -> int:
 
     if args.setup_seconds is not None:
         rows.append(("setup", "done", f"{args.setup_seconds}s", "bootstrap .venv, servers, GIS"))
-    if args.suite_rc is not None:
-        counts = junit_counts(Path(args.suite_junit)) if args.suite_junit else dict(tests)
-        ok = args.suite_rc == 0
+    versions = ""  # .venv's, on the suite's first row
+    if args.suite and args.suite_python:
+        try:
+            versions = "; " + _fmt_versions(installed_versions(args.suite_python))
+        except (OSError, subprocess.SubprocessError, ValueError):
+            versions = f"; (could not read the versions of {args.suite_python})"
+    for label, junit, rc, seconds in args.suite:
+        counts = junit_counts(Path(junit))
+        ok = rc == "0"
         failed_any |= not ok
         if not ok and counts["failed"] == 0:
             counts["failed"] = 1  # pytest itself failed (collection error, exit 5, ...)
-        summary = _fmt_tests(counts)
-        if args.suite_python:
-            try:
-                summary += "; " + _fmt_versions(installed_versions(args.suite_python))
-            except (OSError, subprocess.SubprocessError, ValueError):
-                summary += f"; (could not read the versions of {args.suite_python})"
+        summary = _fmt_tests(counts) + versions
+        versions = ""
         status = "passed" if ok else "FAILED"
-        rows.append(("suite (main: .venv, full)", status, f"{args.suite_seconds}s", summary))
+        rows.append((label, status, f"{seconds}s", summary))
         for key in tests:
             tests[key] += counts[key]
 

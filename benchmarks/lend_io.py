@@ -148,12 +148,8 @@ def child(
     # Each thread's own rate, summed: requests / seconds would count whole
     # requests only, so with ~97 requests of ~51 ms per thread in 5 s it moves
     # in steps of 1% (310.4 or 313.6 req/s), as wide as the differences measured.
-    rate = sum(done / elapsed for done, elapsed in per_thread)
-    result: dict[str, Any] = {
-        "requests": len(beyond_sleep),
-        "rate": rate,
-        "beyond_sleep": beyond_sleep,
-    }
+    rps = sum(done / elapsed for done, elapsed in per_thread)
+    result: dict[str, Any] = {"rps": rps, "beyond_sleep": beyond_sleep}
     if pooled:
         (status,) = django_sapool.pool_status("default")
         result.update(
@@ -170,9 +166,7 @@ def run_round(contender: str, args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", contender, "--threads", str(args.threads)]
     command += ["--seconds", str(args.seconds), "--vendor", args.vendor]
     command += ["--pool-size", str(args.pool_size)]
-    result = run_child(command, dict(os.environ), contender)
-    result["rps"] = result["rate"]
-    return result
+    return run_child(command, dict(os.environ), contender)
 
 
 def percentile(values: list[float], share: float) -> float:

@@ -185,6 +185,10 @@ class LeanDjangoSteps:
 
     def close_if_unusable_or_obsolete(self) -> None:
         if self._sapool_record is None:
+            if self.connection is None:
+                # What Django's does then (nothing), without the call: at every
+                # request's start, and at its end with LEND "transaction".
+                return
             return super().close_if_unusable_or_obsolete()  # type: ignore[misc]
         if not self._sapool_inline_close:
             return self.close()  # type: ignore[attr-defined,no-any-return]

@@ -211,7 +211,7 @@ def _closed(cursor: Any) -> None:
     epoch = cursor.__dict__.pop("_sapool_epoch", None)
     if epoch is None:
         return
-    state = lent(wrapper)
+    state: Lent | None = wrapper.__dict__.get("_sapool_lent")  # lent(), without the call
     if state is None or state.epoch != epoch:
         return  # its checkout ended already (the request's end, or close())
     state.cursors -= 1
@@ -295,6 +295,9 @@ def _counting_methods(base: type) -> dict[str, Any]:
                 base_close(self)
         finally:
             _closed(self)
+            # No longer counted: back to its own class, so that its collection
+            # does not call __del__ (a Python call per statement) for nothing.
+            self.__class__ = base
 
     return {"execute": execute, "close": close}
 

@@ -16,7 +16,13 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from .backends import GENERIC, backend_for
-from .conf import backend_error, conn_max_age_error, django_pool_error, read_pool_options
+from .conf import (
+    backend_error,
+    conn_max_age_error,
+    django_pool_error,
+    read_pool_option,
+    read_pool_options,
+)
 
 
 @dataclass
@@ -57,7 +63,13 @@ def pool_options_errors(alias: str, settings_dict: Mapping[str, Any]) -> list[st
     errors = []
     for key, value in raw.items():
         try:
-            read_pool_options(alias, {"POOL_OPTIONS": {key: value}})
+            read_pool_option(alias, key, value)
+        except ImproperlyConfigured as exc:
+            errors.append(str(exc))
+    if not errors:
+        # What the keys break only together (MIN_IDLE above POOL_SIZE).
+        try:
+            read_pool_options(alias, settings_dict)
         except ImproperlyConfigured as exc:
             errors.append(str(exc))
     return errors

@@ -169,7 +169,9 @@ def _is_dotted_path(value: object) -> bool:
     return isinstance(value, str) and all(part.isidentifier() for part in value.split("."))
 
 
-def _backend(path: str, value: object) -> str:
+def _backend(path: str, value: object) -> str | None:
+    if value is None:  # the default, written out
+        return None
     # By name only: wrapping.py imports it when the alias's wrapper is built,
     # and refuses a module that is no Django backend, or one we cannot pool.
     if not _is_dotted_path(value):
@@ -181,7 +183,9 @@ def _backend(path: str, value: object) -> str:
     return value  # type: ignore[return-value]
 
 
-def _password_provider(path: str, value: object) -> str:
+def _password_provider(path: str, value: object) -> str | None:
+    if value is None:  # the default, written out (an unset environment variable, say)
+        return None
     if not _is_dotted_path(value) or "." not in value:  # type: ignore[operator]
         raise ImproperlyConfigured(
             f"{path} must be the dotted path of a callable, such as "
@@ -255,17 +259,7 @@ def read_pool_options(alias: str, settings_dict: Mapping[str, Any]) -> PoolOptio
         raw = {}
     if not isinstance(raw, Mapping):
         raise ImproperlyConfigured(f"{_path(alias)} must be a dict, {_got(raw)}.")
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        parser = _PARSERS.get(key) if isinstance(key, str) else None
-        if parser is None:
-            hint = difflib.get_close_matches(str(key).upper(), VALID_KEYS, n=1)
-            suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
-            raise ImproperlyConfigured(
-                f"{_path(alias)} has an unknown key {key!r}.{suggestion} "
-                f"Valid keys: {', '.join(VALID_KEYS)}."
-            )
-        values[key.lower()] = parser(_path(alias, key), value)
+    values = {key.lower(): read_pool_option(alias, key, value) for key, value in raw.items()}
     if "PRE_PING" not in raw and settings_dict.get("CONN_HEALTH_CHECKS"):
         values["pre_ping"] = True
     options = PoolOptions(**values)
@@ -275,6 +269,23 @@ def read_pool_options(alias: str, settings_dict: Mapping[str, Any]) -> PoolOptio
             f"at most POOL_SIZE idle connections are kept, got {options.min_idle}."
         )
     return options
+
+
+def read_pool_option(alias: str, key: object, value: object) -> Any:
+    """Validate one POOL_OPTIONS key and its value alone; return the value to use.
+
+    What only the keys together can break (MIN_IDLE above POOL_SIZE) is
+    ``read_pool_options()``'s to find.
+    """
+    parser = _PARSERS.get(key) if isinstance(key, str) else None
+    if parser is None:
+        hint = difflib.get_close_matches(str(key).upper(), VALID_KEYS, n=1)
+        suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
+        raise ImproperlyConfigured(
+            f"{_path(alias)} has an unknown key {key!r}.{suggestion} "
+            f"Valid keys: {', '.join(VALID_KEYS)}."
+        )
+    return parser(_path(alias, key), value)  # type: ignore[arg-type]
 
 
 def conn_max_age_error(alias: str, settings_dict: Mapping[str, Any]) -> str | None:

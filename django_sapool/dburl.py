@@ -243,7 +243,7 @@ class _Query:
                     # Without OPTIONS, whose errors (OPTIONS['pool']) are not this parameter's.
                     conf.check_connection_settings(alias, {**settings, "OPTIONS": {}})
                 else:
-                    conf.read_pool_options(alias, {**settings, "POOL_OPTIONS": {key: param.value}})
+                    conf.read_pool_option(alias, key, param.value)
             except ImproperlyConfigured as exc:
                 raise ImproperlyConfigured(
                     f"{self.shown!r}: the query parameter {param.name}={param.text} is "

@@ -62,6 +62,14 @@ def test_e003_reports_every_bad_key_with_the_backends_message() -> None:
     )
 
 
+def test_e003_keys_that_only_together_break_are_checked_together() -> None:
+    # MIN_IDLE is checked against this alias's POOL_SIZE, not the default (10).
+    assert ids(default={**PG, "POOL_OPTIONS": {"POOL_SIZE": 30, "MIN_IDLE": 20}}) == []
+    (message,) = messages(default={**PG, "POOL_OPTIONS": {"POOL_SIZE": 2, "MIN_IDLE": 5}})
+    assert message.id == "sapool.E003"
+    assert "['MIN_IDLE'] must not exceed POOL_SIZE (2)" in message.msg
+
+
 def test_e003_pool_options_not_a_dict() -> None:
     (message,) = messages(default={**PG, "POOL_OPTIONS": [("POOL_SIZE", 3)]})
     assert message.id == "sapool.E003"

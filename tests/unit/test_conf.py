@@ -110,6 +110,13 @@ def test_lend_defaults_to_request() -> None:
     assert parse().as_settings()["LEND"] == "request"
 
 
+@pytest.mark.parametrize("key", ["BACKEND", "PASSWORD_PROVIDER"])
+def test_none_written_out_is_the_default(key: str) -> None:
+    # "PASSWORD_PROVIDER": os.environ.get("DB_PASSWORD_PROVIDER") with the variable unset.
+    assert getattr(parse({key: None}), key.lower()) is None
+    assert parse({key: None}) == parse()
+
+
 def test_max_overflow_minus_one_means_unlimited() -> None:
     assert parse({"MAX_OVERFLOW": -1}).max_overflow == -1
 

@@ -229,6 +229,12 @@ def test_the_alias_is_named() -> None:
         settings_from_url(PG + "?pool_size=0", alias="replica")
 
 
+def test_options_valid_together_are_not_checked_against_the_defaults() -> None:
+    # MIN_IDLE=20 exceeds the default POOL_SIZE (10), not this URL's.
+    settings = settings_from_url(PG + "?pool_size=30&min_idle=20")
+    assert settings["POOL_OPTIONS"] == {"POOL_SIZE": 30, "MIN_IDLE": 20}
+
+
 def test_options_that_conflict_only_together_are_refused_after_each_alone() -> None:
     message = refused(PG + "?pool_size=2&min_idle=5")
     assert "['MIN_IDLE'] must not exceed POOL_SIZE (2)" in message

@@ -167,8 +167,15 @@ def unused(pool: ManagedPool, now: float) -> bool:
 
 
 def forget_in_child() -> None:
-    """After fork, in the child (``fork.py``): the thread is gone; pools are the parent's."""
+    """After fork, in the child (``fork.py``): the thread is gone; pools are the parent's.
+
+    A no-op in the process whose thread runs: ``after_fork()`` may be called
+    where nothing was forked (a worker hook after the app already queried),
+    and this process's pools must go on being housekept.
+    """
     global _thread, _pools, _wake, _quiet
+    if _thread is not None and _pid == os.getpid():
+        return
     _thread = None
     _quiet = weakref.WeakKeyDictionary()
     _pools = weakref.WeakSet()

@@ -45,6 +45,7 @@ FINGERPRINT_FIELDS = (
 
 _SECRET = secrets.token_bytes(32)
 _lock = threading.Lock()
+_lock_pid = os.getpid()
 _pools: dict[PoolKey, ManagedPool] = {}
 # Pools and connections inherited through fork(). They belong to the parent:
 # closing them, or letting the garbage collector run the driver's destructor,
@@ -214,10 +215,12 @@ def forget_inherited_pools() -> int:
 
     Runs automatically in a child after ``os.fork()``; calling it again is harmless.
     """
-    global _lock
+    global _lock, _lock_pid
     pid = os.getpid()
-    # The parent may have forked while another thread held the lock.
-    _lock = threading.Lock()
+    if _lock_pid != pid:
+        # The parent may have forked while another thread held the lock. Only
+        # then: in the lock's own process, a new one would let two threads in.
+        _lock, _lock_pid = threading.Lock(), pid
     foreign = [key for key in _pools if key.pid != pid]
     for key in foreign:
         _inherited.append(_pools.pop(key))

@@ -502,13 +502,17 @@ def fork(children: int) -> dict[str, Any]:
     }
 
 
-def idle_shrink(burst: int, hold: float, wait: float, trickle: float = 0.0) -> dict[str, Any]:
+def idle_shrink(
+    burst: int, hold: float, wait: float, trickle: float = 0.0, after_fork: bool = False
+) -> dict[str, Any]:
     """A burst opens `burst` server sessions; then the app goes quiet for `wait` s.
 
     Reports the server's own count of our sessions at the burst's peak, right
     after it, and over the quiet period (when it reached its floor), and
     whether a request still works afterwards. ``trickle`` > 0: one thread keeps
     making a request every ``trickle`` s meanwhile (the pool stays in use).
+    ``after_fork``: ``django_sapool.after_fork()`` is called after the burst,
+    in this same process (a worker hook that runs after the app queried).
     """
     observer = Observer()
     workers = [
@@ -520,6 +524,10 @@ def idle_shrink(burst: int, hold: float, wait: float, trickle: float = 0.0) -> d
     peak = observer.our_sessions()
     for w in workers:
         w.join()
+    if after_fork:
+        import django_sapool
+
+        django_sapool.after_fork()
     quiet_from = time.monotonic()
     after_burst = observer.our_sessions()
     samples: list[tuple[float, int]] = []

@@ -50,14 +50,20 @@ def test_postgresql_idle_connections_close_down_to_min_idle(pg_run: Any) -> None
 
 
 @pytest.mark.postgresql
-def test_postgresql_unused_pool_gives_every_session_back(pg_run: Any) -> None:
+@pytest.mark.parametrize("after_fork", [False, True], ids=["", "after_fork-called-unforked"])
+def test_postgresql_unused_pool_gives_every_session_back(pg_run: Any, after_fork: bool) -> None:
     """No request at all for longer than IDLE_TIMEOUT: the housekeeper disposes of the pool.
 
     MIN_IDLE keeps connections warm for traffic that keeps coming, not for a
-    pool nobody uses; the next request builds a new pool.
+    pool nobody uses; the next request builds a new pool. The same after
+    ``after_fork()`` was called in this process, which forked nothing (a
+    worker hook run after the app queried): this process's pools are still
+    housekept (they were forgotten, and their sessions stayed open).
     """
     facts = pg_run(
-        "idle_shrink", params={"burst": BURST, "hold": 0.5, "wait": 5.0}, POOL_OPTIONS=SHRINK
+        "idle_shrink",
+        params={"burst": BURST, "hold": 0.5, "wait": 5.0, "after_fork": after_fork},
+        POOL_OPTIONS=SHRINK,
     )
     assert (facts["peak"], facts["after_burst"], facts["after_quiet"]) == (BURST, BURST, 0)
     early = [count for at, count in facts["samples"] if at < 1.0]

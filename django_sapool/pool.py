@@ -237,9 +237,15 @@ class ManagedPool:
                 return record
         limit = self._wait_limit
         try:
-            if limit >= 0 and not self._idle and sa.overflow_now(sa) >= limit:
+            if limit < 0:  # no MAX_OVERFLOW: SQLAlchemy never waits
+                return sa.take()
+            if not self._idle and sa.overflow_now(sa) >= limit:
                 return self.remembered.wait(lambda: self.stats.waited(sa.take, self.alias))
-            return sa.take()
+            # SQLAlchemy waits after all when another thread takes the idle
+            # connection, or the last overflow slot, first: take as a waiter, so
+            # that a connection returned meanwhile goes to the queue rather than
+            # into its borrower's memory, where this thread would never see it.
+            return self.remembered.wait(sa.take, queue_first=True)
         except Timeout:
             self.stats.count("timeouts")
             raise PoolExhausted(self.lending.exhausted_message(self.options)) from None

@@ -142,12 +142,17 @@ class Remembered:
                 taken.append(record)
         return taken
 
-    def wait(self, take: Callable[[], Record]) -> Record:
-        """Wait in the queue with ``take``, stealing first (see the module's docstring)."""
+    def wait(self, take: Callable[[], Record], queue_first: bool = False) -> Record:
+        """Wait in the queue with ``take``, stealing first (see the module's docstring).
+
+        ``queue_first``: steal only if the queue has no idle connection (by
+        now): ``take`` may well not wait, and a remembered connection stays
+        with its borrower then.
+        """
         waiting = self.waiting
         waiting.append(None)
         try:
-            record = self.steal()
+            record = None if queue_first and self._idle else self.steal()
             return take() if record is None else record
         finally:
             waiting.pop()

@@ -227,6 +227,46 @@ def test_a_waiting_thread_takes_a_connection_remembered_elsewhere(site: Site) ->
     a.call(give_back)
 
 
+def test_a_checkout_that_finds_the_idle_connection_taken_is_not_starved(site: Site) -> None:
+    """B sees an idle connection in the queue, A takes it first and returns it: B gets it.
+
+    B does not mean to wait (a connection is idle), but SQLAlchemy's take()
+    waits after all once A took it. A's return must go to the queue, where B
+    waits, not into A's memory while A's thread idles: B used to wait the
+    whole TIMEOUT (3 s) and fail. The thread switch between B's look at the
+    queue and its take() is forced here by pausing B's first take().
+    """
+    site.configure(POOL_SIZE=1, MAX_OVERFLOW=0, TIMEOUT=3, PRE_PING=False)
+    first = site.borrower("first")
+    pid = first.call(cycle)
+    first.stop()  # its wrapper dies: the connection goes to SQLAlchemy's queue
+    gc.collect()
+    pool = site.pool()
+    assert (len(pool.remembered), len(pool._sa.idle_records)) == (0, 1)
+
+    a, b = site.borrower("a"), site.borrower("b")
+    b_is_taking, a_returned = threading.Event(), threading.Event()
+    take = pool._sa.take
+
+    def take_after_a(*args: Any) -> Any:
+        if threading.current_thread() is b.thread and not b_is_taking.is_set():
+            b_is_taking.set()
+            a_returned.wait(STEP)
+        return take(*args)
+
+    pool._sa.take = take_after_a
+    started = time.monotonic()
+    b_checkout = b.submit(backend_pid)
+    assert b_is_taking.wait(STEP)
+    assert a.call(cycle) == pid  # took the idle connection, used it, returned it
+    a_returned.set()
+    assert b_checkout.result(STEP) == pid  # PoolExhausted after 3 s if B were starved
+    took = time.monotonic() - started
+    assert took < 2.0, f"B's checkout took {took:.2f} s"
+    assert (pool.status().timeouts, site.sessions()) == (0, 1)
+    b.call(give_back)
+
+
 def test_a_remembered_connection_killed_on_the_server_is_replaced(site: Site) -> None:
     site.configure(POOL_SIZE=2, PRE_PING=True)
     a = site.borrower("a")

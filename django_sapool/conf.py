@@ -259,7 +259,9 @@ def read_pool_options(alias: str, settings_dict: Mapping[str, Any]) -> PoolOptio
         raw = {}
     if not isinstance(raw, Mapping):
         raise ImproperlyConfigured(f"{_path(alias)} must be a dict, {_got(raw)}.")
-    values = {key.lower(): read_pool_option(alias, key, value) for key, value in raw.items()}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        values[key.lower()] = read_pool_option(alias, key, value)  # refuses a non-str key first
     if "PRE_PING" not in raw and settings_dict.get("CONN_HEALTH_CHECKS"):
         values["pre_ping"] = True
     options = PoolOptions(**values)

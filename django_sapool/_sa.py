@@ -139,6 +139,18 @@ class SaPool(QueuePool):
         """Make every connection open now reconnect at its next checkout."""
         self._invalidate(None, None, _checkin=False)  # type: ignore[arg-type]
 
+    def idle_open(self) -> int:
+        """Return how many idle records hold an open connection.
+
+        A record whose connection was closed (broken, retired, failed to
+        connect) goes back to the queue empty, and connects at its next
+        checkout: SQLAlchemy's ``checkedin()`` counts it, but it is no
+        connection.
+        """
+        queue: Any = self._pool  # sqlalchemy.util.queue.Queue: .queue, .mutex
+        with queue.mutex:
+            return sum(1 for record in queue.queue if record.dbapi_connection is not None)
+
     def take_idle(self, choose: Callable[[list[Record]], list[Record]]) -> list[Record]:
         """Remove the idle records ``choose`` picks (from the live ones) and return them.
 

@@ -353,7 +353,7 @@ class ManagedPool:
         sa = self._sa
         # SQLAlchemy counts a remembered connection as checked out; it is idle.
         remembered = len(self._by_owner)
-        idle, checked_out = sa.checkedin() + remembered, sa.checkedout() - remembered
+        idle, checked_out = sa.idle_open() + remembered, sa.checkedout() - remembered
         busy = self.lending.counts()
         return self.stats.snapshot(
             size=idle + checked_out,

@@ -480,6 +480,31 @@ def test_status_counts_a_remembered_connection_as_idle(site: Site) -> None:
     assert (status.idle, status.checked_out, status.size) == (1, 0, 1)
 
 
+def test_status_does_not_count_a_connection_discarded_as_broken(site: Site) -> None:
+    """A connection killed on the server while checked out is discarded at its return.
+
+    SQLAlchemy keeps its record in the queue, empty until a checkout connects
+    it again; status() must say what the server sees: no session, none idle.
+    """
+    site.configure(POOL_SIZE=3, MAX_OVERFLOW=0)
+    a = site.borrower("a")
+    pid = a.call(backend_pid)
+    site.admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    assert site.until(lambda: not site.alive(pid))
+    with pytest.raises(Exception):  # the statement finds its session gone
+        a.call(backend_pid)
+    a.call(give_back)
+    pool = site.pool()
+    status = pool.status()
+    assert site.sessions() == 0
+    assert (status.size, status.idle, status.checked_out) == (0, 0, 0)
+    assert status.connections_opened - status.connections_closed == 0
+    # The next checkout connects the record again: one session, one counted.
+    new_pid = a.call(cycle)
+    assert new_pid != pid and site.sessions() == 1
+    assert (pool.status().size, pool.status().idle) == (1, 1)
+
+
 def test_dispose_closes_a_remembered_connection(site: Site) -> None:
     site.configure(POOL_SIZE=2)
     a = site.borrower("a")

@@ -281,7 +281,12 @@ class ManagedPool:
             try:
                 self.validation.reset(raw, state, suspect)
             except Exception as exc:
-                self.retire(record, BROKEN, exc)
+                # A reset refused by a server that answered, on a connection its
+                # driver still calls open (a deferred constraint failing the
+                # COMMIT of RESET_ON_RETURN "commit"), says nothing about the
+                # other connections: this one alone is closed.
+                alone = not isinstance(exc, ServerSilent) and not state.flags.is_closed()
+                self.retire(record, BROKEN, exc, alone=alone)
                 return
         state.last_used = time.monotonic()
         if self._closing_returns and (

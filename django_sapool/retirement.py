@@ -34,8 +34,14 @@ class Retirement:
         self._stats = stats
         self._remembered = remembered
 
-    def retire(self, record: Record, reason: str, error: BaseException | None = None) -> None:
-        """Close a connection for ``reason`` (see ``state.py``), counting it here."""
+    def retire(
+        self, record: Record, reason: str, error: BaseException | None = None, alone: bool = False
+    ) -> None:
+        """Close a connection for ``reason`` (see ``state.py``), counting it here.
+
+        ``alone``: a broken connection whose server answered; the others are
+        not suspected (else every older connection is retired with it).
+        """
         state = record.info.get(STATE)
         if state is not None:
             state.closing = reason
@@ -47,6 +53,9 @@ class Retirement:
                 self.alias,
                 "unusable" if error is None or type(error) is Closed else type(error).__name__,
             )
+            if alone:
+                sa.close_and_give_back(record)
+                return
             # Also retires every older connection at its next checkout: a dead
             # connection usually means a restarted or failed-over server.
             sa.discard(record, error)

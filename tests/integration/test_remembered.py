@@ -505,6 +505,56 @@ def test_status_does_not_count_a_connection_discarded_as_broken(site: Site) -> N
     assert (pool.status().size, pool.status().idle) == (1, 1)
 
 
+def test_a_commit_on_return_refused_by_the_server_retires_that_connection_alone(
+    site: Site,
+) -> None:
+    """RESET_ON_RETURN "commit" whose COMMIT fails on a deferred constraint.
+
+    The server answered: that connection is closed (its transaction is gone
+    anyway), but its siblings are healthy and keep their sessions. They were
+    all retired with it, as after a dead server.
+    """
+    site.configure(POOL_SIZE=3, MAX_OVERFLOW=0, RESET_ON_RETURN="commit")
+    a, b, c = site.borrower("a"), site.borrower("b"), site.borrower("c")
+
+    def make_tables(wrapper: Any) -> None:
+        with wrapper.cursor() as cursor:
+            cursor.execute(
+                "CREATE TABLE parent (id int PRIMARY KEY);"
+                "CREATE TABLE child (parent_id int REFERENCES parent DEFERRABLE INITIALLY DEFERRED)"
+            )
+
+    a.call(make_tables)
+    pids = [borrower.call(backend_pid) for borrower in (a, b, c)]  # three sessions
+    for borrower in (a, b, c):
+        borrower.call(give_back)
+    assert len(set(pids)) == 3 and site.sessions() == 3
+
+    def insert_an_orphan_and_return(wrapper: Any) -> None:
+        wrapper.set_autocommit(False)
+        with wrapper.cursor() as cursor:
+            cursor.execute("INSERT INTO child VALUES (42)")  # fails at COMMIT
+        wrapper.close()  # the pool's COMMIT on return fails with ForeignKeyViolation
+
+    a.call(insert_an_orphan_and_return)
+    assert site.until(lambda: not site.alive(pids[0]))
+    # The siblings' sessions live on, and their borrowers take them back.
+    assert (b.call(cycle), c.call(cycle)) == (pids[1], pids[2])
+    assert a.call(cycle) not in pids
+    status = site.pool().status()
+    assert (status.connections_invalidated, status.connections_opened) == (1, 4)
+    assert site.sessions() == 3
+
+    def orphans(wrapper: Any) -> int:
+        with wrapper.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM child")
+            count: int = cursor.fetchone()[0]
+        wrapper.close()
+        return count
+
+    assert b.call(orphans) == 0  # nothing committed
+
+
 def test_dispose_closes_a_remembered_connection(site: Site) -> None:
     site.configure(POOL_SIZE=2)
     a = site.borrower("a")

@@ -46,9 +46,12 @@ SHADOWED = ("connect", "set_autocommit", "_cursor")
 #: Statements whose effect lives in the server session beyond the statement
 #: (PgBouncer's transaction-mode list, and MySQL's equivalents): session
 #: settings, LISTEN, temporary tables, prepared statements, holdable cursors,
-#: session-level advisory locks (PostgreSQL) and named locks (MySQL).
+#: session-level advisory locks (PostgreSQL) and named locks (MySQL). Not
+#: PostgreSQL's SET CONSTRAINTS, which lasts the transaction (Django's schema
+#: editor sends it outside atomic() in non-atomic migrations). SET LOCAL and
+#: SET TRANSACTION stay: on MySQL they change the session.
 SESSION_STATEMENT = re.compile(
-    r"^\s*(?:SET|RESET|LISTEN|UNLISTEN|PREPARE|DECLARE|LOCK\s+TABLES?"
+    r"^\s*(?:SET(?!\s+CONSTRAINTS\b)|RESET|LISTEN|UNLISTEN|PREPARE|DECLARE|LOCK\s+TABLES?"
     r"|CREATE\s+(?:(?:GLOBAL|LOCAL)\s+)?TEMP(?:ORARY)?)\b"
     r"|\bpg_(?:try_)?advisory_lock(?:_shared)?\s*\(|\bGET_LOCK\s*\(",
     re.IGNORECASE,
@@ -131,15 +134,25 @@ def _install(wrapper: Any) -> None:
     me = weakref.ref(wrapper)
 
     def connect() -> None:
+        wrapper: Any = me()  # alive: Django calls this on it
         state.epoch += 1
         state.cursors = 0
         state.settled = False
         state.busy += 1
         try:
-            django_connect(me())
+            django_connect(wrapper)
+        except BaseException:
+            # Checked out, then the session setup or a connection_created
+            # receiver failed: Django keeps the connection, half set up. Give
+            # it back now, else this wrapper holds it for good. The next
+            # statement checks out again and redoes what failed (the pool
+            # marks the session setup done only when it succeeded).
+            if wrapper.connection is not None:
+                wrapper.close_if_unusable_or_obsolete()
+            raise
         finally:
             state.busy -= 1
-        state.settled = True
+            state.settled = True
 
     def set_autocommit(
         autocommit: bool, force_begin_transaction_with_broken_autocommit: bool = False
@@ -149,10 +162,11 @@ def _install(wrapper: Any) -> None:
             django_set_autocommit(me(), autocommit, force_begin_transaction_with_broken_autocommit)
         finally:
             state.busy -= 1
-        # The outermost atomic() block's end (Django's Atomic.__exit__), or
-        # the end of manual transaction management.
-        if autocommit and not state.cursors:
-            release(me(), state)
+            # The outermost atomic() block's end (Django's Atomic.__exit__), or
+            # the end of manual transaction management; also when an on_commit()
+            # callback (run in there) raised: autocommit is back on by then.
+            if autocommit and not state.cursors:
+                release(me(), state)
 
     def cursor(name: str | None = None) -> Any:
         # Counted once the backend has made it: what the backend runs on it

@@ -329,6 +329,84 @@ def rolled_back() -> dict[str, Any]:
     return facts
 
 
+def on_commit_raises() -> dict[str, Any]:
+    """An on_commit() callback raises: the connection goes back at the block's end all the same."""
+    observer = Observer()
+    facts: dict[str, Any] = {}
+
+    def callback() -> None:
+        raise Boom("on_commit")
+
+    try:
+        with transaction.atomic():
+            Item.objects.create(name="hooked")
+            transaction.on_commit(callback)
+    except Boom as exc:
+        facts["raised"] = error(exc)
+    facts["checked_out_after_block"] = checked_out()
+    facts["held_after_block"] = connection.connection is not None
+    # The view goes on (an HTTP call...): another request gets the only connection.
+    try:
+        in_thread(backend_pid)
+        facts["other_thread"] = "served"
+    except PoolExhausted as exc:
+        facts["other_thread"] = error(exc)
+    facts["in_transaction"] = observer.in_transaction()
+    facts["committed"] = observer.committed("hooked")  # last: its session lingers a moment
+    facts["count"] = Item.objects.count()
+    facts["checked_out_end"] = checked_out()
+    return facts
+
+
+def connect_fails(rounds: int, receiver: str | None = None) -> dict[str, Any]:
+    """Django's connect() fails after the checkout; ``rounds`` statements in a row.
+
+    ``receiver``: "raise", a connection_created receiver raising at its first
+    call; "kill", one ending its own server session at its first call
+    (PostgreSQL); None, no receiver (the alias's OPTIONS make the session setup fail).
+    """
+    observer = Observer()
+    mysql = connection.vendor == "mysql"
+    calls: list[int] = []
+
+    def on_created(connection: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        if len(calls) > 1:
+            return
+        if receiver == "raise":
+            raise Boom("connection_created")
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    if receiver is not None:
+        connection_created.connect(on_created, weak=False)
+    seen: list[dict[str, Any]] = []
+    for _ in range(rounds):
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT CURRENT_USER()" if mysql else "SELECT current_user")
+                outcome = f"user: {cursor.fetchone()[0]}"
+        except Exception as exc:
+            outcome = error(exc)
+        seen.append(
+            {
+                "outcome": outcome,
+                "checked_out": checked_out(),
+                "held": connection.connection is not None,
+                "receiver_calls": len(calls),
+            }
+        )
+    facts: dict[str, Any] = {"seen": seen}
+    try:
+        facts["other_thread"] = f"served: {in_thread(backend_pid)}"
+    except Exception as exc:
+        facts["other_thread"] = error(exc)
+    facts["sessions"] = observer.sessions()
+    facts["connections_opened"] = pool().status().connections_opened
+    facts["checked_out_end"] = checked_out()
+    return facts
+
+
 def isolation(rounds: int) -> dict[str, Any]:
     """Thread A's uncommitted rows are never seen by thread B, which shares its one connection."""
     facts: dict[str, Any] = {"observed": [], "pids": set()}
@@ -474,6 +552,13 @@ def warned() -> dict[str, Any]:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock_all()")
             cursor.execute("UNLISTEN *")
+        # Transaction-scoped: Django's schema editor sends it outside atomic()
+        # (a non-atomic migration that drops a foreign key).
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with connection.cursor() as cursor:
+                cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        facts["set_constraints"] = [str(w.message) for w in caught if w.category is LendWarning]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with transaction.atomic():
@@ -622,6 +707,8 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
         held_by_request,
         atomic_holds,
         rolled_back,
+        on_commit_raises,
+        connect_fails,
         isolation,
         open_cursors,
         statements,
@@ -635,8 +722,9 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
 
 
 def main() -> None:
-    with connection.schema_editor() as editor:
-        editor.create_model(Item)
+    if CONFIG["scenario"] != "connect_fails":  # whose session setup may fail
+        with connection.schema_editor() as editor:
+            editor.create_model(Item)
     close_old_connections()
     facts = SCENARIOS[CONFIG["scenario"]](**CONFIG.get("params", {}))
     facts["driver"] = connection.Database.__name__

@@ -208,6 +208,77 @@ def test_a_rolled_back_atomic_leaves_nothing_behind(lend_run: Any) -> None:
     assert facts["in_transaction_end"] == 0
 
 
+def test_an_on_commit_callback_that_raises_still_returns_the_connection(lend_run: Any) -> None:
+    """Django runs on_commit() callbacks inside set_autocommit(True), at the block's end."""
+    facts = lend_run("on_commit_raises", default=TXN(POOL_SIZE=1, MAX_OVERFLOW=0, TIMEOUT=SHORT))
+    assert facts["raised"] == "Boom: on_commit"
+    assert (facts["checked_out_after_block"], facts["held_after_block"]) == (0, False)
+    # POOL_SIZE=1: another thread got the only connection while this one went on.
+    assert facts["other_thread"] == "served", facts
+    assert facts["committed"] == 1
+    assert facts["in_transaction"] == 0
+    assert (facts["count"], facts["checked_out_end"]) == (1, 0)
+
+
+def test_a_connection_created_receiver_that_raises_returns_the_connection(lend_run: Any) -> None:
+    """The receiver raises at its first call: that statement fails, its connection goes
+    back, and the next statement checks out again, the receiver called again."""
+    facts = lend_run(
+        "connect_fails",
+        params={"rounds": 3, "receiver": "raise"},
+        default=TXN(POOL_SIZE=1, MAX_OVERFLOW=0, TIMEOUT=SHORT),
+    )
+    seen = facts["seen"]
+    assert seen[0]["outcome"] == "Boom: connection_created", seen
+    assert [s["outcome"].split(" ")[0] for s in seen[1:]] == ["user:", "user:"], seen
+    assert [s["checked_out"] for s in seen] == [0, 0, 0], seen
+    assert [s["held"] for s in seen] == [False, False, False], seen
+    assert [s["receiver_calls"] for s in seen] == [1, 2, 3], seen
+    assert facts["other_thread"].startswith("served: "), facts
+    assert (facts["sessions"], facts["connections_opened"], facts["checked_out_end"]) == (1, 1, 0)
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_a_failing_session_setup_runs_again_at_each_statement(pg: PgServer, driver: str) -> None:
+    """OPTIONS["assume_role"] names no role: Django's SET ROLE fails in its connect().
+
+    Every statement fails the same way, none runs without the role, and the
+    connection goes back after each: another thread is not kept waiting.
+    """
+    run = _pg_runner(pg, driver, assume_role="sapool_lend_no_such_role")
+    facts = run(
+        "connect_fails",
+        params={"rounds": 3},
+        default=TXN(POOL_SIZE=1, MAX_OVERFLOW=0, TIMEOUT=SHORT),
+    )
+    for s in facts["seen"]:
+        assert s["outcome"].startswith("DataError: "), facts["seen"]
+        assert "sapool_lend_no_such_role" in s["outcome"], facts["seen"]
+        assert (s["checked_out"], s["held"]) == (0, False), facts["seen"]
+    assert facts["other_thread"].startswith("DataError: "), facts
+    assert "sapool_lend_no_such_role" in facts["other_thread"]
+    assert (facts["sessions"], facts["connections_opened"], facts["checked_out_end"]) == (1, 1, 0)
+
+
+@pytest.mark.postgresql
+def test_a_session_that_dies_during_connect_is_replaced(pg: PgServer, pg_lend_run: Any) -> None:
+    """A connection_created receiver's statement ends its own session: the next
+    statement gets another server session instead of failing on the dead one."""
+    facts = pg_lend_run(
+        "connect_fails",
+        params={"rounds": 3, "receiver": "kill"},
+        default=TXN(POOL_SIZE=1, MAX_OVERFLOW=0, TIMEOUT=SHORT),
+    )
+    seen = facts["seen"]
+    assert seen[0]["outcome"].startswith("OperationalError: "), seen
+    assert [s["outcome"] for s in seen[1:]] == [f"user: {pg.user}"] * 2, seen
+    assert [s["checked_out"] for s in seen] == [0, 0, 0], seen
+    assert facts["other_thread"].startswith("served: "), facts
+    # The dead one discarded, another opened; nothing left checked out.
+    assert (facts["connections_opened"], facts["checked_out_end"]) == (2, 0)
+
+
 def test_threads_sharing_one_connection_never_see_uncommitted_rows(lend_run: Any) -> None:
     facts = lend_run(
         "isolation",
@@ -258,6 +329,9 @@ def test_session_state_statements_outside_atomic_warn(lend_run: Any) -> None:
         assert "outside atomic() on alias 'default'" in messages[0]
         assert "POOL_OPTIONS['LEND'] = 'transaction'" in messages[0]
     assert facts["inside"] == []
+    if facts["driver"] in ("psycopg", "psycopg2"):
+        # SET CONSTRAINTS lasts the transaction: not warned about.
+        assert facts["set_constraints"] == []
     assert facts["as_error"] == "LendWarning"
     assert facts["checked_out_end"] == 0
 

@@ -16,6 +16,7 @@ from typing import Any
 import django
 import pytest
 from django.db import connections, transaction
+from django.db.backends.signals import connection_created
 
 from django_sapool import lend
 from django_sapool.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
@@ -142,6 +143,50 @@ def test_atomic_holds_it_until_the_outermost_block_ends(tmp_path: Path, extra_al
     assert checked_out(db) == 0
 
 
+def test_an_on_commit_callback_that_raises_returns_it_all_the_same(
+    tmp_path: Path, extra_alias: Any
+) -> None:
+    # Django runs the callbacks inside set_autocommit(True), at the block's end.
+    extra_alias("lent", **sqlite_settings(tmp_path, LEND="transaction"))
+    db = connections["lent"]
+    with pytest.raises(ZeroDivisionError):
+        with transaction.atomic(using="lent"):
+            with db.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            transaction.on_commit(lambda: 1 / 0, using="lent")
+    assert db.connection is None
+    assert checked_out(db) == 0
+
+
+def test_a_failed_connect_returns_it_and_the_next_statement_connects_again(
+    tmp_path: Path,
+) -> None:
+    db = wrapper(tmp_path)
+    calls: list[int] = []
+
+    def receiver(connection: Any, **kwargs: Any) -> None:
+        if connection is db:
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("a receiver failed")
+
+    connection_created.connect(receiver)
+    try:
+        with pytest.raises(RuntimeError, match="a receiver failed"):
+            db.cursor()
+        assert db.connection is None
+        assert checked_out(db) == 0
+        state = lend.lent(db)
+        assert state is not None and (state.settled, state.busy) == (True, 0)
+        with db.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        assert len(calls) == 2  # connected again: the receiver ran again
+        assert db.connection is None  # and lent per statement as before
+        assert checked_out(db) == 0
+    finally:
+        connection_created.disconnect(receiver)
+
+
 def test_a_cursor_of_an_earlier_checkout_no_longer_counts(tmp_path: Path) -> None:
     db = wrapper(tmp_path)
     stale = db.cursor()
@@ -183,6 +228,10 @@ def test_a_change_of_lend_applies_from_the_next_checkout(tmp_path: Path) -> None
         "SELECT pg_advisory_lock(1)",
         "SELECT GET_LOCK('x', 0)",
         "PREPARE q AS SELECT 1",
+        # On MySQL these change the session (SET TRANSACTION: its next transaction).
+        "SET LOCAL statement_timeout = 0",
+        "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+        "SET search_path = constraints",
     ],
 )
 def test_session_state_statements_are_recognised(sql: str) -> None:
@@ -197,6 +246,10 @@ def test_session_state_statements_are_recognised(sql: str) -> None:
         "UPDATE settings SET value = 1",
         "SELECT pg_advisory_xact_lock(1)",
         "INSERT INTO t (name) VALUES ('SET x')",
+        # Transaction-scoped; Django's schema editor sends it outside atomic().
+        "SET CONSTRAINTS ALL IMMEDIATE",
+        'SET CONSTRAINTS "t_fk" IMMEDIATE; ALTER TABLE "t" DROP CONSTRAINT "t_fk"',
+        "  set constraints all deferred",
     ],
 )
 def test_ordinary_statements_are_not(sql: str) -> None:

@@ -29,6 +29,7 @@ from concurrent.futures import Future
 from typing import Any
 
 import pytest
+from django.db import OperationalError
 
 from django_sapool import registry
 from django_sapool.backends.postgresql.base import DatabaseWrapper
@@ -491,7 +492,7 @@ def test_status_does_not_count_a_connection_discarded_as_broken(site: Site) -> N
     pid = a.call(backend_pid)
     site.admin.execute("SELECT pg_terminate_backend(%s)", [pid])
     assert site.until(lambda: not site.alive(pid))
-    with pytest.raises(Exception):  # the statement finds its session gone
+    with pytest.raises(OperationalError):  # the statement finds its session gone
         a.call(backend_pid)
     a.call(give_back)
     pool = site.pool()

@@ -6,6 +6,8 @@ each new server connection, never reused from an earlier one; so the pool's
 creator asks for them then (``wrapper.py``: ``_creator``), adds CONNECT_TIMEOUT,
 and, with ``POOL_OPTIONS["PASSWORD_PROVIDER"]``, the password the provider gives
 for this connection. A checkout of a pooled connection needs none of it.
+A connection that no pool keeps (Django's ``_nodb_cursor()``, which creates
+and drops test databases) is given the same (``sapool_unpooled_connection``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.db.backends.base.base import NO_DB_ALIAS  # the alias of _nodb_cursor()
 from django.db.utils import OperationalError
 from django.utils.module_loading import import_string
 
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
 
 
 def _setting(alias: str) -> str:
+    if alias == NO_DB_ALIAS:  # a copy of some alias's settings, under Django's alias
+        return "POOL_OPTIONS['PASSWORD_PROVIDER'] (for Django's connection without a database)"
     return f"settings.DATABASES[{alias!r}]['POOL_OPTIONS']['PASSWORD_PROVIDER']"
 
 

@@ -12,7 +12,8 @@ and the request's ``close()`` run as lean copies (``lean.py``). We fill four hoo
   functions, psycopg adapters, isolation level) happens exactly as without us,
   with parameters worked out for that connection (``get_connection_params()``,
   then POOL_OPTIONS' PASSWORD_PROVIDER): a backend that puts a short-lived token
-  there connects with a current one.
+  there connects with a current one. A wrapper that never pools (Django's
+  ``_nodb_cursor()``, SQLite in memory) opens its connection the same way.
 - ``init_connection_state`` runs once per raw connection, not per checkout: what
   it sets lives in the server session, and re-sending it would cost round trips.
 - ``_close`` returns the connection to the pool (reset per RESET_ON_RETURN), or
@@ -33,21 +34,17 @@ import weakref
 from typing import Any
 
 from django.core.signals import setting_changed
+from django.db.backends.base.base import NO_DB_ALIAS  # the alias of _nodb_cursor()
 from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
 from . import credentials, fork, lend, registry
 from .backends import GENERIC, backend_for
-from .conf import check_connection_settings, parse_pool_options
+from .conf import check_connection_settings, parse_pool_options, read_pool_options
 from .drivers import DriverOps
 from .lean import LAZY_PARAMS, LeanDjangoSteps
 from .pool import ManagedPool
 from .state import STATE, ConnState
-
-try:  # Django >= 4.1 exposes the alias used for _nodb_cursor() here.
-    from django.db.backends.base.base import NO_DB_ALIAS
-except ImportError:  # pragma: no cover
-    NO_DB_ALIAS = "__no_db__"
 
 #: Django settings changed (``override_settings``) this many times: a wrapper
 #: then asks ``sapool_fingerprint_extra()`` again before it uses its pool.
@@ -264,7 +261,9 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
         What runs at every checkout instead of hashing the settings (~10 us):
         the watched fields of settings_dict against a copy, Django's setting
         changes (TIME_ZONE, USE_TZ: ``sapool_fingerprint_extra()``), and the
-        pool neither disposed nor inherited through fork().
+        pool neither disposed nor inherited through fork(). A watched key
+        deleted in place (``del settings_dict["POOL_OPTIONS"]``: back to the
+        defaults) is a change too.
         """
         cache = self._sapool_cache
         if cache is None:
@@ -272,14 +271,19 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
         settings_dict = self.settings_dict
         pool = cache.pool
         watch = cache.watch  # read, then called: CPython 3.11 specialises that
-        if (
-            watch(settings_dict) == cache.watched
-            and len(settings_dict) == cache.size
-            and cache.changes == _settings_changes
-            and not pool.disposed
-            and pool.pid == fork.pid
-        ):
-            return pool
+        # The whole test in the try: free in CPython 3.11+ unless raised (a
+        # try around the call alone costs ~70 instructions per checkout).
+        try:
+            if (
+                watch(settings_dict) == cache.watched
+                and len(settings_dict) == cache.size
+                and cache.changes == _settings_changes
+                and not pool.disposed
+                and pool.pid == fork.pid
+            ):
+                return pool
+        except KeyError:  # watch(): a watched key is gone, the settings changed
+            pass
         return None
 
     # -- Django hooks -----------------------------------------------------------
@@ -295,8 +299,22 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         if not self.sapool_enabled():
-            return super().get_new_connection(conn_params)  # type: ignore[misc]
+            return self.sapool_unpooled_connection(conn_params)
         return self.sapool_checkout(self.sapool_pool(), conn_params)
+
+    def sapool_unpooled_connection(self, conn_params: dict[str, Any]) -> Any:
+        """Open a server connection that no pool keeps, as a pooled one is opened.
+
+        Django's ``_nodb_cursor()`` (test database creation and destruction,
+        PostgreSQL's connection to its 'postgres' database) connects with a
+        copy of the alias's settings under the alias ``NO_DB_ALIAS``, which
+        never pools; it still needs the alias's PASSWORD_PROVIDER password and
+        CONNECT_TIMEOUT (``credentials.py``). Only POOL_OPTIONS is read: a
+        wrapper that never pools (SQLite's in-memory database) is not refused
+        CONN_MAX_AGE, and gets Django's parameters unchanged.
+        """
+        options = read_pool_options(self.alias, self.settings_dict)
+        return self.sapool_new_connection(credentials.connect_params(self, options, conn_params))
 
     def sapool_checkout(self, pool: ManagedPool, conn_params: dict[str, Any]) -> Any:
         """Check a raw connection out of ``pool`` for this wrapper; return it.

@@ -307,3 +307,44 @@ def test_rotated_password_every_new_connection_logs_in_with_the_current_one(
     for refusal in (stale_refusal, last_refusal):
         assert refusal is not None and "password authentication failed" in refusal, refusal
     assert leaked == []
+
+
+def test_test_database_is_created_and_destroyed_with_the_provider_password(
+    rotation: Rotation,
+) -> None:
+    """Django's _nodb_cursor() (no pool: test databases) logs in with the provider's password.
+
+    The child is tests/integration/test_credentials_nodb.py's (MariaDB there); no
+    rotation here, the server just requires the role's password.
+    """
+    from tests.integration.conftest import run_child
+
+    refusal = wait_refused(rotation, "not-the-password")
+    assert refusal is not None and "password authentication failed" in refusal, refusal
+    rotation.server.execute(f'ALTER ROLE "{rotation.role}" CREATEDB')
+    test_name = f"test_{rotation.dbname}"
+    db = rotation.server.settings(
+        rotation.dbname,
+        USER=rotation.role,
+        PASSWORD="",  # the provider gives it
+        POOL_OPTIONS={"PASSWORD_PROVIDER": "tests.faults.credentials.current_password"},
+    )
+    log_start = rotation.server.log.stat().st_size
+    try:
+        facts = run_child(
+            {"scenario": "nodb", "driver": "psycopg", "db": db},
+            timeout=120,
+            module="tests.integration.test_credentials_nodb",
+            env_var="SAPOOL_NODB_CHILD",
+        )
+    finally:
+        rotation.server.execute(f'DROP DATABASE IF EXISTS "{test_name}"')
+    assert facts["pooled_user"] == facts["nodb_user"] == rotation.role
+    assert facts["nodb_database"] == "postgres"  # Django's _nodb_cursor() database
+    assert facts["test_name"] == facts["test_database"] == test_name
+    assert facts["pools"] == [], facts["pools"]  # test database's pool disposed on destroy
+    left = "SELECT count(*) FROM pg_database WHERE datname = %s"
+    assert rotation.server.scalar(left, [test_name]) == 0
+    # The pooled one, _nodb_cursor()'s, create, the pooled one on the test database, drop.
+    assert authenticated_logins(rotation.server, rotation.role, log_start) >= 5
+    assert rotation.current not in facts["stderr"]

@@ -15,15 +15,22 @@ Only the socket is shut down (a duplicate descriptor is shut down and closed);
 the driver still owns and closes its descriptor. Arming and disarming take one
 lock; firing holds it, so a deadline that expires as the call returns is either
 fired (the caller sees ``fired``) or cancelled, never half of each.
+
+The watchdog is an operating-system thread with locks of its own even where
+gevent monkey-patched ``threading``: a greenlet watchdog cannot run while the
+hub's thread waits in a driver's C code (mysqlclient, psycopg2 without a wait
+callback), which is when it is needed; the driver releases the GIL meanwhile.
 """
 
 from __future__ import annotations
 
+import _socket
+import _thread
 import heapq
 import itertools
 import logging
 import os
-import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +54,15 @@ class Deadline:
         self.done = False
 
 
+def _native_threads() -> tuple[Callable[..., int], Callable[[], Any]]:
+    """Return ``_thread.start_new_thread`` and ``allocate_lock`` as they were before gevent."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None:
+        start, allocate = monkey.get_original("_thread", ["start_new_thread", "allocate_lock"])
+        return start, allocate
+    return _thread.start_new_thread, _thread.allocate_lock
+
+
 class Watchdog:
     """Shut down the sockets of calls that outlive their deadline (one thread per process)."""
 
@@ -63,60 +79,67 @@ class Watchdog:
         """
         if getattr(self, "_pid", 0) == os.getpid():
             return
-        self._cond = threading.Condition(threading.Lock())
+        self._start_thread, allocate_lock = _native_threads()
+        #: Guards the heap and each deadline's ``fired`` and ``done``.
+        self._lock = allocate_lock()
+        #: Released to wake the thread up (a binary semaphore: a wake-up given
+        #: while the thread is busy is seen at its next wait, never lost).
+        self._wake = allocate_lock()
+        self._wake.acquire()
         self._heap: list[tuple[float, int, Deadline]] = []
-        self._thread: threading.Thread | None = None
         self._pid = 0
+        #: Threads started in this process: one, once a deadline was armed.
+        self.threads_started = 0
 
     def arm(self, fd: int, seconds: float) -> Deadline:
         """Shut ``fd``'s socket down in ``seconds`` unless :meth:`disarm` comes first."""
         deadline = Deadline(fd, time.monotonic() + seconds)
-        with self._cond:
-            if self._thread is None:
+        with self._lock:
+            if not self._pid:
                 self._pid = os.getpid()
-                self._thread = threading.Thread(
-                    target=self._run, name="django_sapool-watchdog", daemon=True
-                )
-                self._thread.start()
+                self._start_thread(self._run, ())
+                self.threads_started += 1
             heapq.heappush(self._heap, (deadline.when, next(self._seq), deadline))
-            if self._heap[0][2] is deadline:
-                self._cond.notify()
+            earliest = self._heap[0][2] is deadline
+        if earliest:
+            try:
+                self._wake.release()
+            except RuntimeError:  # released already: the thread looks again anyway
+                pass
         return deadline
 
     def disarm(self, deadline: Deadline) -> bool:
         """Cancel ``deadline``; return True if it had already fired."""
-        with self._cond:
+        with self._lock:
             deadline.done = True
             return deadline.fired
 
     def _run(self) -> None:
         pid = os.getpid()
-        cond = self._cond  # its own, whatever forget() does in a child
-        with cond:
-            while pid == os.getpid():
+        lock, wake = self._lock, self._wake  # its own, whatever forget() does in a child
+        while pid == os.getpid():
+            with lock:
                 heap = self._heap
                 while heap and heap[0][2].done:
                     heapq.heappop(heap)
-                if not heap:
-                    cond.wait()
+                delay = heap[0][0] - time.monotonic() if heap else -1.0
+                if heap and delay <= 0:
+                    deadline = heapq.heappop(heap)[2]
+                    deadline.fired = deadline.done = True
+                    shut_down(deadline.fd)
                     continue
-                delay = heap[0][0] - time.monotonic()
-                if delay > 0:
-                    cond.wait(delay)
-                    continue
-                deadline = heapq.heappop(heap)[2]
-                deadline.fired = deadline.done = True
-                shut_down(deadline.fd)
+            wake.acquire(True, delay)  # -1: until woken
 
 
 def shut_down(fd: int) -> None:
     """Shut a socket down for reading and writing without closing ``fd`` itself."""
     try:
-        sock = socket.socket(fileno=os.dup(fd))
+        # _socket's own type, which gevent never replaces: no hub in this thread.
+        sock = _socket.socket(fileno=os.dup(fd))
     except OSError:
         return  # already closed by its driver
     try:
-        sock.shutdown(socket.SHUT_RDWR)
+        sock.shutdown(_socket.SHUT_RDWR)
     except OSError:
         logger.debug("django_sapool: shutdown() of a timed-out socket failed", exc_info=True)
     finally:

@@ -16,8 +16,9 @@ from: ``connect`` (checkout, BEGIN), ``insert``, or ``commit`` (atomic()'s exit,
 i.e. the COMMIT itself: the outcome is in doubt).
 
 Config (env SAPOOL_FAULT_CHILD): ``driver`` (psycopg, psycopg2, mysqlclient,
-pymysql) and ``databases`` (Django's DATABASES; a stock Django ENGINE for the
-baselines).
+pymysql), ``databases`` (Django's DATABASES; a stock Django ENGINE for the
+baselines) and ``gevent`` (true: ``gevent.monkey.patch_all()`` first, as
+gunicorn's gevent worker does before it loads the app).
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ from typing import Any
 from tests.child_setup import read_config, setup_django, use_driver
 
 CONFIG = read_config("SAPOOL_FAULT_CHILD")
+if CONFIG.get("gevent"):
+    from gevent import monkey
+
+    monkey.patch_all()
 use_driver(CONFIG.get("driver"))
 
 from django.core.signals import got_request_exception  # noqa: E402
@@ -293,7 +298,9 @@ def cmd_setup() -> dict[str, Any]:
             )
         driver = driver_name()
     connection.close()
-    return {"vendor": connection.vendor, "driver": driver}
+    gevent = sys.modules.get("gevent.monkey")
+    patched = gevent is not None and gevent.is_module_patched("threading")
+    return {"vendor": connection.vendor, "driver": driver, "gevent": patched}
 
 
 def cmd_start_load(threads: int, plan: str, **params: Any) -> dict[str, Any]:

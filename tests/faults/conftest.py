@@ -105,6 +105,7 @@ class Target:
         connect_timeout: int | None = None,
         stock: bool = False,
         prefix: Sequence[str] = (),
+        gevent: bool = False,
         **overrides: Any,
     ) -> Child:
         """Start a Django child on this target's database (POOL unless overridden).
@@ -112,6 +113,7 @@ class Target:
         ``stock``: Django's own backend (CONN_MAX_AGE=0), the baseline.
         ``overrides``: settings such as HOST/PORT (a proxy's), USER, PASSWORD.
         ``prefix``: run the child under this command (a network namespace).
+        ``gevent``: the child monkey-patches with gevent first.
         """
         options: dict[str, Any] = {}
         if connect_timeout is not None:
@@ -124,11 +126,12 @@ class Target:
             db["ENGINE"] = STOCK_ENGINES[self.vendor]
             del db["POOL_OPTIONS"]
         log = self.log_dir / f"child-{len(self.children)}.log"
-        child = Child({"driver": self.driver, "databases": {"default": db}}, log, prefix=prefix)
+        config = {"driver": self.driver, "databases": {"default": db}, "gevent": gevent}
+        child = Child(config, log, prefix=prefix)
         self.children.append(child)
         facts = child.call("setup")
         expected = {"mysqlclient": "MySQLdb"}.get(self.driver, self.driver)
-        assert facts["driver"] == expected, facts
+        assert (facts["driver"], facts["gevent"]) == (expected, gevent), facts
         return child
 
 

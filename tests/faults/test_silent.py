@@ -154,6 +154,39 @@ def test_black_hole_after_idle_fails_within_ping_and_connect_timeouts(
     assert healed.seconds < ping_timeout
 
 
+@pytest.mark.parametrize("target", [target_param("mysql-mysqlclient")], indirect=True)
+def test_black_hole_under_gevent_with_a_driver_that_waits_in_c(
+    target: Target, proxy: FaultProxy
+) -> None:
+    """gevent and mysqlclient: the ping's deadline fires although the hub's thread is blocked.
+
+    mysqlclient waits in libmariadb, so no greenlet runs meanwhile; a watchdog
+    that gevent had turned into a greenlet never ran, and the request waited
+    until the network healed (minutes). The watchdog is an OS thread of its own.
+    """
+    ping_timeout, connect_timeout = 2.0, 3.0
+    child = target.child(
+        {"PING_TIMEOUT": ping_timeout, "CONNECT_TIMEOUT": connect_timeout},
+        gevent=True,
+        **via(proxy),
+    )
+    assert one(child).ok
+    time.sleep(IDLE)
+    proxy.blackhole()
+    # Bounded well below one(): a request stuck until the heal fails here, not hangs.
+    bound = ping_timeout + connect_timeout + MARGIN
+    (rec,) = records([child.call("request", url="/q", timeout=bound + 10)["record"]])
+    after_black_hole = pool_of(child)
+    proxy.forward()
+    healed = one(child)
+    assert not rec.ok
+    assert "django.db.utils.OperationalError" in rec.classes, rec.brief()
+    assert ping_timeout - 0.2 <= rec.seconds <= bound, rec.brief()
+    assert after_black_hole["pings_timed_out"] == 1
+    assert after_black_hole["checked_out"] == 0
+    assert healed.ok, healed.brief()
+
+
 @pytest.mark.parametrize("target", BOTH, indirect=True)
 def test_connect_to_a_silent_address_ends_at_connect_timeout(
     target: Target, proxy: FaultProxy

@@ -27,6 +27,19 @@ IN_TRANS = 0x0001
 AUTOCOMMIT = MariaDBClient.AUTOCOMMIT
 
 
+def in_transaction(flags: int) -> bool | None:
+    """Return whether the server status flags show a transaction open; None: cannot tell.
+
+    The flags arrive with OK packets only. With autocommit off, a transaction's
+    first statement that fails (a duplicate key) opens the transaction, and
+    keeps its row locks, without any OK packet to show it: then the flags
+    still say "none", so with autocommit off "none" is not to be believed.
+    """
+    if flags & IN_TRANS:
+        return True
+    return None if not flags & AUTOCOMMIT else False
+
+
 class MysqlclientFlags(Flags):
     """mysqlclient's flags, read in its MYSQL struct (``ServerStatus.in_place``).
 
@@ -48,7 +61,7 @@ class MysqlclientFlags(Flags):
     def clean(self) -> bool:
         return (
             bool(self._conn.open)
-            and not self._status.value & IN_TRANS
+            and self._status.value & (IN_TRANS | AUTOCOMMIT) == AUTOCOMMIT  # in_transaction()
             and self._errno.value not in GONE  # type: ignore[union-attr]
         )
 
@@ -117,10 +130,10 @@ class MysqlclientOps(MySQLOps):
     def in_transaction(self, conn: Any) -> bool | None:
         status: ServerStatus | None = getattr(conn, STATUS_ATTRIBUTE, None)
         if status is not None:  # made by the first server_status() on this connection
-            return bool(status.read() & IN_TRANS)
+            return in_transaction(status.read())
         client = self.client(conn)
         if client is not None:
-            return bool(client.server_status(conn) & IN_TRANS)
+            return in_transaction(client.server_status(conn))
         # Without the status flags: autocommit off means Django's atomic() may
         # have left work behind; in autocommit mode only a raw BEGIN could.
         return True if not conn.get_autocommit() else None
@@ -131,7 +144,11 @@ class MysqlclientOps(MySQLOps):
         status: ServerStatus | None = getattr(conn, STATUS_ATTRIBUTE, None)
         if status is None or status.errno is None:
             return super().clean(conn)
-        return bool(conn.open) and not status.read() & IN_TRANS and status.errno.value not in GONE
+        return (
+            bool(conn.open)
+            and in_transaction(status.read()) is False
+            and status.errno.value not in GONE
+        )
 
     def socket_fd(self, conn: Any) -> int | None:
         try:
@@ -179,7 +196,7 @@ class PyMySQLOps(MySQLOps):
         return not conn.open  # PyMySQL closes its socket on a lost connection
 
     def in_transaction(self, conn: Any) -> bool | None:
-        return bool(conn.server_status & IN_TRANS)
+        return in_transaction(conn.server_status)
 
     def socket_fd(self, conn: Any) -> int | None:
         try:

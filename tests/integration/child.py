@@ -24,7 +24,7 @@ from tests.child_setup import read_config, setup_django, use_driver
 CONFIG = read_config("SAPOOL_CHILD")
 use_driver(CONFIG.get("driver"))
 
-from django.db import connection, connections, transaction  # noqa: E402
+from django.db import DatabaseError, connection, connections, transaction  # noqa: E402
 from django.http import HttpRequest, HttpResponse, JsonResponse  # noqa: E402
 from django.urls import path  # noqa: E402
 
@@ -611,6 +611,49 @@ def recycle_spread(n: int, duration: float) -> dict[str, Any]:
     return {"started": started, "seen": seen, "failures": failures, "pools": pool_status()}
 
 
+def failed_first_statement() -> dict[str, Any]:
+    """Autocommit off; the transaction's first statement fails; back to the pool, no rollback.
+
+    MySQL opens the transaction, with the row lock of the failed UPDATE, but
+    no OK packet comes to set the status flags' "in transaction", which the
+    pool reads. Reports the InnoDB transactions of our sessions once the
+    connection is back, and how another client's UPDATE of the row fares.
+    """
+    observer = Observer()
+    other = connect(CONFIG["test_conninfo"], mysql=True)
+    cursor = other.cursor()
+    cursor.execute("CREATE TABLE failed_first (id int PRIMARY KEY, name varchar(5)) ENGINE=InnoDB")
+    cursor.execute("INSERT INTO failed_first VALUES (1, 'a')")
+    other.commit()
+    connection.ensure_connection()
+    connection.set_autocommit(False)
+    try:
+        with connection.cursor() as ours:
+            ours.execute("UPDATE failed_first SET name = %s WHERE id = 1", ["x" * 50])
+        error = ""
+    except DatabaseError as exc:
+        error = type(exc).__name__
+    connection.close()  # an error path: nobody rolled back
+    open_transactions = observer.our_sessions("idle in transaction")
+    cursor.execute("SET SESSION innodb_lock_wait_timeout = 2")
+    started = time.monotonic()
+    try:
+        cursor.execute("UPDATE failed_first SET name = 'b' WHERE id = 1")
+        other.commit()
+        other_update = "ok"
+    except Exception as exc:  # the driver's own: 1205, lock wait timeout exceeded
+        other_update = f"{type(exc).__name__}: {exc}"
+    other_seconds = time.monotonic() - started
+    other.close()
+    return {
+        "error": error,
+        "open_transactions": open_transactions,
+        "other_update": other_update,
+        "other_seconds": other_seconds,
+        "pools": pool_status(),
+    }
+
+
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     f.__name__: f
     for f in (
@@ -627,6 +670,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
         idle_shrink,
         leak,
         recycle_spread,
+        failed_first_statement,
     )
 }
 

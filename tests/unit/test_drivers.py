@@ -262,6 +262,8 @@ def test_pymysql_reads_its_own_status() -> None:
     ops = PyMySQLOps()
     assert ops.in_transaction(FakePyMySQL(server_status=0x0003)) is True
     assert ops.in_transaction(FakePyMySQL(server_status=0x0002)) is False
+    # Autocommit off, none shown: a failed first statement opens one unannounced.
+    assert ops.in_transaction(FakePyMySQL(server_status=0x0000)) is None
     assert ops.is_closed(FakePyMySQL(open=False))
     assert not ops.is_closed(FakePyMySQL())
     conn = FakePyMySQL()

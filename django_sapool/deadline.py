@@ -150,6 +150,27 @@ def shut_down(fd: int) -> None:
 WATCHDOG = Watchdog()
 
 
+def run_within(
+    seconds: float | None, fd: int | None, call: Callable[[], None], silent: Callable[[], Exception]
+) -> None:
+    """Run ``call()``; past ``seconds``, shut ``fd``'s socket down and raise ``silent()``.
+
+    None for ``seconds`` or ``fd``: no deadline.
+    """
+    deadline = None
+    if seconds is not None and fd is not None and fd >= 0:
+        deadline = WATCHDOG.arm(fd, seconds)
+    try:
+        call()
+    except BaseException as exc:
+        if deadline is not None and WATCHDOG.disarm(deadline):
+            raise silent() from exc
+        raise
+    if deadline is not None and WATCHDOG.disarm(deadline):
+        # It answered just as the deadline fired: the socket is shut down now.
+        raise silent()
+
+
 class RoundTrips:
     """One pool's round trips (pings, resets), each within PING_TIMEOUT.
 

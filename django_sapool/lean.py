@@ -157,28 +157,31 @@ class LeanDjangoSteps:
         self.health_check_done = True
         self.connection = self.sapool_checkout(pool, LAZY_PARAMS)  # type: ignore[attr-defined]
         autocommit = settings_dict["AUTOCOMMIT"]
-        if (
-            autocommit
-            and self._sapool_reused
-            and not self.run_commit_hooks_on_set_autocommit_on
-            and (
-                self._sapool_state.autocommit
-                if self._sapool_mode_is_clients
-                else self._sapool_state.flags.autocommit() is True
-            )
-        ):
-            # What set_autocommit(True) leaves behind on a connection already
-            # in autocommit mode, without its checks (nothing is open yet).
-            self.autocommit = True
+        if not self._sapool_reused:
+            # A new server connection: Django's session setup, within CONNECT_TIMEOUT.
+            self.sapool_set_up_session(autocommit)  # type: ignore[attr-defined]
         else:
-            self.set_autocommit(autocommit)  # type: ignore[attr-defined]
-        if self._sapool_reused and self._sapool_inline_init:
-            # What our init_connection_state() does for a connection that has
-            # Django's session setup already, without the call to it.
-            self._sapool_reused = False
-            self.sapool_refresh_session()  # type: ignore[attr-defined]
-        else:
-            self.init_connection_state()  # type: ignore[attr-defined]
+            if (
+                autocommit
+                and not self.run_commit_hooks_on_set_autocommit_on
+                and (
+                    self._sapool_state.autocommit
+                    if self._sapool_mode_is_clients
+                    else self._sapool_state.flags.autocommit() is True
+                )
+            ):
+                # What set_autocommit(True) leaves behind on a connection already
+                # in autocommit mode, without its checks (nothing is open yet).
+                self.autocommit = True
+            else:
+                self.set_autocommit(autocommit)  # type: ignore[attr-defined]
+            if self._sapool_inline_init:
+                # What our init_connection_state() does for a connection that has
+                # Django's session setup already, without the call to it.
+                self._sapool_reused = False
+                self.sapool_refresh_session()  # type: ignore[attr-defined]
+            else:
+                self.init_connection_state()  # type: ignore[attr-defined]
         if connection_created.receivers:  # what send() looks at first, without the call
             connection_created.send(sender=self.__class__, connection=self)
         self.run_on_commit = []

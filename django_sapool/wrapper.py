@@ -38,10 +38,11 @@ from django.db.backends.base.base import NO_DB_ALIAS  # the alias of _nodb_curso
 from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
-from . import credentials, fork, lend, registry
+from . import credentials, deadline, fork, lend, registry
 from .backends import GENERIC, backend_for
 from .conf import check_connection_settings, parse_pool_options, read_pool_options
 from .drivers import DriverOps
+from .errors import ServerSilent
 from .lean import LAZY_PARAMS, LeanDjangoSteps
 from .pool import ManagedPool
 from .state import STATE, ConnState
@@ -356,6 +357,33 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
     def sapool_new_connection(self, conn_params: dict[str, Any]) -> Any:
         """Open a new server connection the way Django's own backend does."""
         return super().get_new_connection(conn_params)  # type: ignore[misc]
+
+    def sapool_set_up_session(self, autocommit: bool) -> None:
+        """Run Django's session setup on a new server connection, within CONNECT_TIMEOUT.
+
+        The driver's connect timeout ends with the login. A server that hangs
+        right after it (a frozen host whose kernel still acknowledges, a
+        stalled proxy) would keep the setup's statements (the time zone,
+        autocommit, the role) waiting for ever: past CONNECT_TIMEOUT the
+        watchdog shuts the socket down and the checkout fails.
+        """
+
+        def set_up() -> None:
+            self.set_autocommit(autocommit)  # type: ignore[attr-defined]
+            self.init_connection_state()
+
+        pool = self._sapool_pool
+        seconds = pool.options.connect_timeout if pool is not None else None
+        deadline.run_within(
+            seconds,
+            self.sapool_driver.socket_fd(self.connection) if seconds is not None else None,
+            set_up,
+            lambda: ServerSilent(
+                f"django_sapool: the server did not answer Django's session setup of a new "
+                f"connection of alias {self.alias!r} within CONNECT_TIMEOUT={seconds:g}s "
+                f"(a hung server or a silent network): the connection is discarded."
+            ),
+        )
 
     def init_connection_state(self) -> None:
         # Skip Django's session setup only inside connect(), for a server

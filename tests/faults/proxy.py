@@ -22,6 +22,10 @@ and switches all flows, old and new, between these modes:
 - ``reset()``: a firewall or load balancer that kills the flows with a TCP RST
   (a stateful firewall that lost its state, a VIP moved): every flow is reset
   on both sides, and new connections are reset at once.
+- ``forward_first(chunks)``: a server that hangs right after the login (a frozen
+  host whose kernel still acknowledges, a stalled pooler): new flows relay their
+  client's first ``chunks`` chunks (the handshake) and are black-holed from the
+  next one on. ``forward()`` ends it for flows accepted later.
 - ``garbage(data)``: a corrupted or foreign reply (a middlebox answering, a
   wrong service on the port, a desynchronised protocol): the client's bytes are
   not forwarded and each chunk it sends is answered with ``data`` instead.
@@ -88,6 +92,8 @@ class _Flow:
     connecting: bool = False
     delay: float = 0.0
     garbage: bytes = b""
+    #: Client chunks still to relay before the flow is black-holed (None: no limit).
+    budget: int | None = None
     # (due time, bytes) chunks waiting to be written to each side.
     to_upstream: deque[tuple[float, bytes]] = field(default_factory=deque)
     to_client: deque[tuple[float, bytes]] = field(default_factory=deque)
@@ -111,6 +117,7 @@ class FaultProxy:
         self._mode = FORWARD
         self._delay = 0.0
         self._garbage = b""
+        self._budget: int | None = None
         self._lock = threading.Lock()
         self._commands: deque[tuple[Callable[[], Any], threading.Event]] = deque()
         self._flows: dict[_Flow, None] = {}  # insertion-ordered set, owned by the proxy thread
@@ -193,6 +200,12 @@ class FaultProxy:
             raise ValueError(f"delay must be >= 0, got {seconds!r}")
         self._apply(lambda: self._set_relaying("delay", FORWARD, float(seconds)))
 
+    def forward_first(self, chunks: int) -> None:
+        """Relay each new flow's first ``chunks`` client chunks, then black-hole the flow."""
+        if chunks < 0:
+            raise ValueError(f"chunks must be >= 0, got {chunks!r}")
+        self._apply(lambda: self._set_budget(chunks))
+
     def garbage(self, data: bytes) -> None:
         """Answer each chunk a client sends with ``data`` instead of forwarding it."""
         if not data:
@@ -236,9 +249,13 @@ class FaultProxy:
 
     # -- mode changes (run on the proxy thread) --------------------------------------------
 
+    def _set_budget(self, chunks: int) -> None:
+        with self._lock:
+            self._mode, self._budget, self._delay = FORWARD, chunks, 0.0
+
     def _set_relaying(self, mode: str, state: str, delay: float) -> None:
         with self._lock:
-            self._mode, self._delay = mode, delay
+            self._mode, self._delay, self._budget = mode, delay, None
         for flow in self._flows:
             if flow.state in RELAYING:
                 flow.state, flow.delay = state, delay
@@ -323,7 +340,7 @@ class FaultProxy:
             client.setblocking(False)
             with self._lock:
                 mode, upstream = self._mode, self._upstream
-                delay, garbage = self._delay, self._garbage
+                delay, garbage, budget = self._delay, self._garbage, self._budget
             if mode == "reset":
                 _rst(client)
                 continue
@@ -331,7 +348,7 @@ class FaultProxy:
                 self._flows[_Flow(client, mode)] = None
                 continue
             flow = _Flow(client, GARBAGE if mode == GARBAGE else FORWARD)
-            flow.delay, flow.garbage = delay, garbage
+            flow.delay, flow.garbage, flow.budget = delay, garbage, budget
             self._flows[flow] = None
             self._connect_upstream(flow, upstream)
 
@@ -446,6 +463,12 @@ class FaultProxy:
             return
         if flow.state == FORWARD:
             if side == "client":
+                if flow.budget == 0:  # forward_first(): the handshake is over
+                    flow.state = BLACKHOLE
+                    flow.to_client.clear()
+                    return
+                if flow.budget is not None:
+                    flow.budget -= 1
                 flow.enqueue(flow.to_upstream, data, now)
             else:
                 flow.enqueue(flow.to_client, data, now)

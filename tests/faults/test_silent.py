@@ -187,6 +187,37 @@ def test_black_hole_under_gevent_with_a_driver_that_waits_in_c(
     assert healed.ok, healed.brief()
 
 
+@pytest.mark.parametrize(
+    "target",
+    [target_param("postgresql-psycopg"), target_param("postgresql-psycopg2")],
+    indirect=True,
+)
+def test_a_server_that_hangs_after_the_login_fails_within_connect_timeout(
+    target: Target, proxy: FaultProxy
+) -> None:
+    """The login is answered, Django's session setup (SET TimeZone) is not.
+
+    The driver's connect timeout ended with the login, so the setup's statement
+    waited for ever; now the session setup of a new connection has
+    CONNECT_TIMEOUT of its own (the login's and the setup's: twice at most).
+    """
+    connect_timeout = 2.0
+    child = target.child({"CONNECT_TIMEOUT": connect_timeout}, **via(proxy))
+    assert one(child).ok
+    child.call("evict")  # the next request opens a new connection
+    proxy.forward_first(2)  # libpq's SSL request, the startup message (trust): the login
+    bound = 2 * connect_timeout + MARGIN
+    (rec,) = records([child.call("request", url="/q", timeout=bound + 10)["record"]])
+    proxy.forward()
+    healed = one(child)
+    assert not rec.ok
+    assert "django.db.utils.OperationalError" in rec.classes, rec.brief()
+    assert "session setup" in rec.message, rec.brief()
+    assert connect_timeout - 0.2 <= rec.seconds <= bound, rec.brief()
+    assert healed.ok, healed.brief()
+    assert pool_of(child)["checked_out"] == 0
+
+
 @pytest.mark.parametrize("target", BOTH, indirect=True)
 def test_connect_to_a_silent_address_ends_at_connect_timeout(
     target: Target, proxy: FaultProxy

@@ -392,13 +392,17 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
         if reused:
             self.sapool_refresh_session()
             return
-        super().init_connection_state()  # type: ignore[misc]
+        state: ConnState | None = None
         if self._sapool_record is not None:
-            state: ConnState = self._sapool_record.info[STATE]
-            state.initialized = True
+            state = self._sapool_record.info[STATE]
             if state.was_reset:
-                state.was_reset = False
+                # Before Django's setup, as the driver's own at connect: where
+                # both set something (init_command's isolation level), Django's wins.
                 self.sapool_restore_session()
+                state.was_reset = False
+        super().init_connection_state()  # type: ignore[misc]
+        if state is not None:
+            state.initialized = True
 
     def sapool_refresh_session(self) -> None:
         """Re-check session state that may have changed, without a round trip."""
@@ -406,8 +410,9 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
     def sapool_restore_session(self) -> None:
         """Redo connect-time session setup that a session reset undid.
 
-        Called after ``init_connection_state()`` on a connection whose session
-        was reset on return (RESET_ON_RETURN 'reset' or an SQL statement).
+        Called before Django's ``init_connection_state()`` on a connection
+        whose session was reset on return (RESET_ON_RETURN 'reset' or an SQL
+        statement), as the driver's own setup runs before Django's at connect.
         """
 
     def is_usable(self) -> bool:

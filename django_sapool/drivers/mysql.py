@@ -98,6 +98,11 @@ class MySQLOps(DriverOps):
             cursor.execute(sql)
         finally:
             cursor.close()
+        if not conn.get_autocommit():
+            # Not a transaction left open behind the statement (a RESET_ON_RETURN
+            # statement that touched an InnoDB table, with autocommit off): the
+            # next borrower would read its snapshot and inherit its locks.
+            conn.commit()
 
 
 class MysqlclientOps(MySQLOps):
@@ -169,6 +174,11 @@ class MysqlclientOps(MySQLOps):
             )
         if client.reset(client.handle(conn)) != 0:
             raise OSError("mysql_reset_connection failed")
+        # The server is back to its session defaults (autocommit on), but the
+        # status flags mysqlclient answers get_autocommit() from are still the
+        # old ones: its autocommit(False) at the next checkout would then send
+        # nothing. One statement's reply brings them up to date.
+        self.execute(conn, "DO 0")
 
 
 class PyMySQLOps(MySQLOps):

@@ -654,6 +654,34 @@ def failed_first_statement() -> dict[str, Any]:
     }
 
 
+def reset_rounds(rounds: int = 3) -> dict[str, Any]:
+    """Requests on one pooled MySQL session that RESET_ON_RETURN resets at each return.
+
+    Each request reports what its session says (connection id, autocommit,
+    collation, isolation level), inserts a row and rolls back; after each
+    return, the InnoDB transactions our sessions hold. The first request's
+    session is new: what a fresh connection says.
+    """
+    observer = Observer()
+    seen, open_after = [], []
+    for _ in range(rounds):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT CONNECTION_ID(), @@autocommit, @@collation_connection, @@tx_isolation"
+            )
+            seen.append(list(cursor.fetchone()))
+            cursor.execute("INSERT INTO item (name) VALUES ('reset-rolled-back')")
+        connection.rollback()
+        connection.close()
+        open_after.append(observer.our_sessions("idle in transaction"))
+    return {
+        "seen": seen,
+        "open_after": open_after,
+        "rows": observer.item_count("reset-rolled-back"),
+        "pools": pool_status(),
+    }
+
+
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     f.__name__: f
     for f in (
@@ -671,6 +699,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
         leak,
         recycle_spread,
         failed_first_statement,
+        reset_rounds,
     )
 }
 

@@ -63,6 +63,34 @@ def test_a_transaction_whose_first_statement_failed_is_rolled_back(mysql_run: An
     assert (pool["idle"], pool["checked_out"], pool["connections_invalidated"]) == (1, 0, 0)
 
 
+@pytest.mark.parametrize("reset", ["reset", "DELETE FROM item WHERE id = -1"])
+def test_a_reset_session_is_set_up_as_a_new_one(mysql_run: Any, reset: str) -> None:
+    """AUTOCOMMIT off, a collation, an init_command: each request's session as a new one's.
+
+    After COM_RESET_CONNECTION mysqlclient kept its old status flags, so Django's
+    autocommit(False) sent nothing and the requests ran in autocommit (their
+    rollback undid nothing); the collation went back to the character set's
+    default; init_command ran after Django's setup, so its isolation level won.
+    A reset statement that touches InnoDB, with autocommit off, left its
+    transaction open for the next request.
+    """
+    facts = mysql_run(
+        "reset_rounds",
+        AUTOCOMMIT=False,
+        OPTIONS={
+            "collation": "utf8mb4_unicode_ci",
+            "init_command": "SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+        },
+        POOL_OPTIONS={"POOL_SIZE": 1, "MAX_OVERFLOW": 0, "RESET_ON_RETURN": reset},
+    )
+    fresh, *reset_ones = facts["seen"]
+    # A new connection: autocommit off, the collation, Django's isolation level last.
+    assert fresh[1:] == [0, "utf8mb4_unicode_ci", "READ-COMMITTED"]
+    assert reset_ones == [fresh] * len(reset_ones)  # the same session, set up alike
+    assert facts["rows"] == 0  # every request's rollback undid its INSERT
+    assert facts["open_after"] == [0, 0, 0]
+
+
 def test_server_gone_away_after_wait_timeout_is_invisible(mysql_run: Any) -> None:
     # The server drops our idle sessions after 1 s ("MySQL server has gone away").
     facts = mysql_run(

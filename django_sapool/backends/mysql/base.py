@@ -36,10 +36,11 @@ class MySQLPoolMixin(PooledDatabaseWrapperMixin):
         return (settings.USE_TZ,)
 
     def sapool_restore_session(self) -> None:
-        # The client library runs OPTIONS['init_command'] (often sql_mode) only
-        # when it connects; COM_RESET_CONNECTION puts the session variables back
-        # to the server's defaults, so run it again. (The character set survives:
-        # the server restores the one of the handshake.)
+        # What the driver does when it connects, before Django's session setup
+        # and in the same order: OPTIONS['init_command'] (often sql_mode), then
+        # SET NAMES with OPTIONS['collation']. COM_RESET_CONNECTION puts the
+        # session variables back to the server's defaults, and the character
+        # set to the handshake's with its default collation.
         options = self.settings_dict.get("OPTIONS") or {}
         init_command = options.get("init_command")
         if init_command:
@@ -48,6 +49,9 @@ class MySQLPoolMixin(PooledDatabaseWrapperMixin):
                 cursor.execute(init_command)
             finally:
                 cursor.close()
+        collation = options.get("collation")
+        if collation:
+            self.connection.set_character_set(self.connection.character_set_name(), collation)
 
     def sapool_server_facts(self, cursor: Any) -> ServerFacts:
         """Return the server's version, max_connections and client sessions open now."""

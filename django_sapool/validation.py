@@ -130,6 +130,7 @@ class Validation:
                 self.round_trips.run(RESETTING, driver.execute, raw, query)
             else:
                 self.round_trips.run(RESETTING, driver.strict_reset, raw)
+            driver.forget_session(raw)
             # That undid Django's session setup (time zone, role, isolation
             # level, sql_mode): redo it at the next checkout.
             state.initialized = False

@@ -157,6 +157,9 @@ class DriverOps:
         """Clear all session state (RESET_ON_RETURN='reset')."""
         self.execute(conn, "DISCARD ALL")
 
+    def forget_session(self, conn: Any) -> None:
+        """Forget what the driver keeps about the server session, after a session reset."""
+
     def poller(self, conn: Any) -> Any:
         """Return a poll object watching the connection's socket (cache it per connection).
 

@@ -107,7 +107,18 @@ class Psycopg3Ops(PostgresOps):
         self.execute(conn, "")
 
     def _run(self, conn: Any, sql: str) -> None:
-        conn.execute(sql)
+        # Never prepared: a ping or a reset statement is no query of the app's.
+        conn.execute(sql, prepare=False)
+
+    def forget_session(self, conn: Any) -> None:
+        # psycopg's names of its prepared statements (server_side_binding): a
+        # session reset (DISCARD ALL) dropped them on the server, and psycopg
+        # notices only the first DISCARD ALL it runs (it checks a statement's
+        # outcome when it first counts it). It deallocates them all at the next
+        # statement, and prepares them again.
+        prepared = getattr(conn, "_prepared", None)
+        if prepared is not None:
+            prepared.clear()
 
 
 class Psycopg2Ops(PostgresOps):

@@ -152,3 +152,24 @@ def test_flags_follow_a_real_session_as_the_driver_reports_it(
         conn.close()
     assert flags.is_closed()
     assert not flags.clean()
+
+
+@pytest.mark.parametrize("pg_run", ["psycopg"], indirect=True)
+def test_psycopg_prepared_statements_survive_a_session_reset(pg_run: Any) -> None:
+    """server_side_binding with prepare_threshold 1: psycopg prepares Django's statements.
+
+    RESET_ON_RETURN "reset" (DISCARD ALL) drops them on the server; psycopg
+    noticed only the first DISCARD ALL, so from the second reset on each
+    checkout failed in Django's session setup ('prepared statement "_pg3_0"
+    does not exist'), and its connection was discarded.
+    """
+    facts = pg_run(
+        "sequential",
+        params={"n": 20},
+        OPTIONS={"server_side_binding": True, "prepare_threshold": 1},
+        POOL_OPTIONS={"POOL_SIZE": 1, "MAX_OVERFLOW": 0, "RESET_ON_RETURN": "reset"},
+    )
+    assert facts["failures"] == 0
+    assert facts["distinct"] == 1  # one session, reset 20 times
+    (pool,) = facts["pools"]
+    assert (pool["connections_opened"], pool["connections_invalidated"]) == (1, 0)

@@ -140,8 +140,10 @@ def _note_created(alias: str) -> None:
         )
 
 
-def _select(alias: str | None, database: str | None) -> list[PoolKey]:
+def _select(alias: str | None, database: Any) -> list[PoolKey]:
     pid = os.getpid()
+    if database is not None:
+        database = str(database)  # a pathlib.Path NAME (SQLite): pools keep str(NAME)
     return [
         key
         for key, pool in list(_pools.items())
@@ -151,7 +153,7 @@ def _select(alias: str | None, database: str | None) -> list[PoolKey]:
     ]
 
 
-def dispose(alias: str | None = None, *, database: str | None = None) -> int:
+def dispose(alias: str | None = None, *, database: Any = None) -> int:
     """Close the idle connections of matching pools and forget them; return how many."""
     return _dispose_keys(_select(alias, database), "dispose() was called")
 

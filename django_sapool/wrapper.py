@@ -465,6 +465,11 @@ class PooledCreationMixin:
 
     def _create_test_db(self, verbosity: int, autoclobber: bool, keepdb: bool = False) -> Any:
         registry.dispose(database=self._get_test_db_name())  # type: ignore[attr-defined]
+        template = (self.connection.settings_dict.get("TEST") or {}).get("TEMPLATE")
+        if template:
+            # PostgreSQL's CREATE DATABASE ... TEMPLATE fails while the template
+            # has sessions (the project's own database, used before the run).
+            registry.dispose(database=template)
         return super()._create_test_db(verbosity, autoclobber, keepdb)  # type: ignore[misc]
 
     def _clone_test_db(self, suffix: str, verbosity: int, keepdb: bool = False) -> Any:

@@ -26,7 +26,8 @@ from django.db.utils import ProgrammingError
 #: pooled connection needs none, and a new server connection gets parameters
 #: worked out when it is opened (``_creator``). Django's side effects on the
 #: wrapper (SQLite's transaction_mode, MySQL's isolation_level) still happen:
-#: get_connection_params() runs once per wrapper and settings (``sapool_pool()``).
+#: get_connection_params() runs once per wrapper and settings where it sets them
+#: (``sapool_pool()``).
 LAZY_PARAMS: dict[str, Any] = {}
 
 #: django.utils.asyncio.async_unsafe's message (see ensure_connection()).
@@ -126,7 +127,8 @@ class LeanDjangoSteps:
         from Django 4.2 to 6.1; ``tests/unit/test_hot_path.py`` watches it), in
         the same order, with three savings on a pooled connection: the connect
         parameters are worked out only when a new server connection is opened
-        (and once per wrapper and settings, for their side effects);
+        (and, for SQLite and MySQL, once per wrapper and settings, for their
+        side effects on it);
         ``set_autocommit()`` switches the driver only if its mode differs; and
         the session setup runs once per server connection (see
         ``init_connection_state``). ``check_settings()`` runs whenever the

@@ -220,6 +220,13 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
             check_all_aliases()
             lend.configure(self, options.lend)  # LEND "transaction": lend.py
 
+    #: Whether the backend's ``get_connection_params()`` sets attributes on the
+    #: wrapper (SQLite's, MySQL's do), so that it must run for each wrapper even
+    #: when no connection is opened. Else it runs only for a new server
+    #: connection: a wrapped IAM backend's token request is not made for every
+    #: thread's (under ASGI, every request's) first checkout.
+    sapool_params_set_wrapper = True
+
     def sapool_enabled(self) -> bool:
         """Return whether this wrapper pools (not for Django's _nodb_cursor())."""
         return self.alias != NO_DB_ALIAS
@@ -232,10 +239,11 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
         """Return this process's pool for the wrapper's current settings.
 
         Whenever the settings changed since this wrapper's last call (and the
-        first time), they are validated (``check_settings()``) and Django's
-        ``get_connection_params()`` runs, for the wrapper attributes it sets
-        (SQLite's transaction_mode, MySQL's isolation_level); its parameters
-        serve a new connection opened in the same checkout, if one is.
+        first time), they are validated (``check_settings()``) and, where
+        ``sapool_params_set_wrapper``, Django's ``get_connection_params()``
+        runs, for the wrapper attributes it sets (SQLite's transaction_mode,
+        MySQL's isolation_level); its parameters serve a new connection opened
+        in the same checkout, if one is.
         """
         pool = self.sapool_current_pool()
         if pool is not None:
@@ -243,7 +251,8 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
         self.check_settings()
         settings_dict = self.settings_dict
         pool = _lookup(self, settings_dict, self.sapool_fingerprint_extra())
-        self._sapool_fresh = self.get_connection_params()  # type: ignore[attr-defined]
+        if self.sapool_params_set_wrapper:
+            self._sapool_fresh = self.get_connection_params()  # type: ignore[attr-defined]
         self._sapool_cache = _PoolLookup(settings_dict, pool)
         lend.configure(self)  # LEND may have changed too: from the next checkout on
         self.sapool_settings_changed()

@@ -20,6 +20,8 @@ class PostgresPoolMixin(PooledDatabaseWrapperMixin):
     """What pooling needs to know about Django's PostgreSQL wrappers (+ PostGIS)."""
 
     sapool_driver = Psycopg3Ops() if is_psycopg3 else Psycopg2Ops()
+    #: Django's PostgreSQL get_connection_params() (4.2 to 6.1) sets nothing on the wrapper.
+    sapool_params_set_wrapper = False
     timezone_name: str
 
     def sapool_fingerprint_extra(self) -> tuple[object, ...]:

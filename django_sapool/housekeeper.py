@@ -93,8 +93,8 @@ def sweep(pid: int) -> float:
 def housekeep(pool: ManagedPool, now: float | None = None) -> int:
     """Close a pool's idle connections beyond MIN_IDLE, and report leaks; return how many closed.
 
-    An idle connection is closed when it has been idle longer than
-    IDLE_TIMEOUT, or is older than RECYCLE, as long as at least MIN_IDLE idle
+    An idle connection is closed when it is older than RECYCLE, or has been
+    idle longer than IDLE_TIMEOUT as long as at least MIN_IDLE idle
     connections stay open; connections in use are never touched.
     """
     if now is None:
@@ -139,11 +139,13 @@ def idle_victims(
     spare = len(live) + also_idle - options.min_idle
     victims: list[Record] = []
     for record in sorted(live, key=lambda r: state_of(r).last_used):
-        if spare <= 0:
-            break
         state = state_of(record)
+        # Older than RECYCLE: closed whatever MIN_IDLE says. Its next checkout
+        # would replace it anyway, and RECYCLE bounds how long a session lives
+        # on the server (a revoked password, a server to drain).
+        expired = now >= state.expires
         idle_too_long = idle_timeout is not None and now - state.last_used > idle_timeout
-        if idle_too_long or now >= state.expires:
+        if expired or (idle_too_long and spare > 0):
             victims.append(record)
             spare -= 1
     return victims

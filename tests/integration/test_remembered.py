@@ -410,6 +410,21 @@ def test_a_remembered_connection_older_than_recycle_is_replaced(site: Site) -> N
     assert pool.status().connections_recycled == 1
 
 
+def test_an_idle_connection_older_than_recycle_is_closed_despite_min_idle(site: Site) -> None:
+    """RECYCLE bounds a session's life on the server, idle or not; MIN_IDLE bounds IDLE_TIMEOUT.
+
+    The housekeeper kept MIN_IDLE idle connections however old: a quiet pool
+    kept a session past RECYCLE (a revoked password's) until it was used again.
+    """
+    site.configure(POOL_SIZE=2, RECYCLE=1, RECYCLE_JITTER=0, IDLE_TIMEOUT=None, MIN_IDLE=1)
+    borrower = site.borrower("once")
+    pid = borrower.call(cycle)
+    assert site.sessions() == 1
+    assert site.until(lambda: not site.alive(pid), timeout=5.0), "still open past RECYCLE"
+    assert site.sessions() == 0
+    assert borrower.call(cycle) != pid  # the next request opens a new one
+
+
 def test_remembered_connections_close_after_idle_timeout_down_to_min_idle(site: Site) -> None:
     """Three remembered connections; the housekeeper closes two, never the last one.
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 import traceback
 from collections import Counter
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -29,6 +30,12 @@ logger = logging.getLogger("django_sapool")
 CONNECTING = "connecting"
 PINGING = "pinging"
 RESETTING = "resetting"
+
+
+#: Seconds after which a connect or ping under way counts as the server not
+#: answering (in PoolExhausted's message): far beyond a round trip, within any
+#: sane CONNECT_TIMEOUT and PING_TIMEOUT.
+SLOW_ANSWER = 1.0
 
 
 class Busy(NamedTuple):
@@ -128,7 +135,14 @@ class Lending:
         overflow = "unlimited" if o.max_overflow < 0 else str(o.max_overflow)
         held = len(self.lent)
         busy = self.counts()
-        stuck = busy[CONNECTING] + busy[PINGING]
+        # Blamed on the server only when its answers are late: a connect or ping
+        # under way for a moment (a cold start with a short TIMEOUT) is not.
+        late = time.monotonic() - SLOW_ANSWER
+        stuck = sum(
+            1
+            for b in list(self.busy.values())
+            if b.doing in (CONNECTING, PINGING) and b.since < late
+        )
         head = (
             f"django_sapool: no connection for alias {self.alias!r} became free within "
             f"TIMEOUT={o.timeout:g}s; all POOL_SIZE={o.pool_size} + MAX_OVERFLOW={overflow} "

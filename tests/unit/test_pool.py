@@ -182,3 +182,19 @@ def test_a_dead_wrapper_never_hashed_is_forgotten_quietly(tmp_path: Path) -> Non
     del wrapper
     gc.collect()
     assert len(pool.remembered) == 0  # its own death still gives it back
+
+
+def test_exhaustion_is_blamed_on_the_server_only_when_its_answers_are_late() -> None:
+    """A connect under way for a moment (a cold start, TIMEOUT=0) is no silent server."""
+    from django_sapool.conf import PoolOptions
+    from django_sapool.leaks import CONNECTING, PINGING, SLOW_ANSWER, Busy, Lending
+
+    lending = Lending("default")
+    options = PoolOptions(pool_size=1, max_overflow=0, timeout=0.0)
+    thread = threading.current_thread()
+    lending.busy[1] = Busy(thread, CONNECTING, time.monotonic())
+    message = lending.exhausted_message(options)
+    assert "0 held by the application, 1 connecting to and 0 pinging" in message
+    assert "Raise POOL_SIZE or MAX_OVERFLOW" in message
+    lending.busy[1] = Busy(thread, PINGING, time.monotonic() - SLOW_ANSWER - 1)
+    assert "The server or the network is not answering" in lending.exhausted_message(options)

@@ -93,9 +93,10 @@ def sweep(pid: int) -> float:
 def housekeep(pool: ManagedPool, now: float | None = None) -> int:
     """Close a pool's idle connections beyond MIN_IDLE, and report leaks; return how many closed.
 
-    An idle connection is closed when it is older than RECYCLE, or has been
-    idle longer than IDLE_TIMEOUT as long as at least MIN_IDLE idle
-    connections stay open; connections in use are never touched.
+    An idle connection is closed when it is older than RECYCLE (its record
+    connects again at its next checkout: a recycle), or has been idle longer
+    than IDLE_TIMEOUT as long as at least MIN_IDLE idle connections stay open;
+    connections in use are never touched.
     """
     if now is None:
         now = time.monotonic()
@@ -110,9 +111,10 @@ def housekeep(pool: ManagedPool, now: float | None = None) -> int:
         leaks = pool.lending.report(now, options.leak_timeout, hint)
         if leaks:
             pool.stats.add("leaks", leaks)
+    recycled = pool.retirement.recycle_idle(lambda live: expired(live, now))
     # Those still remembered (used since the last pass) count towards MIN_IDLE.
     remembered = len(pool.remembered)
-    closed = pool.retirement.close_idle(
+    closed = recycled + pool.retirement.close_idle(
         lambda live: idle_victims(live, now, options, remembered), IDLE
     )
     if closed:
@@ -139,16 +141,22 @@ def idle_victims(
     spare = len(live) + also_idle - options.min_idle
     victims: list[Record] = []
     for record in sorted(live, key=lambda r: state_of(r).last_used):
+        if spare <= 0:
+            break
         state = state_of(record)
-        # Older than RECYCLE: closed whatever MIN_IDLE says. Its next checkout
-        # would replace it anyway, and RECYCLE bounds how long a session lives
-        # on the server (a revoked password, a server to drain).
-        expired = now >= state.expires
-        idle_too_long = idle_timeout is not None and now - state.last_used > idle_timeout
-        if expired or (idle_too_long and spare > 0):
+        if idle_timeout is not None and now - state.last_used > idle_timeout:
             victims.append(record)
             spare -= 1
     return victims
+
+
+def expired(live: list[Record], now: float) -> list[Record]:
+    """Pick the idle connections older than RECYCLE, whatever MIN_IDLE says.
+
+    Their next checkout would replace them anyway, and RECYCLE bounds how
+    long a session lives on the server (a revoked password, a server to drain).
+    """
+    return [record for record in live if now >= state_of(record).expires]
 
 
 def unused(pool: ManagedPool, now: float) -> bool:

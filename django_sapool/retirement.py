@@ -75,6 +75,20 @@ class Retirement:
             except Exception:  # a dead socket may fail to close cleanly
                 logger.debug("django_sapool: error closing an idle connection", exc_info=True)
 
+    def recycle_idle(self, pick: Callable[[list[Record]], list[Record]]) -> int:
+        """Close the idle connections ``pick`` chooses (older than RECYCLE); count them.
+
+        Their records go back to the queue, empty: the next checkout of each
+        connects it again, which counts and logs it as recycled (``opened.py``).
+        """
+        victims = self._sa.take_idle(pick)
+        for record in victims:
+            state = record.info.get(STATE)
+            if state is not None:
+                state.closing = EXPIRED
+            self._sa.close_and_give_back(record)
+        return len(victims)
+
     def close_idle(self, pick: Callable[[list[Record]], list[Record]], reason: str) -> int:
         """Retire the idle connections ``pick`` chooses among them; return how many."""
         victims = self._sa.take_idle(pick)

@@ -86,7 +86,7 @@ else:
     import pytest
 
     from .conftest import MySQLServer, mysql_admin_cursor, run_child
-    from .logins import mysql_drop
+    from .logins import mysql_create, mysql_drop
 
     pytestmark = pytest.mark.mysql
 
@@ -101,11 +101,9 @@ else:
         }
         user, dbname = env["user"], env["dbname"]
         try:
+            mysql_create(mysql, dbname, [(user, env["password"])])
             with mysql_admin_cursor(mysql) as cursor:
-                cursor.execute(f"CREATE DATABASE `{dbname}`")
-                cursor.execute(f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s", [env["password"]])
-                for name in (dbname, f"test_{dbname}"):
-                    cursor.execute(f"GRANT ALL ON `{name}`.* TO '{user}'@'%'")
+                cursor.execute(f"GRANT ALL ON `test_{dbname}`.* TO '{user}'@'%'")
             yield env
         finally:
             mysql_drop(mysql, f"test_{dbname}", [])

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from .conftest import PgServer, _admin, own_pg_database, run_child
+from .conftest import PgServer, own_pg_database, run_child
+from .logins import pg_drop
 
 
 def _run(scenario: str, databases: dict[str, Any], **config: Any) -> dict[str, Any]:
@@ -38,8 +39,7 @@ def test_a_test_database_is_created_from_the_aliases_own_database_as_template(
         try:
             facts = _run("template", {"default": db}, admin_conninfo=pg.conninfo(pg.admin_db))
         finally:
-            with _admin(pg) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "test_{dbname}"')
+            pg_drop(pg, f"test_{dbname}", [])
     assert facts["sessions_on_template"] == 1  # the pool's idle connection, before the run
     assert facts["error"] == ""
     assert facts["created"] == f"test_{dbname}"

@@ -201,30 +201,15 @@ class RoundTrips:
         """Run ``call(raw, *args)``; raise ServerSilent if the deadline fired."""
         key = threading.get_ident()
         self.busy[key] = Busy(threading.current_thread(), doing, time.monotonic())
-        deadline = None
-        if self.timeout is not None:
-            fd = self.driver.socket_fd(raw)
-            if fd is not None and fd >= 0:
-                deadline = WATCHDOG.arm(fd, self.timeout)
+        fd = self.driver.socket_fd(raw) if self.timeout is not None else None
         try:
-            call(raw, *args)
-        except BaseException as exc:
-            if self._ended(key, deadline):
-                raise self._silent(doing) from exc
-            raise
-        if self._ended(key, deadline):
-            # It answered just as the deadline fired: the socket is shut down now.
-            raise self._silent(doing)
-
-    def _ended(self, key: int, deadline: Deadline | None) -> bool:
-        """End a round trip; return whether its deadline fired."""
-        self.busy.pop(key, None)
-        if deadline is None or not WATCHDOG.disarm(deadline):
-            return False
-        self.timed_out()
-        return True
+            run_within(self.timeout, fd, lambda: call(raw, *args), lambda: self._silent(doing))
+        finally:
+            self.busy.pop(key, None)
 
     def _silent(self, doing: str) -> ServerSilent:
+        """Count a round trip past its deadline; return the error to raise."""
+        self.timed_out()
         return ServerSilent(
             f"django_sapool: the server did not answer within PING_TIMEOUT="
             f"{self.timeout:g}s ({doing} a connection of alias {self.alias!r}; a hung "

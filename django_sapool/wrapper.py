@@ -202,6 +202,9 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
     # parameters given to get_new_connection()), until the checkout it happened
     # in hands it to its new connection (_creator), or to nothing.
     _sapool_fresh: dict[str, Any] | None = None
+    #: The driver's server-side cursors opened on this checkout (PostgreSQL's
+    #: ``chunked_cursor()``), closed when the connection goes back: see _close().
+    _sapool_server_cursors: list[Any] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -447,16 +450,43 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
             return super()._close()  # type: ignore[misc]
         self._sapool_record = self._sapool_pool = None
         self._sapool_state.autocommit = self.autocommit  # type: ignore[union-attr,attr-defined]
+        server_cursors = self._sapool_server_cursors
         try:
+            if server_cursors is not None:
+                self._sapool_server_cursors = None
             if pool.pid != fork.pid:
                 # Inherited through fork(): the parent owns it; never touch it.
                 registry.keep_inherited(record, self.connection)
             else:
+                if server_cursors is not None:
+                    _close_server_cursors(server_cursors)
                 pool.checkin(record, self.errors_occurred)  # type: ignore[attr-defined]
         finally:
             # Even inside atomic(): the raw connection is back in the pool, and
             # another thread may own it now (Django's own pool does the same).
             self.connection = None
+
+
+def _close_server_cursors(cursors: list[Any]) -> None:
+    """Close a checkout's server-side cursors that are still open.
+
+    A ``QuerySet.iterator()`` that outlives its request (kept by a cache, a
+    reference cycle) closes its cursor whenever it is dropped, in any thread:
+    by then the session is another borrower's, and psycopg 3's ``CLOSE`` of a
+    cursor that died with its transaction aborts that borrower's transaction.
+    A holdable one (an iterator outside atomic()) would also stay open on the
+    session. Django's own close() ends the session and its cursors with it;
+    closed here, while the session is still the returning wrapper's, the late
+    close() is a no-op. A failure is left to the return's checks: psycopg2
+    refuses to close a cursor that died with its transaction ("named cursor
+    isn't valid anymore") without a round trip, and a broken connection shows
+    in its flags.
+    """
+    for cursor in cursors:
+        try:
+            cursor.close()
+        except Exception:
+            pass
 
 
 class PooledCreationMixin:
@@ -512,6 +542,7 @@ def _forget_inherited(wrapper: PooledDatabaseWrapperMixin) -> None:
     if wrapper._sapool_record is not None and pool is not None and pool.pid != os.getpid():
         registry.keep_inherited(wrapper._sapool_record, wrapper.connection)
         wrapper._sapool_record = wrapper._sapool_pool = None
+        wrapper._sapool_server_cursors = None  # the parent's: never closed here
         wrapper.connection = None
         if not wrapper._sapool_inline_close:
             _forget_session_state(wrapper)

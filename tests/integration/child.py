@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict
 from typing import Any
 
@@ -682,6 +683,70 @@ def reset_rounds(rounds: int = 3) -> dict[str, Any]:
     }
 
 
+def late_cursor_close(in_atomic: bool) -> dict[str, Any]:
+    """A server-side cursor outlives its request; it is closed while another request runs.
+
+    Request A, in a thread, opens a chunked (server-side) cursor, inside
+    atomic() or not (then holdable), as ``QuerySet.iterator()`` does, reads
+    one row and keeps it past its end (a cache, a reference cycle). Request
+    B, in another thread, gets the same pooled session (POOL_SIZE 1), counts
+    the session's open cursors, inserts a row in atomic(), and while its
+    transaction is open A's cursor is closed (the iterator dropped); then B
+    inserts a second row and commits. Reports both sessions, the cursors B
+    saw, B's outcome and the rows B committed.
+    """
+    marker = f"late-{time.monotonic_ns()}"
+    with connection.cursor() as cursor:
+        cursor.executemany("INSERT INTO item (name) VALUES (%s)", [("late-a",)] * 5)
+    connection.close()
+    kept: list[Any] = []
+    facts: dict[str, Any] = {}
+
+    def request_a() -> None:
+        with transaction.atomic() if in_atomic else nullcontext():
+            facts["a_session"] = backend_id()
+            cursor = connection.chunked_cursor()
+            cursor.execute("SELECT id FROM item WHERE name = 'late-a'")
+            facts["a_read"] = len(cursor.fetchmany(1))
+            kept.append(cursor)
+        connection.close()  # the request's end
+
+    inserted, dropped = threading.Event(), threading.Event()
+
+    def request_b() -> None:
+        try:
+            facts["b_cursors"] = _scalar("SELECT count(*) FROM pg_cursors")
+            with transaction.atomic():
+                facts["b_session"] = backend_id()
+                _scalar("INSERT INTO item (name) VALUES (%s) RETURNING id", [marker])
+                inserted.set()
+                dropped.wait(10)
+                _scalar("INSERT INTO item (name) VALUES (%s) RETURNING id", [marker])
+            facts["b_outcome"] = "committed"
+        except Exception as exc:
+            facts["b_outcome"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            inserted.set()
+            connection.close()
+
+    thread = threading.Thread(target=request_a)
+    thread.start()
+    thread.join()
+    thread = threading.Thread(target=request_b)
+    thread.start()
+    inserted.wait(10)
+    try:
+        kept.pop().close()  # what the iterator's finally does when it is dropped
+        facts["late_close"] = "ok"
+    except Exception as exc:  # psycopg2: a cursor that died with its transaction
+        facts["late_close"] = f"{type(exc).__name__}: {exc}"
+    dropped.set()
+    thread.join()
+    facts["b_rows"] = Observer().item_count(marker)
+    facts["pools"] = pool_status()
+    return facts
+
+
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     f.__name__: f
     for f in (
@@ -700,6 +765,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
         recycle_spread,
         failed_first_statement,
         reset_rounds,
+        late_cursor_close,
     )
 }
 

@@ -214,6 +214,7 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
         self._sapool_inline_init = self._sapool_inline_init
         self._sapool_mode_is_clients = self.sapool_driver.mode_is_clients
         self.sapool_driver = self.sapool_driver
+        self._sapool_server_cursors = None
         if self.sapool_enabled():
             # Fail at startup, not at the first query, on bad POOL_OPTIONS; and
             # never run half-configured: every pooled alias is checked when the

@@ -92,6 +92,11 @@ class MySQLOps(DriverOps):
     def autocommit(self, conn: Any) -> bool | None:
         return bool(conn.get_autocommit())
 
+    def init_commands(self, conn: Any, options: dict[str, Any]) -> list[Any]:
+        """Return the statements the driver ran after the login (OPTIONS['init_command'])."""
+        init_command = options.get("init_command")
+        return [init_command] if init_command else []
+
     def execute(self, conn: Any, sql: str) -> None:
         cursor = conn.cursor()
         try:
@@ -154,6 +159,13 @@ class MysqlclientOps(MySQLOps):
             and in_transaction(status.read()) is False
             and status.errno.value not in GONE
         )
+
+    def init_commands(self, conn: Any, options: dict[str, Any]) -> list[Any]:
+        # libmariadb ran them, OPTIONS['init_command'] and an option file's alike.
+        client = self.client(conn)
+        if client is None:
+            return super().init_commands(conn, options)
+        return client.init_commands(conn)  # type: ignore[return-value]
 
     def socket_fd(self, conn: Any) -> int | None:
         try:

@@ -181,6 +181,9 @@ class MariaDBClient:
         self.reset = lib.mysql_reset_connection
         self.reset.argtypes = [ctypes.c_void_p]
         self.reset.restype = ctypes.c_int
+        # Variadic: no argtypes, every argument passed as a ready-made C value.
+        self._get_option = held.mysql_get_optionv
+        self._get_option.restype = ctypes.c_int
         self._capsule = ctypes.pythonapi.PyCapsule_GetPointer
         self._capsule.restype = ctypes.c_void_p
         self._capsule.argtypes = [ctypes.py_object, ctypes.c_char_p]
@@ -211,6 +214,27 @@ class MariaDBClient:
             self.errno_offset = _field_offset(self.errno, handle, size)
         except Exception:
             self.status_offset = self.errno_offset = None
+
+    MYSQL_INIT_COMMAND = 3  # enum mysql_option
+
+    def init_commands(self, conn: Any) -> list[bytes]:
+        """Return the statements libmariadb ran after the login, in order (its init commands).
+
+        OPTIONS['init_command'] and an option file's ``init-command``
+        (``read_default_file``, ``read_default_group``): a session reset
+        undoes what they set, and only libmariadb knows the option file's.
+        """
+        commands = ctypes.POINTER(ctypes.c_char_p)()
+        count = ctypes.c_uint(0)
+        failed = self._get_option(
+            ctypes.c_void_p(self.handle(conn)),
+            ctypes.c_int(self.MYSQL_INIT_COMMAND),
+            ctypes.byref(commands),
+            ctypes.byref(count),
+        )
+        if failed:
+            raise OSError("mysql_get_optionv(MYSQL_INIT_COMMAND) failed")
+        return [commands[i] or b"" for i in range(count.value)]
 
     def status_at(self, handle: int) -> int:
         """Return the status flags of the MYSQL struct at ``handle``, through libmariadb."""

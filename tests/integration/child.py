@@ -655,23 +655,29 @@ def failed_first_statement() -> dict[str, Any]:
     }
 
 
-def reset_rounds(rounds: int = 3) -> dict[str, Any]:
+def reset_rounds(rounds: int = 3, text: str = "") -> dict[str, Any]:
     """Requests on one pooled MySQL session that RESET_ON_RETURN resets at each return.
 
     Each request reports what its session says (connection id, autocommit,
-    collation, isolation level), inserts a row and rolls back; after each
-    return, the InnoDB transactions our sessions hold. The first request's
-    session is new: what a fresh connection says.
+    collation, isolation level, client character set, sql_mode), inserts a
+    row and rolls back, and inserts ``text`` (committed in autocommit mode);
+    after each return, the InnoDB transactions our sessions hold. The first
+    request's session is new: what a fresh connection says. ``text_rows``:
+    the rows whose name reads ``text`` from a session of our own (a text
+    written in another character set than the session's does not).
     """
     observer = Observer()
     seen, open_after = [], []
     for _ in range(rounds):
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT CONNECTION_ID(), @@autocommit, @@collation_connection, @@tx_isolation"
+                "SELECT CONNECTION_ID(), @@autocommit, @@collation_connection, @@tx_isolation, "
+                "@@character_set_client, @@session.sql_mode"
             )
             seen.append(list(cursor.fetchone()))
             cursor.execute("INSERT INTO item (name) VALUES ('reset-rolled-back')")
+            if text:
+                cursor.execute("INSERT INTO item (name) VALUES (%s)", [text])
         connection.rollback()
         connection.close()
         open_after.append(observer.our_sessions("idle in transaction"))
@@ -679,6 +685,7 @@ def reset_rounds(rounds: int = 3) -> dict[str, Any]:
         "seen": seen,
         "open_after": open_after,
         "rows": observer.item_count("reset-rolled-back"),
+        "text_rows": observer.item_count(text) if text else 0,
         "pools": pool_status(),
     }
 

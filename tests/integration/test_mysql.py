@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -85,10 +86,41 @@ def test_a_reset_session_is_set_up_as_a_new_one(mysql_run: Any, reset: str) -> N
     )
     fresh, *reset_ones = facts["seen"]
     # A new connection: autocommit off, the collation, Django's isolation level last.
-    assert fresh[1:] == [0, "utf8mb4_unicode_ci", "READ-COMMITTED"]
+    assert fresh[1:4] == [0, "utf8mb4_unicode_ci", "READ-COMMITTED"]
     assert reset_ones == [fresh] * len(reset_ones)  # the same session, set up alike
     assert facts["rows"] == 0  # every request's rollback undid its INSERT
     assert facts["open_after"] == [0, 0, 0]
+
+
+def test_a_reset_session_keeps_what_an_option_file_set_up(
+    mysql_run: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """OPTIONS['read_default_file'] with a character set and an init-command of its own.
+
+    The session's character set after COM_RESET_CONNECTION is the handshake's,
+    the option file's latin1, while the driver goes on encoding in utf8mb4:
+    from the second request on, text was stored double-encoded ('hÃ©â‚¬').
+    The option file's init-command (sql_mode here) was lost too: only
+    OPTIONS['init_command'] was run again.
+    """
+    option_file = tmp_path / "client.cnf"
+    option_file.write_text(
+        "[client]\ndefault-character-set=latin1\n"
+        "init-command=SET SESSION sql_mode='ANSI_QUOTES,STRICT_ALL_TABLES'\n"
+    )
+    text = "h\u00e9\u20ac reset"
+    facts = mysql_run(
+        "reset_rounds",
+        params={"text": text},
+        OPTIONS={"read_default_file": str(option_file)},
+        POOL_OPTIONS={"POOL_SIZE": 1, "MAX_OVERFLOW": 0, "RESET_ON_RETURN": "reset"},
+    )
+    fresh, *reset_ones = facts["seen"]
+    assert fresh[4] == "utf8mb4"
+    if request.node.callspec.params["mysql_run"] == "mysqlclient":  # PyMySQL reads no init-command
+        assert fresh[5] == "ANSI_QUOTES,STRICT_ALL_TABLES"
+    assert reset_ones == [fresh] * len(reset_ones)  # the same session, set up alike
+    assert facts["text_rows"] == 3  # every request's text, stored as written
 
 
 def test_server_gone_away_after_wait_timeout_is_invisible(mysql_run: Any) -> None:

@@ -37,21 +37,26 @@ class MySQLPoolMixin(PooledDatabaseWrapperMixin):
 
     def sapool_restore_session(self) -> None:
         # What the driver does when it connects, before Django's session setup
-        # and in the same order: OPTIONS['init_command'] (often sql_mode), then
-        # SET NAMES with OPTIONS['collation']. COM_RESET_CONNECTION puts the
-        # session variables back to the server's defaults, and the character
-        # set to the handshake's with its default collation.
+        # and in the same order: its init commands (OPTIONS['init_command'],
+        # often sql_mode, and an option file's init-command), then SET NAMES.
+        # COM_RESET_CONNECTION puts the session variables back to the server's
+        # defaults, and the character set to the handshake's with its default
+        # collation: the handshake's is an option file's default-character-set
+        # if it has one, while the driver goes on encoding in Django's charset.
         options = self.settings_dict.get("OPTIONS") or {}
-        init_command = options.get("init_command")
-        if init_command:
+        commands = self.sapool_driver.init_commands(self.connection, options)
+        if commands:
             cursor = self.connection.cursor()
             try:
-                cursor.execute(init_command)
+                for command in commands:
+                    cursor.execute(command)
             finally:
                 cursor.close()
         collation = options.get("collation")
-        if collation:
-            self.connection.set_character_set(self.connection.character_set_name(), collation)
+        if collation or "read_default_file" in options or "read_default_group" in options:
+            self.connection.set_character_set(
+                self.connection.character_set_name(), collation or None
+            )
 
     def sapool_server_facts(self, cursor: Any) -> ServerFacts:
         """Return the server's version, max_connections and client sessions open now."""

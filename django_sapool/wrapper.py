@@ -127,6 +127,7 @@ class _ErrorWatch(DatabaseErrorWrapper):
             pool is not None
             and wrapper.connection is not None
             and wrapper.sapool_driver.is_read_only_error(wrapper.connection, exc_value)
+            and not wrapper.sapool_read_only_by_choice()
         ):
             pool.evict("a write failed on a read-only server")
         super().__exit__(exc_type, exc_value, traceback)
@@ -419,6 +420,14 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
 
     def sapool_refresh_session(self) -> None:
         """Re-check session state that may have changed, without a round trip."""
+
+    def sapool_read_only_by_choice(self) -> bool:
+        """Return whether this alias's own settings make its sessions read-only (a backend's hook).
+
+        A write refused on such an alias is the application's mistake, not a
+        failover: the pool is not retired for it (see _ErrorWatch).
+        """
+        return False
 
     def sapool_restore_session(self) -> None:
         """Redo connect-time session setup that a session reset undid.

@@ -690,6 +690,47 @@ def reset_rounds(rounds: int = 3, text: str = "") -> dict[str, Any]:
     }
 
 
+def read_only_alias_write(attempts: int) -> dict[str, Any]:
+    """Writes on an alias that is read-only by its own settings; reads in between.
+
+    Two server sessions are opened first (two threads at once); then, in turn,
+    a write that fails and a read. Reports the write errors' SQLSTATE, the
+    server sessions seen before and after, and the pool's counters.
+    """
+    barrier = threading.Barrier(2)
+
+    def warm() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            barrier.wait(10)
+            (pid,) = cursor.fetchone()
+        connection.close()
+        return int(pid)
+
+    before: list[int] = []
+    run_threads(2, lambda _: before.append(warm()))
+    errors, after = [], set()
+    for _ in range(attempts):
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("CREATE TABLE read_only_probe (id int)")
+            errors.append("none")
+        except DatabaseError as exc:
+            errors.append(
+                getattr(exc.__cause__, "sqlstate", None) or getattr(exc.__cause__, "pgcode", None)
+            )
+        connection.close()
+        after.add(backend_id())
+        connection.close()
+    return {
+        "before": sorted(before),
+        "after": sorted(after),
+        "errors": errors,
+        "server_sessions": Observer().our_sessions(),
+        "pools": pool_status(),
+    }
+
+
 def late_cursor_close(in_atomic: bool) -> dict[str, Any]:
     """A server-side cursor outlives its request; it is closed while another request runs.
 
@@ -773,12 +814,14 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
         failed_first_statement,
         reset_rounds,
         late_cursor_close,
+        read_only_alias_write,
     )
 }
 
 
 def main() -> None:
-    setup_table()
+    if CONFIG["scenario"] != "read_only_alias_write":  # whose alias cannot create it
+        setup_table()
     facts = SCENARIOS[CONFIG["scenario"]](**CONFIG.get("params", {}))
     facts["driver"] = connection.Database.__name__
     if connection.vendor == "mysql":

@@ -48,6 +48,9 @@ class PgServer:
         return " ".join(parts)
 
     def settings(self, dbname: str, app_name: str, **extra: Any) -> dict[str, Any]:
+        # application_name is how a test finds its own server sessions: kept
+        # whatever OPTIONS the test adds.
+        options = {"application_name": app_name, **extra.pop("OPTIONS", {})}
         return {
             "ENGINE": "django_sapool.backends.postgresql",
             "NAME": dbname,
@@ -55,7 +58,7 @@ class PgServer:
             "PASSWORD": self.password,
             "HOST": self.host,
             "PORT": self.port,
-            "OPTIONS": {"application_name": app_name},
+            "OPTIONS": options,
             **extra,
         }
 

@@ -203,3 +203,24 @@ def test_a_server_side_cursor_kept_past_its_request_leaves_the_next_borrower_alo
         assert facts["late_close"] == "ok"
     (pool,) = facts["pools"]
     assert pool["checked_out"] == 0
+
+
+def test_writes_on_an_alias_read_only_by_its_own_options_keep_the_pool(pg_run: Any) -> None:
+    """OPTIONS["options"] = "-c default_transaction_read_only=on": a read-only alias on purpose.
+
+    A write on it fails with SQLSTATE 25006 while the session reports
+    default_transaction_read_only on, which the pool took for a demoted
+    primary: each attempt retired the whole pool (its sessions closed, new
+    ones opened). Now the alias's own choice retires nothing.
+    """
+    facts = pg_run(
+        "read_only_alias_write",
+        params={"attempts": 3},
+        OPTIONS={"options": "-c default_transaction_read_only=on"},
+        POOL_OPTIONS={"POOL_SIZE": 2, "MAX_OVERFLOW": 0},
+    )
+    assert facts["errors"] == ["25006"] * 3
+    assert set(facts["after"]) <= set(facts["before"])  # the same sessions serve on
+    assert facts["server_sessions"] == 2
+    (pool,) = facts["pools"]
+    assert (pool["evictions"], pool["connections_opened"], pool["connections_closed"]) == (0, 2, 0)

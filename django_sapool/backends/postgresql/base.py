@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.db.backends.postgresql import base, creation
@@ -10,6 +11,11 @@ from django.db.backends.postgresql.psycopg_any import is_psycopg3
 from django_sapool.backends import ServerFacts
 from django_sapool.drivers import Psycopg2Ops, Psycopg3Ops
 from django_sapool.wrapper import PooledCreationMixin, PooledDatabaseWrapperMixin
+
+#: libpq's ``options`` turning the session's default read-only (``-c name=on``).
+_READ_ONLY_OPTION = re.compile(
+    r"default_transaction_read_only\s*=\s*'?(?:on|true|yes|1)\b", re.IGNORECASE
+)
 
 
 class DatabaseCreation(PooledCreationMixin, creation.DatabaseCreation):
@@ -55,6 +61,12 @@ class PostgresPoolMixin(PooledDatabaseWrapperMixin):
         # several microseconds on a no-op switch.
         if self._sapool_record is None or self.connection.autocommit != autocommit:
             super()._set_autocommit(autocommit)  # type: ignore[misc]
+
+    def sapool_read_only_by_choice(self) -> bool:
+        # OPTIONS["options"] = "-c default_transaction_read_only=on": a replica or
+        # reporting alias made read-only on purpose; every write on it fails.
+        options = (self.settings_dict.get("OPTIONS") or {}).get("options")
+        return isinstance(options, str) and _READ_ONLY_OPTION.search(options) is not None
 
     def chunked_cursor(self) -> Any:
         # A named (server-side) cursor: closed when the connection goes back

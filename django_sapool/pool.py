@@ -356,15 +356,24 @@ class ManagedPool:
     def status(self) -> PoolStatus:
         """Return a snapshot: sizes now, counters, and the recent waits' percentiles."""
         sa = self._sa
-        # SQLAlchemy counts a remembered connection as checked out; it is idle.
-        remembered = len(self._by_owner)
-        idle, checked_out = sa.idle_open() + remembered, sa.checkedout() - remembered
         busy = self.lending.counts()
+        # SQLAlchemy counts a remembered connection as checked out; it is idle.
+        # It also counts a record as checked out from the start of its connect,
+        # which may wait up to CONNECT_TIMEOUT on a silent server: no connection
+        # exists yet. (Both counts are read without SQLAlchemy's lock: a connect
+        # ending meanwhile must not make the difference negative.)
+        remembered = len(self._by_owner)
+        idle = sa.idle_open() + remembered
+        checked_out = max(0, sa.checkedout() - remembered - busy[CONNECTING])
+        size = idle + checked_out
         return self.stats.snapshot(
-            size=idle + checked_out,
+            size=size,
             checked_out=checked_out,
             idle=idle,
-            overflow=max(0, sa.overflow()),
+            # Not SQLAlchemy's overflow: that counts the slots taken, connecting
+            # ones and the empty records of closed connections (evict(), a
+            # retire at return) included, until their slot is freed.
+            overflow=max(0, size - self.options.pool_size),
             connecting=busy[CONNECTING],
             pinging=busy[PINGING],
         )

@@ -14,8 +14,9 @@ does not aggregate custom collectors).
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     # prometheus_client is imported only when metrics are built, so that importing
@@ -40,7 +41,11 @@ WAIT_MAX = "django_sapool_checkout_wait_max_seconds"
 QUANTILES = (("0.5", "wait_ms_p50"), ("0.95", "wait_ms_p95"), ("0.99", "wait_ms_p99"))
 
 _lock = threading.Lock()
-_registered: dict[int, tuple[Any, SapoolCollector]] = {}
+#: The collector given to each registry, so that registering again returns it.
+#: Weak keys: a registry its owner dropped (a test's) is not kept alive here.
+_registered: weakref.WeakKeyDictionary[CollectorRegistry, SapoolCollector] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class SapoolCollector:
@@ -99,7 +104,9 @@ class SapoolCollector:
                 (f"{bound / 1000.0:g}", count)
                 for bound, count in zip(WAIT_BUCKETS_MS, status.wait_ms_buckets, strict=True)
             ]
-            buckets.append(("+Inf", status.checkout_waits))
+            # Not checkout_waits: that counts the waits in progress too, which
+            # would show as waits longer than the last bound.
+            buckets.append(("+Inf", status.waits_ended))
             histogram.add_metric(labels, buckets, status.wait_ms_total / 1000.0)
             for quantile, field in QUANTILES:
                 recent.add_metric((*labels, quantile), getattr(status, field) / 1000.0)
@@ -110,16 +117,24 @@ class SapoolCollector:
 
 
 def register(registry: CollectorRegistry | None = None) -> SapoolCollector:
-    """Register a SapoolCollector with a registry (default: REGISTRY), once; return it."""
+    """Register a SapoolCollector with a registry (default: REGISTRY), once; return it.
+
+    Registering again returns the same collector, registered again if it was
+    unregistered meanwhile (``registry.unregister(collector)``).
+    """
     if registry is None:
         from prometheus_client import REGISTRY  # type: ignore[import-not-found]
 
         registry = REGISTRY
     with _lock:
-        entry = _registered.get(id(registry))
-        if entry is not None and entry[0] is registry:
-            return entry[1]
-        collector = SapoolCollector()
-        registry.register(collector)
-        _registered[id(registry)] = (registry, collector)
+        known = _registered.get(registry)
+        collector = known if known is not None else SapoolCollector()
+        try:
+            # Asked every time: only the registry knows whether it still has ours.
+            registry.register(collector)
+        except ValueError:  # prometheus_client's "Duplicated timeseries"
+            if known is None:
+                raise  # another collector of these metrics, not ours
+            return known  # still registered
+        _registered[registry] = collector
     return collector

@@ -78,10 +78,13 @@ class Retirement:
     def recycle_idle(self, pick: Callable[[list[Record]], list[Record]]) -> int:
         """Close the idle connections ``pick`` chooses (older than RECYCLE); count them.
 
-        Their records go back to the queue, empty: the next checkout of each
-        connects it again, which counts and logs it as recycled (``opened.py``).
+        Each counts as an idle connection closed now. Their records go back to
+        the queue, empty: the next checkout of each connects it again, which
+        counts and logs it as recycled (``opened.py``).
         """
         victims = self._sa.take_idle(pick)
+        if victims:
+            self._stats.add("connections_idle_closed", len(victims))
         for record in victims:
             state = record.info.get(STATE)
             if state is not None:

@@ -65,8 +65,10 @@ class PoolStatus:
     included): the total, percentiles over the last ``WAIT_WINDOW`` waits
     (0.0 while none has waited), and ``wait_ms_buckets``: how many waits took
     at most each bound of ``WAIT_BUCKETS_MS`` (cumulative, as Prometheus's
-    buckets; ``checkout_waits`` is the ``+Inf`` one). ``connecting`` and
-    ``pinging`` count the checkouts talking to the server now.
+    buckets; :attr:`waits_ended` is the ``+Inf`` one). ``connecting`` and
+    ``pinging`` count the checkouts talking to the server now; ``size``,
+    ``checked_out`` and ``overflow`` count connections that exist, not those
+    being opened.
     """
 
     alias: str = _label()
@@ -130,6 +132,17 @@ class PoolStatus:
     evictions: int = _counter(
         "django_sapool_evictions", "Times every connection was retired (read-only server, evict())."
     )
+
+    @property
+    def waits_ended(self) -> int:
+        """The waits that ended (with a connection or a timeout): the histogram's count.
+
+        ``checkout_waits`` counts a wait when it starts, the buckets when it
+        ends; :meth:`Stats.waited` moves a wait from ``waiting`` to its bucket
+        under the lock a snapshot reads both with, so this is what the
+        buckets hold, waits longer than the last bound included.
+        """
+        return self.checkout_waits - self.waiting
 
 
 #: (metric, field, help) of every gauge and counter, in declaration order.

@@ -1,21 +1,33 @@
-"""``manage.py sapool --check`` against real servers, in its own Django process.
+"""``manage.py sapool --check`` and ``pool_status()`` against real servers.
 
 The command runs as ``python -m django sapool`` with a settings module written for
 the test (django_sapool in INSTALLED_APPS, as a project would have it). Its numbers
-are compared with what the server itself says.
+are compared with what the server itself says. ``pool_status()`` is read in this
+process (tests/conftest.py configures Django; each thread builds its own wrapper),
+its sizes compared with the server's sessions.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import OperationalError
+
+import django_sapool
+from django_sapool import registry
+from tests.unit.pools import filled
 
 from .conftest import ROOT, MySQLServer, PgServer, mysql_admin_cursor
 
@@ -187,3 +199,116 @@ def test_check_workers_on_mysql(
     text = manage(tmp_path, mysql_driver, databases, "--check", "--workers", "4").stdout
     assert row(text, "max_connections") == [str(server_max)]
     assert row(text, "vendor") == ["mysql"]
+
+
+# -- pool_status() sizes against the server's own count, in this process ----------------
+
+
+#: Seconds any single step may take before the test gives up on it.
+STEP = 10.0
+
+
+class PgHolder:
+    """A thread that checks out a connection of its own wrapper and keeps it until released."""
+
+    def __init__(self, settings_dict: dict[str, Any]) -> None:
+        from django_sapool.backends.postgresql.base import DatabaseWrapper
+
+        self.done = threading.Event()
+        self.release = threading.Event()
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            wrapper = DatabaseWrapper(settings_dict, "default")
+            try:
+                wrapper.ensure_connection()
+            except BaseException as exc:
+                self.error = exc
+            self.done.set()
+            self.release.wait(STEP)
+            wrapper.close()
+
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.release.set()
+        self.thread.join(STEP)
+
+
+def pg_sessions(pg: PgServer, app_name: str) -> int:
+    import psycopg
+
+    with psycopg.connect(pg.conninfo(pg.admin_db)) as admin:
+        sql = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+        return int(admin.execute(sql, [app_name]).fetchone()[0])  # type: ignore[index]
+
+
+@pytest.fixture
+def pools() -> Iterator[None]:
+    """No pool of this process before the test, none after it."""
+    registry.dispose()
+    yield
+    registry.dispose()
+
+
+@pytest.mark.postgresql
+@pytest.mark.usefixtures("pools")
+def test_status_sizes_are_the_servers_sessions_after_evict(pg: PgServer, pg_database: str) -> None:
+    """Overflow is the open connections beyond POOL_SIZE, not the records SQLAlchemy keeps."""
+    app_name = f"sapool-status-{uuid.uuid4().hex[:10]}"
+    settings_dict = filled(
+        **pg.settings(pg_database, app_name, POOL_OPTIONS={"POOL_SIZE": 2, "MAX_OVERFLOW": 2})
+    )
+    holders = [PgHolder(settings_dict) for _ in range(4)]
+    try:
+        assert all(h.done.wait(STEP) and h.error is None for h in holders)
+        (pool,) = registry.status()
+        assert (pool.size, pool.checked_out, pool.overflow) == (4, 4, 2)
+        assert pg_sessions(pg, app_name) == 4
+        django_sapool.evict()
+        for holder in holders[:2]:
+            holder.stop()  # closed when returned
+        (pool,) = registry.status()
+        assert pg_sessions(pg, app_name) == 2
+        assert (pool.size, pool.checked_out, pool.idle, pool.overflow) == (2, 2, 0, 0)
+    finally:
+        for holder in holders:
+            holder.stop()
+    (pool,) = registry.status()
+    assert (pool.size, pool.overflow, pool.connections_closed) == (0, 0, 4)
+    assert pg_sessions(pg, app_name) == 0
+
+
+@pytest.mark.postgresql
+@pytest.mark.usefixtures("pools")
+def test_status_while_the_server_is_silent_counts_no_connection(pg: PgServer) -> None:
+    """Checkouts waiting on a server that never answers (up to CONNECT_TIMEOUT) are connecting."""
+    pytest.importorskip("psycopg")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts TCP connections, never answers them
+    settings_dict = filled(
+        **pg.settings(
+            "sapool_silent",
+            "sapool-silent",
+            PORT=silent.getsockname()[1],
+            POOL_OPTIONS={"POOL_SIZE": 2, "MAX_OVERFLOW": 2, "CONNECT_TIMEOUT": 5},
+        )
+    )
+    holders = [PgHolder(settings_dict) for _ in range(3)]
+    try:
+        deadline = time.monotonic() + STEP
+        while time.monotonic() < deadline and [p.connecting for p in registry.status()] != [3]:
+            time.sleep(0.01)
+        (pool,) = registry.status()
+        assert pool.connecting == 3
+        assert (pool.size, pool.checked_out, pool.idle, pool.overflow) == (0, 0, 0, 0)
+        assert pool.connections_opened == 0
+    finally:
+        silent.close()  # the waiting connects are reset: they fail at once
+        for holder in holders:
+            holder.stop()
+    assert all(isinstance(h.error, OperationalError) for h in holders)
+    (pool,) = registry.status()
+    assert (pool.size, pool.checked_out, pool.connecting) == (0, 0, 0)

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
+import threading
+import time
+import weakref
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from django_sapool import registry
 from django_sapool.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
-from django_sapool.stats import WAIT_BUCKETS_MS
+from django_sapool.stats import WAIT_BUCKETS_MS, PoolStatus
 
-from .pools import checkout_after_a_wait, sqlite_settings
+from .pools import Holder, checkout_after_a_wait, sqlite_settings
 
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 if not IN_CI:  # under CI a missing prometheus_client fails the run
@@ -127,3 +133,107 @@ def test_importing_django_sapool_does_not_need_prometheus_client() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert proc.stdout.strip() == "register needs prometheus_client"
+
+
+def test_waits_in_progress_are_not_histogram_observations(tmp_path: Path) -> None:
+    """The histogram's +Inf bucket and count hold the waits that ended, as its buckets and sum."""
+    settings_dict = sqlite_settings(tmp_path, POOL_SIZE=1, MAX_OVERFLOW=0, TIMEOUT=10)
+    name = settings_dict["NAME"]
+    holder = Holder(settings_dict)
+
+    def wait_for_a_connection() -> None:
+        wrapper = SqliteWrapper(settings_dict, "default")
+        wrapper.ensure_connection()
+        wrapper.close()
+
+    waiters = [threading.Thread(target=wait_for_a_connection) for _ in range(2)]
+    metrics = CollectorRegistry()
+    sapool_prometheus.register(metrics)
+    labels = (("alias", "default"), ("database", name), ("vendor", "sqlite"))
+
+    def value(metric: str, **extra: str) -> float:
+        return samples(metrics)[(metric, tuple(sorted((*labels, *extra.items()))))]
+
+    try:
+        for waiter in waiters:
+            waiter.start()
+        deadline = time.monotonic() + 5
+        while value("django_sapool_checkout_waiting") < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert value("django_sapool_checkout_waiting") == 2
+        assert value("django_sapool_checkout_waits_total") == 2  # waits started
+        assert value("django_sapool_checkout_wait_seconds_bucket", le="30") == 0
+        assert value("django_sapool_checkout_wait_seconds_bucket", le="+Inf") == 0
+        assert value("django_sapool_checkout_wait_seconds_count") == 0
+        assert value("django_sapool_checkout_wait_seconds_sum") == 0
+    finally:
+        holder.stop()
+        for waiter in waiters:
+            waiter.join(10)
+    assert value("django_sapool_checkout_waiting") == 0
+    assert value("django_sapool_checkout_waits_total") == 2
+    assert value("django_sapool_checkout_wait_seconds_bucket", le="30") == 2
+    assert value("django_sapool_checkout_wait_seconds_bucket", le="+Inf") == 2
+    assert value("django_sapool_checkout_wait_seconds_count") == 2
+    assert value("django_sapool_checkout_wait_seconds_sum") > 0
+
+
+def test_the_inf_bucket_counts_ended_waits_longer_than_the_last_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Of 4 waits started, 1 still waiting: 3 observations, one of them longer than 30 s."""
+    values: dict[str, Any] = {f.name: 0 for f in fields(PoolStatus)}
+    values.update(
+        alias="default",
+        vendor="sqlite",
+        database="db",
+        checkout_waits=4,
+        waiting=1,
+        wait_ms_total=31_000.0 + 2 * 0.5,
+        wait_ms_buckets=(2,) * len(WAIT_BUCKETS_MS),  # two waits of 0.5 ms, one of 31 s
+    )
+    monkeypatch.setattr(registry, "status", lambda: [PoolStatus(**values)])
+    metrics = CollectorRegistry()
+    sapool_prometheus.register(metrics)
+    got = samples(metrics)
+    labels = (("alias", "default"), ("database", "db"), ("vendor", "sqlite"))
+
+    def bucket(le: str) -> float:
+        return got[
+            ("django_sapool_checkout_wait_seconds_bucket", tuple(sorted((*labels, ("le", le)))))
+        ]
+
+    assert bucket("30") == 2
+    assert bucket("+Inf") == 3
+    assert got[("django_sapool_checkout_wait_seconds_count", labels)] == 3
+    assert got[("django_sapool_checkout_wait_seconds_sum", labels)] == pytest.approx(31.001)
+    assert got[("django_sapool_checkout_waits_total", labels)] == 4
+    assert got[("django_sapool_checkout_waiting", labels)] == 1
+
+
+def test_register_again_after_unregister(tmp_path: Path) -> None:
+    """A collector unregistered (a test's cleanup, an app reload) is registered again."""
+    settings_dict = sqlite_settings(tmp_path)
+    wrapper = SqliteWrapper(settings_dict, "default")
+    wrapper.ensure_connection()
+    wrapper.close()
+    key = (
+        "django_sapool_checkouts_total",
+        (("alias", "default"), ("database", settings_dict["NAME"]), ("vendor", "sqlite")),
+    )
+    metrics = CollectorRegistry()
+    collector = sapool_prometheus.register(metrics)
+    assert samples(metrics)[key] == 1
+    metrics.unregister(collector)
+    assert key not in samples(metrics)
+    assert sapool_prometheus.register(metrics) is collector
+    assert samples(metrics)[key] == 1
+    assert sapool_prometheus.register(metrics) is collector  # registered: left as it is
+    assert samples(metrics)[key] == 1
+    # Another registry gets a collector of its own; a dropped registry is not kept alive.
+    other = CollectorRegistry()
+    assert sapool_prometheus.register(other) is not collector
+    dropped = weakref.ref(other)
+    del other
+    gc.collect()
+    assert dropped() is None

@@ -1,4 +1,4 @@
-"""PoolStatus statistics: checkouts, waits (counted, timed, percentiles), recycles."""
+"""PoolStatus statistics: checkouts, waits (counted, timed, percentiles), recycles, sizes."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from django_sapool import PoolExhausted, registry
+from django_sapool import PoolExhausted, housekeeper, registry
 from django_sapool.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
 from django_sapool.stats import WAIT_WINDOW, PoolStatus, percentile
 
@@ -184,3 +185,107 @@ def test_dispose_and_overflow_closes_are_not_recycles(tmp_path: Path) -> None:
     status = pool.status()
     assert status.connections_closed == 2
     assert status.connections_recycled == 0
+
+
+# -- sizes: connections that exist -------------------------------------------------
+
+
+class GatedSqliteWrapper(SqliteWrapper):
+    """A wrapper whose new connections wait for ``gate`` (a connect to a slow server)."""
+
+    gate = threading.Event()
+
+    def sapool_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        assert self.gate.wait(10)
+        return super().sapool_new_connection(conn_params)
+
+
+class GatedHolder:
+    """A Holder whose checkout connects through the gate: started, not waited for."""
+
+    def __init__(self, settings_dict: dict[str, Any]) -> None:
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(settings_dict,))
+        self.thread.start()
+
+    def _run(self, settings_dict: dict[str, Any]) -> None:
+        wrapper = GatedSqliteWrapper(settings_dict, "default")
+        wrapper.ensure_connection()
+        self.holding.set()
+        self.release.wait(10)
+        wrapper.close()
+
+    def stop(self) -> None:
+        self.release.set()
+        self.thread.join(10)
+
+
+def test_checkouts_still_connecting_are_not_open_connections(tmp_path: Path) -> None:
+    """Sizes count connections that exist: a connect under way (a silent server) is none yet."""
+    settings_dict = sqlite_settings(tmp_path, POOL_SIZE=2, MAX_OVERFLOW=3)
+    GatedSqliteWrapper.gate.set()
+    first = GatedSqliteWrapper(settings_dict, "default")
+    first.ensure_connection()
+    pool = first.sapool_pool()
+    GatedSqliteWrapper.gate.clear()
+    connecting = [GatedHolder(settings_dict) for _ in range(3)]
+    try:
+        assert wait_until(lambda: pool.status().connecting == 3)
+        status = pool.status()
+        assert (status.size, status.checked_out, status.idle, status.overflow) == (1, 1, 0, 0)
+        assert (status.connecting, status.connections_opened) == (3, 1)
+        GatedSqliteWrapper.gate.set()
+        assert all(holder.holding.wait(5) for holder in connecting)
+        status = pool.status()
+        assert (status.size, status.checked_out, status.idle, status.overflow) == (4, 4, 0, 2)
+        assert (status.connecting, status.connections_opened) == (0, 4)
+    finally:
+        GatedSqliteWrapper.gate.set()
+        for holder in connecting:
+            holder.stop()
+        first.close()
+
+
+def test_overflow_counts_open_connections_beyond_pool_size(tmp_path: Path) -> None:
+    """After evict(), connections closed at their return no longer count as overflow."""
+    settings_dict = sqlite_settings(tmp_path, POOL_SIZE=2, MAX_OVERFLOW=2)
+    holders = [Holder(settings_dict) for _ in range(4)]
+    try:
+        pool = SqliteWrapper(settings_dict, "default").sapool_pool()
+        status = pool.status()
+        assert (status.size, status.checked_out, status.overflow) == (4, 4, 2)
+        pool.evict("a test")
+        for holder in holders[:2]:
+            holder.stop()  # closed when returned: their records stay in the queue, empty
+        status = pool.status()
+        assert status.connections_closed == 2
+        assert (status.size, status.checked_out, status.idle, status.overflow) == (2, 2, 0, 0)
+        holders[2].stop()
+        status = pool.status()
+        assert (status.size, status.checked_out, status.overflow) == (1, 1, 0)
+    finally:
+        for holder in holders:
+            holder.stop()
+    status = pool.status()
+    assert (status.size, status.checked_out, status.idle, status.overflow) == (0, 0, 0, 0)
+
+
+def test_an_idle_connection_past_recycle_counts_as_idle_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RECYCLE while idle closes it (idle closed); reconnecting it later is the recycle."""
+    monkeypatch.setattr(housekeeper, "register", lambda pool: None)  # no thread: we sweep
+    wrapper = SqliteWrapper(sqlite_settings(tmp_path, RECYCLE=0.05, RECYCLE_JITTER=0), "default")
+    cycle(wrapper)
+    pool = wrapper.sapool_pool()
+    pool.remembered.give_back_idle(0.0, 0.0)  # to the queue, where the sweep looks
+    time.sleep(0.1)
+    assert housekeeper.housekeep(pool) == 1
+    status = pool.status()
+    assert (status.size, status.connections_closed, status.connections_idle_closed) == (0, 1, 1)
+    assert status.connections_recycled == 0  # counted when the record connects again
+    cycle(wrapper)
+    status = pool.status()
+    assert (status.connections_idle_closed, status.connections_recycled) == (1, 1)
+    assert (status.connections_opened, status.size) == (2, 1)

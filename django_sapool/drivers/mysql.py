@@ -9,9 +9,11 @@ for that module.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from ..deadline import WATCHDOG
 from .base import DriverOps, Flags
 from .native import STATUS_ATTRIBUTE, MariaDBClient, ServerStatus, mariadb_client
 
@@ -110,6 +112,30 @@ class MySQLOps(DriverOps):
             conn.commit()
 
 
+def _setup_bounded(connection_class: type) -> type:
+    """Return a subclass of mysqlclient's Connection that arms a deadline after the login.
+
+    mysqlclient's ``Connection.__init__`` logs in (libmariadb, bounded by
+    ``connect_timeout``), then asks ``get_server_info()``, which is local, and
+    only then sends statements of its own: ``SET NAMES`` and the autocommit
+    mode. With ``_sapool_setup_seconds`` set on the instance before
+    ``__init__``, the first ``get_server_info()`` arms the watchdog on the new
+    socket (``deadline.py``), so those statements run within that time.
+    """
+
+    class SetupBoundedConnection(connection_class):  # type: ignore[misc,valid-type]
+        # Code that tells the driver by type(conn).__module__ sees mysqlclient's.
+        __module__ = connection_class.__module__
+
+        def get_server_info(self) -> Any:
+            seconds = self.__dict__.pop("_sapool_setup_seconds", None)
+            if seconds is not None:
+                self._sapool_setup_deadline = WATCHDOG.arm(self.fileno(), seconds)
+            return super().get_server_info()
+
+    return SetupBoundedConnection
+
+
 class MysqlclientOps(MySQLOps):
     """mysqlclient (the C extension), with libmariadb's helpers where it links them."""
 
@@ -117,6 +143,44 @@ class MysqlclientOps(MySQLOps):
 
     def __init__(self) -> None:
         self._client: MariaDBClient | None | bool = False  # False: not probed yet
+        self._setup_bounded: Any = None  # _setup_bounded(Connection), made at first use
+
+    def connect_within(
+        self, params: dict[str, Any], seconds: float, silent: Callable[[], Exception]
+    ) -> Any:
+        """Connect as ``MySQLdb.connect(**params)``; past ``seconds`` after the login, fail.
+
+        libmariadb's ``connect_timeout`` ends with the login; the statements
+        mysqlclient sends itself right after it (``SET NAMES``, autocommit) had
+        no bound, so a server or proxy that answers the login and then nothing
+        kept the checkout waiting for ever. Past the deadline the watchdog
+        shuts the socket down and ``silent()`` is raised.
+        """
+        if self._setup_bounded is None:
+            from MySQLdb.connections import Connection
+
+            self._setup_bounded = _setup_bounded(Connection)
+        conn = self._setup_bounded.__new__(self._setup_bounded)
+        conn._sapool_setup_seconds = seconds
+        try:
+            conn.__init__(**params)
+        except BaseException as exc:
+            deadline = conn.__dict__.pop("_sapool_setup_deadline", None)
+            if deadline is None:  # the login failed: nothing is open
+                raise
+            fired = WATCHDOG.disarm(deadline)
+            try:
+                conn.close()  # logged in: the session is closed, not left to the GC
+            except Exception:
+                pass
+            if fired:
+                raise silent() from exc
+            raise
+        deadline = conn.__dict__.pop("_sapool_setup_deadline", None)
+        if deadline is not None and WATCHDOG.disarm(deadline):
+            conn.close()  # it answered just as the deadline fired: the socket is shut down
+            raise silent()
+        return conn
 
     def client(self, conn: Any) -> MariaDBClient | None:
         """Return the libmariadb helper if it works with this driver build, else None."""

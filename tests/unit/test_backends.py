@@ -150,3 +150,55 @@ def test_sqlite_facts() -> None:
         facts = wrapper.sapool_server_facts(cursor)  # type: ignore[attr-defined]
     assert facts == ServerFacts(f"SQLite {sqlite3.sqlite_version}", None, None)
     wrapper.close()
+
+
+def _statements(function: Any) -> list[str]:
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]  # the docstring
+    return [ast.unparse(node) for node in body]
+
+
+def test_djangos_mysql_get_new_connection_is_the_one_the_pool_repeats() -> None:
+    """MySQLPoolMixin.sapool_new_connection() opens mysqlclient connections itself.
+
+    It repeats what Django's get_new_connection() does after Database.connect()
+    (4.2 to 5.2: drop the bytes encoder; 6.x: nothing). A Django release that
+    adds a step fails here instead of the pool skipping it.
+    """
+    django_mysql = import_module("django.db.backends.mysql.base")
+    statements = _statements(django_mysql.DatabaseWrapper.get_new_connection.__wrapped__)
+    assert statements in (
+        [
+            "connection = Database.connect(**conn_params)",
+            "if connection.encoders.get(bytes) is bytes:\n    connection.encoders.pop(bytes)",
+            "return connection",
+        ],
+        ["connection = Database.connect(**conn_params)", "return connection"],
+    ), (
+        "Django's MySQL get_new_connection() changed: bring "
+        "django_sapool.backends.mysql.base.MySQLPoolMixin.sapool_new_connection() in line."
+    )
+
+
+def test_mysqlclient_asks_get_server_info_between_the_login_and_its_statements() -> None:
+    """The deadline on mysqlclient's own setup is armed by get_server_info() (drivers/mysql.py).
+
+    Its Connection.__init__ logs in (``super().__init__``), asks the server
+    version (local), then sends SET NAMES (``set_character_set``) and the
+    autocommit mode: a mysqlclient release that reorders them fails here.
+    """
+    connections_module = pytest.importorskip("MySQLdb.connections")
+    statements = _statements(connections_module.Connection.__init__)
+
+    def first(text: str) -> int:
+        return next(i for i, statement in enumerate(statements) if text in statement)
+
+    login = first("super().__init__(")
+    assert login < first("self.get_server_info()") < first("self.set_character_set(")
+    assert first("self.set_character_set(") < first("self.autocommit(")

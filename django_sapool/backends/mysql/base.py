@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.db.backends.mysql import base, creation
 
 from django_sapool.backends import ServerFacts
-from django_sapool.drivers import MySQLOps, mysql_ops
+from django_sapool.drivers import MysqlclientOps, MySQLOps, mysql_ops
+from django_sapool.errors import ServerSilent
 from django_sapool.wrapper import PooledCreationMixin, PooledDatabaseWrapperMixin
 
 
 class DatabaseCreation(PooledCreationMixin, creation.DatabaseCreation):
     pass
+
+
+@functools.cache
+def _connects_as_django(mro: tuple[type, ...]) -> bool:
+    """Return whether a wrapper class (its ``__mro__``) connects with Django's own MySQL one.
+
+    Only then may the pool open them itself (``connect_within``); a backend
+    that a project wraps around ours with a get_new_connection() of its own
+    (``wrapping.py``) keeps it, and mysqlclient's own setup stays unbounded.
+    """
+    after = mro[mro.index(PooledDatabaseWrapperMixin) + 1 :]
+    owner = next((c for c in after if "get_new_connection" in c.__dict__), None)
+    return owner is base.DatabaseWrapper
 
 
 class MySQLPoolMixin(PooledDatabaseWrapperMixin):
@@ -25,10 +40,31 @@ class MySQLPoolMixin(PooledDatabaseWrapperMixin):
     def sapool_new_connection(self, conn_params: dict[str, Any]) -> Any:
         params = dict(conn_params)
         handshake_only = params.pop(MySQLOps.HANDSHAKE_ONLY, False)
-        conn = super().sapool_new_connection(params)
+        driver = self.sapool_driver
+        seconds = params.get("connect_timeout")
+        if (
+            isinstance(driver, MysqlclientOps)
+            and seconds
+            and _connects_as_django(type(self).__mro__)
+        ):
+            conn = driver.connect_within(params, seconds, lambda: self._sapool_silent(seconds))
+            # What Django's get_new_connection() does after Database.connect()
+            # (4.2 to 5.2; 6.x does nothing more: tests/unit/test_backends.py).
+            if conn.encoders.get(bytes) is bytes:
+                conn.encoders.pop(bytes)
+        else:
+            conn = super().sapool_new_connection(params)
         if handshake_only:
-            self.sapool_driver.end_handshake(conn)
+            driver.end_handshake(conn)
         return conn
+
+    def _sapool_silent(self, seconds: float) -> ServerSilent:
+        return ServerSilent(
+            f"django_sapool: the server did not answer mysqlclient's session setup of a new "
+            f"connection of alias {self.alias!r} (SET NAMES, autocommit) within "
+            f"connect_timeout={seconds:g}s after the login (a hung server or a silent "
+            f"network): the connection is discarded."
+        )
 
     def sapool_fingerprint_extra(self) -> tuple[object, ...]:
         from django.conf import settings

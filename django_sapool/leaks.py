@@ -10,6 +10,7 @@ message whether the application or the server holds the slots.
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import threading
@@ -193,6 +194,22 @@ class Lending:
             state.thread.name if state.thread is not None else "?",
             now - state.lent_at,
         )
+
+    def reclaim_from_ended_threads(self) -> bool:
+        """Collect garbage if a lent connection's thread has ended; True if that ran.
+
+        A thread that ends without closing its connection leaves its Django
+        wrapper in reference cycles: only the cycle collector frees it, and
+        then ``registry.owner_gone`` returns the connection. A checkout about to
+        wait allocates next to nothing, so the collector might not run before
+        TIMEOUT: PoolExhausted with the connections there for the taking.
+        """
+        for record in list(self.lent.values()):
+            thread = state_of(record).thread
+            if thread is not None and not thread.is_alive():
+                gc.collect()
+                return True
+        return False
 
     def abandoned_by(self, owner: Any) -> list[Any]:
         """Return the lent records of a garbage-collected wrapper, warning about each."""

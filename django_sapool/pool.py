@@ -240,7 +240,9 @@ class ManagedPool:
             if limit < 0:  # no MAX_OVERFLOW: SQLAlchemy never waits
                 return sa.take()
             if not self._idle and sa.overflow_now(sa) >= limit:
-                return self.remembered.wait(lambda: self.stats.waited(sa.take, self.alias))
+                # About to wait: first get back what ended threads left checked out.
+                if not (self.lending.reclaim_from_ended_threads() and self._idle):
+                    return self.remembered.wait(lambda: self.stats.waited(sa.take, self.alias))
             # SQLAlchemy waits after all when another thread takes the idle
             # connection, or the last overflow slot, first: take as a waiter, so
             # that a connection returned meanwhile goes to the queue rather than

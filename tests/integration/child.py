@@ -10,6 +10,7 @@ as under a WSGI server.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -731,6 +732,36 @@ def read_only_alias_write(attempts: int) -> dict[str, Any]:
     }
 
 
+def threads_that_never_close(n: int) -> dict[str, Any]:
+    """``n`` threads, one after another, each runs a query and ends without closing.
+
+    The cycle collector is off, as when a waiting process allocates too
+    little to trigger it: only the pool can get those connections back.
+    Reports each thread's outcome and seconds, and the sessions on the server.
+    """
+    outcomes: list[tuple[str, float]] = []
+
+    def work(_: int) -> None:
+        started = time.monotonic()
+        try:
+            backend_id()
+            outcomes.append(("ok", time.monotonic() - started))
+        except Exception as exc:
+            outcomes.append((type(exc).__name__, time.monotonic() - started))
+
+    gc.disable()
+    try:
+        for _ in range(n):
+            run_threads(1, work)
+    finally:
+        gc.enable()
+    return {
+        "outcomes": outcomes,
+        "server_sessions": Observer().our_sessions(),
+        "pools": pool_status(),
+    }
+
+
 def late_cursor_close(in_atomic: bool) -> dict[str, Any]:
     """A server-side cursor outlives its request; it is closed while another request runs.
 
@@ -815,6 +846,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
         reset_rounds,
         late_cursor_close,
         read_only_alias_write,
+        threads_that_never_close,
     )
 }
 

@@ -106,3 +106,25 @@ def test_forked_children_never_touch_the_parents_sessions(server_run: Any) -> No
     assert not parent & set(facts["child_pids"])
     (pool,) = facts["pools"]
     assert pool["connections_invalidated"] == 0
+
+
+def test_connections_of_threads_that_ended_without_closing_are_taken_back(
+    server_run: Any,
+) -> None:
+    """5 threads in turn on POOL_SIZE 2; each runs a query and ends without closing.
+
+    Their wrappers die in reference cycles, freed only by the cycle collector
+    (off here); the third thread waited TIMEOUT and got PoolExhausted while
+    both connections were there for the taking. A checkout about to wait now
+    collects first when a lent connection's thread has ended.
+    """
+    facts = server_run(
+        "threads_that_never_close",
+        params={"n": 5},
+        POOL_OPTIONS={"POOL_SIZE": 2, "MAX_OVERFLOW": 0, "TIMEOUT": 3},
+    )
+    assert [outcome for outcome, _ in facts["outcomes"]] == ["ok"] * 5
+    assert max(seconds for _, seconds in facts["outcomes"]) < 1.5  # none waited TIMEOUT
+    assert facts["server_sessions"] <= 2
+    (pool,) = facts["pools"]
+    assert (pool["timeouts"], pool["connections_opened"]) == (0, 2)

@@ -9,7 +9,7 @@ created, which would crash ``manage.py check`` instead of reporting.
 |---|---|---|
 | sapool.E001 | error | ``CONN_MAX_AGE`` is not 0 on a django_sapool alias |
 | sapool.E002 | error | ``OPTIONS["pool"]`` (Django's own pool) is set on a django_sapool alias |
-| sapool.E003 | error | ``POOL_OPTIONS``: an unknown key, a bad value, an unpoolable ``BACKEND`` |
+| sapool.E003 | error | ``POOL_OPTIONS``: a bad key, value or ``BACKEND``; what the backend lacks |
 | sapool.W001 | warning | in-memory SQLite on a django_sapool alias (never pooled) |
 | sapool.W002 | warning | ``MAX_OVERFLOW`` -1 (no limit), ``POOL_SIZE`` > 100, or ``TIMEOUT`` 0 |
 | sapool.W003 | warning | ``POOL_OPTIONS`` on one of Django's own backends (ignored there) |

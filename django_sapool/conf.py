@@ -6,12 +6,15 @@ import difflib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from .backends import GENERIC
+
+if TYPE_CHECKING:
+    from .drivers import DriverOps
 
 # Reset modes that are not SQL statements.
 RESET_ROLLBACK = "rollback"
@@ -300,6 +303,21 @@ def conn_max_age_error(alias: str, settings_dict: Mapping[str, Any]) -> str | No
         f"got {max_age!r}: the pool keeps connections open, and a persistent "
         f"connection would pin one pooled connection to each thread. Remove "
         f"CONN_MAX_AGE (or set it to 0) and size the pool with POOL_OPTIONS."
+    )
+
+
+def reset_error(alias: str, options: PoolOptions, driver: DriverOps) -> str | None:
+    """Return why RESET_ON_RETURN 'reset' is refused with ``driver``, or None.
+
+    Read with the alias's backend (``aliases.unsupported``): the same word is
+    DISCARD ALL on PostgreSQL and COM_RESET_CONNECTION on MySQL, and nothing a
+    driver without one can do.
+    """
+    if options.reset_on_return != RESET_SESSION or driver.no_session_reset is None:
+        return None
+    return (
+        f"{_path(alias, 'RESET_ON_RETURN')} is 'reset' (the server's full session reset), "
+        f"which the {driver.name} driver cannot do: {driver.no_session_reset}"
     )
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.base import NO_DB_ALIAS  # the alias of _nodb_cursor()
 from django.db.utils import OperationalError
 from django.utils.module_loading import import_string
@@ -30,13 +29,18 @@ def _setting(alias: str) -> str:
     return f"settings.DATABASES[{alias!r}]['POOL_OPTIONS']['PASSWORD_PROVIDER']"
 
 
-def check_provider(wrapper: PooledDatabaseWrapperMixin, options: PoolOptions) -> None:
-    """Refuse PASSWORD_PROVIDER on a backend that connects without a password."""
+def provider_error(alias: str, options: PoolOptions, wrapper: Any) -> str | None:
+    """Return why PASSWORD_PROVIDER is refused, or None.
+
+    ``wrapper``: the alias's pooled DatabaseWrapper or its class (what the
+    settings name, before any wrapper is made: ``aliases.unsupported``).
+    """
     if options.password_provider and wrapper.sapool_password_key is None:
-        raise ImproperlyConfigured(
-            f"{_setting(wrapper.alias)} has no use with the {wrapper.vendor!r} backend, "
+        return (
+            f"{_setting(alias)} has no use with the {wrapper.vendor!r} backend, "
             f"which connects without a password: remove it."
         )
+    return None
 
 
 def connect_params(

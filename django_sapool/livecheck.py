@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from .aliases import leaving_out
 from .backends import ServerFacts
 from .wrapper import PooledDatabaseWrapperMixin
 
@@ -53,11 +55,17 @@ def _server_facts(wrapper: BaseDatabaseWrapper) -> ServerFacts | None:
     return facts
 
 
-def live_check(alias: str, password: object) -> LiveCheck:
-    """Connect through the pool, ping, and ask the server for its version and limits."""
+def live_check(alias: str, password: object, reported: Collection[str] = ()) -> LiveCheck:
+    """Connect through the pool, ping, and ask the server for its version and limits.
+
+    ``reported``: aliases whose invalid settings the caller reports itself.
+    Making a wrapper refuses every alias's bad settings; this alias's check
+    must show its own outcome, not another alias's error.
+    """
     result = LiveCheck(alias)
     try:
-        wrapper = connections[alias]
+        with leaving_out(reported):
+            wrapper = connections[alias]
         if not isinstance(wrapper, PooledDatabaseWrapperMixin):
             raise ImproperlyConfigured(f"alias {alias!r} is not a django_sapool backend")
         # Called from a running process (call_command), this thread may already

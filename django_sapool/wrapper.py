@@ -38,7 +38,7 @@ from django.db.backends.base.base import NO_DB_ALIAS  # the alias of _nodb_curso
 from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
-from . import credentials, deadline, fork, lend, registry
+from . import aliases, credentials, deadline, fork, lend, registry
 from .backends import GENERIC, backend_for
 from .conf import check_connection_settings, parse_pool_options, read_pool_options
 from .drivers import DriverOps
@@ -157,25 +157,29 @@ def _lookup(
 def check_all_aliases() -> None:
     """Validate the pool settings of every alias in settings.DATABASES that pools.
 
-    Raise ImproperlyConfigured naming the first bad setting. Cheap enough to run
-    at every wrapper creation (once per thread and alias).
+    Raise ImproperlyConfigured naming the first bad setting, or an option its
+    backend cannot do (``aliases.support_errors``). Cheap enough to run at every
+    wrapper creation (once per thread and alias). Aliases whose errors the
+    caller reports itself are left out (``aliases.leaving_out``).
     """
     from django.conf import settings
 
     from .wrapping import wrapper_for
 
     databases = getattr(settings, "DATABASES", None) or {}
+    left_out = aliases.left_out()
     for alias, settings_dict in databases.items():
-        if not isinstance(settings_dict, dict):
+        if not isinstance(settings_dict, dict) or alias in left_out:
             continue
         engine = settings_dict.get("ENGINE")
         # Ours, the generic one, and a project's module (pooled_wrapper() or a
         # subclass of ours); backend_for() remembers an imported ENGINE's answer.
         if backend_for(engine, settings_dict) is None:
             continue
-        parse_pool_options(alias, settings_dict)
+        options = parse_pool_options(alias, settings_dict)
         if engine == GENERIC:
             wrapper_for(alias, settings_dict)  # BACKEND importable and poolable
+        aliases.refuse(aliases.support_errors(alias, settings_dict, options))
 
 
 class PooledDatabaseWrapperMixin(LeanDjangoSteps):
@@ -221,7 +225,7 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
             # never run half-configured: every pooled alias is checked when the
             # first one is used, so a typo in a rarely used alias shows at once.
             options = parse_pool_options(self.alias, self.settings_dict)
-            credentials.check_provider(self, options)
+            aliases.refuse(aliases.unsupported(self.alias, options, self))
             check_all_aliases()
             lend.configure(self, options.lend)  # LEND "transaction": lend.py
 

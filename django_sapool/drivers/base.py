@@ -81,6 +81,19 @@ class DriverOps:
     #: ``SET autocommit`` changes the server's, which its driver reports.
     mode_is_clients = False
 
+    @property
+    def no_session_reset(self) -> str | None:
+        """Return why RESET_ON_RETURN = "reset" can never work here, and what to use instead.
+
+        The end of the ImproperlyConfigured message that refuses it when the
+        settings are read (``conf.reset_error``); None where ``strict_reset()``
+        works. Known before any connection: a refusal found only at the first
+        return would discard every connection, pooling nothing. A driver may
+        override it with a class attribute, or a property where it depends on
+        the driver build.
+        """
+        return None
+
     def flags(self, conn: Any) -> Flags:
         """Return the object that reads a new connection's flags (``Flags``)."""
         return Flags(self, conn)

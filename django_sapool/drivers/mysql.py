@@ -9,13 +9,22 @@ for that module.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 from ..deadline import WATCHDOG
 from .base import DriverOps, Flags
-from .native import STATUS_ATTRIBUTE, MariaDBClient, ServerStatus, mariadb_client
+from .native import (
+    ENV,
+    STATUS_ATTRIBUTE,
+    SWITCHED_OFF,
+    MariaDBClient,
+    ServerStatus,
+    mariadb_client,
+    switched_off,
+)
 
 #: Client errors that mean the server connection is gone: CR_SERVER_GONE_ERROR,
 #: CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED, MariaDB's ER_CONNECTION_KILLED and
@@ -144,6 +153,32 @@ class MysqlclientOps(MySQLOps):
     def __init__(self) -> None:
         self._client: MariaDBClient | None | bool = False  # False: not probed yet
         self._setup_bounded: Any = None  # _setup_bounded(Connection), made at first use
+
+    @functools.cached_property
+    def no_session_reset(self) -> str | None:
+        """Why mysql_reset_connection is missing here, or None (DriverOps.no_session_reset).
+
+        Known without a connection: the switch is read at import, and whether
+        this build links libmariadb is whether its functions load (where the
+        first connection's probe, mariadb_client(), starts).
+        """
+        if "mariadb" in SWITCHED_OFF:
+            return (
+                f"{switched_off('mariadb')} switches libmariadb's helpers off in this "
+                f"process, so every connection would be discarded on its return. Let "
+                f"{ENV} keep them, or use 'rollback' (the default) instead."
+            )
+        try:
+            MariaDBClient()
+        except Exception as exc:
+            return (
+                f"this mysqlclient build is not linked with MariaDB Connector/C, whose "
+                f"mysql_reset_connection it needs ({type(exc).__name__}: {exc}), so every "
+                f"connection would be discarded on its return. Use PyMySQL "
+                f"(pymysql.install_as_MySQLdb()) or a mysqlclient linked with MariaDB "
+                f"Connector/C, or 'rollback' (the default) instead."
+            )
+        return None
 
     def connect_within(
         self, params: dict[str, Any], seconds: float, silent: Callable[[], Exception]

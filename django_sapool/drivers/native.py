@@ -66,7 +66,8 @@ _SETTING = os.environ.get(ENV, "")
 SWITCHED_OFF = parse_switch(_SETTING)
 
 
-def _switched_off(helper: str) -> str:
+def switched_off(helper: str) -> str:
+    """Return the setting that switched ``helper`` off (``DJANGO_SAPOOL_NATIVE=...``), or ''."""
     return f"{ENV}={_SETTING}" if helper in SWITCHED_OFF else ""
 
 
@@ -355,15 +356,14 @@ def native_paths() -> dict[str, str]:
     if _POLL is not None:
         poll = "libc poll(2), GIL kept"
     else:
-        poll = f"select.poll ({_switched_off('poll') or 'libc poll(2) unavailable'})"
+        poll = f"select.poll ({switched_off('poll') or 'libc poll(2) unavailable'})"
     return {"socket poll": poll, "mysqlclient status": _mariadb_path()}
 
 
 def _mariadb_path() -> str:
     if "mariadb" in SWITCHED_OFF:
         return (
-            f"off ({_switched_off('mariadb')}): ROLLBACK on every return, "
-            "no RESET_ON_RETURN='reset'"
+            f"off ({switched_off('mariadb')}): ROLLBACK on every return, no RESET_ON_RETURN='reset'"
         )
     if isinstance(_mariadb, MariaDBClient):
         if _mariadb.status_offset is not None and _mariadb.errno_offset is not None:

@@ -11,6 +11,11 @@ class Sqlite3Ops(DriverOps):
     name = "sqlite3"
     flags_broken = True
     networked = False
+    no_session_reset = (
+        "a SQLite connection has no server session to reset (its temp tables and "
+        "PRAGMAs last as long as the connection), so every connection would be "
+        "discarded on its return. Use 'rollback' (the default) instead."
+    )
 
     def is_closed(self, conn: Any) -> bool:
         try:
@@ -33,6 +38,5 @@ class Sqlite3Ops(DriverOps):
         conn.execute(sql)
 
     def strict_reset(self, conn: Any) -> None:
-        # A SQLite connection has no server session; temp tables and PRAGMAs
-        # are per connection and would need a new connection to clear.
+        # Never called: the settings are refused (no_session_reset).
         raise NotImplementedError("RESET_ON_RETURN='reset' is not available on SQLite")

@@ -178,6 +178,23 @@ BAD_OTHER = [
         "sapool.E001",
         id="CONN_MAX_AGE=60",
     ),
+    # What the backend cannot do: once accepted until 'other' was used (the
+    # provider), or never refused at all (every connection discarded on return).
+    pytest.param(
+        {"POOL_OPTIONS": {"PASSWORD_PROVIDER": "os.getcwd"}},
+        "settings.DATABASES['other']['POOL_OPTIONS']['PASSWORD_PROVIDER'] has no use with "
+        "the 'sqlite' backend, which connects without a password: remove it.",
+        "sapool.E003",
+        id="PASSWORD_PROVIDER-on-SQLite",
+    ),
+    pytest.param(
+        {"POOL_OPTIONS": {"RESET_ON_RETURN": "reset"}},
+        "settings.DATABASES['other']['POOL_OPTIONS']['RESET_ON_RETURN'] is 'reset' (the "
+        "server's full session reset), which the sqlite3 driver cannot do: a SQLite "
+        "connection has no server session to reset",
+        "sapool.E003",
+        id="RESET_ON_RETURN=reset-on-SQLite",
+    ),
 ]
 
 FIRST_ACCESS = textwrap.dedent(

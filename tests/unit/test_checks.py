@@ -255,3 +255,79 @@ def test_lend_transaction_with_a_session_reset_or_without_autocommit_warns() -> 
     # LEND "request" (the default) has nothing to say about either.
     reset = {"RESET_ON_RETURN": "reset"}
     assert ids(default={**PG, "AUTOCOMMIT": False, "POOL_OPTIONS": reset}) == []
+
+
+# -- what the alias's backend cannot do (sapool.E003, and refused at startup) --
+
+#: The refusal of RESET_ON_RETURN 'reset' on SQLite, after the setting's path.
+SQLITE_RESET = (
+    "['POOL_OPTIONS']['RESET_ON_RETURN'] is 'reset' (the server's full session reset), "
+    "which the sqlite3 driver cannot do: a SQLite connection has no server session to "
+    "reset (its temp tables and PRAGMAs last as long as the connection), so every "
+    "connection would be discarded on its return. Use 'rollback' (the default) instead."
+)
+SQLITE_PROVIDER = (
+    "['POOL_OPTIONS']['PASSWORD_PROVIDER'] has no use with the 'sqlite' backend, which "
+    "connects without a password: remove it."
+)
+
+
+@pytest.mark.parametrize(
+    "settings_dict",
+    [
+        pytest.param({"ENGINE": "django_sapool.backends.sqlite3"}, id="sqlite3"),
+        pytest.param({"ENGINE": "django_sapool.backends.spatialite"}, id="spatialite"),
+        pytest.param(
+            {
+                "ENGINE": "django_sapool.backends.pooled",
+                "POOL_OPTIONS": {"BACKEND": "django.db.backends.sqlite3"},
+            },
+            id="generic-sqlite3",
+        ),
+    ],
+)
+@pytest.mark.parametrize(
+    ("pool_options", "refusal"),
+    [
+        ({"RESET_ON_RETURN": "reset"}, SQLITE_RESET),
+        ({"PASSWORD_PROVIDER": "os.getcwd"}, SQLITE_PROVIDER),
+    ],
+    ids=["reset", "provider"],
+)
+def test_e003_an_option_sqlite_cannot_do_is_refused_at_startup(
+    settings_dict: dict[str, Any], pool_options: dict[str, Any], refusal: str, tmp_path: Path
+) -> None:
+    """Refused by the check and by the wrapper, with the same message naming the setting.
+
+    Before: RESET_ON_RETURN 'reset' passed both, then every return raised
+    NotImplementedError and discarded the connection (pooling silently off);
+    PASSWORD_PROVIDER passed the check and was refused at the alias's first use.
+    """
+    from django.core.exceptions import ImproperlyConfigured
+    from django.db.utils import ConnectionHandler
+
+    if settings_dict["ENGINE"].endswith("spatialite"):
+        pytest.importorskip("django.contrib.gis.db.backends.spatialite.base")
+    options = {**settings_dict.get("POOL_OPTIONS", {}), **pool_options}
+    files = {**settings_dict, "NAME": str(tmp_path / "db.sqlite3"), "POOL_OPTIONS": options}
+    expected = f"settings.DATABASES['default']{refusal}"
+    assert [(m.id, m.msg) for m in messages(default=files)] == [("sapool.E003", expected)]
+    with pytest.raises(ImproperlyConfigured) as info:
+        ConnectionHandler({"default": files})["default"]
+    assert str(info.value) == expected
+    assert not (tmp_path / "db.sqlite3").exists()  # refused before connecting
+
+
+def test_an_option_sqlite_cannot_do_is_not_refused_in_memory() -> None:
+    """In-memory SQLite is not pooled: W001 says its POOL_OPTIONS are not read."""
+    memory = {
+        "ENGINE": "django_sapool.backends.sqlite3",
+        "NAME": ":memory:",
+        "POOL_OPTIONS": {"RESET_ON_RETURN": "reset", "PASSWORD_PROVIDER": "os.getcwd"},
+    }
+    assert ids(default=memory) == ["sapool.W001"]
+
+
+def test_the_session_reset_stays_allowed_where_the_driver_has_one() -> None:
+    """PostgreSQL's DISCARD ALL: 'reset' is no error there."""
+    assert ids(default={**PG, "POOL_OPTIONS": {"RESET_ON_RETURN": "reset"}}) == []

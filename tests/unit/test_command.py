@@ -204,3 +204,66 @@ def test_native_paths_come_from_the_drivers() -> None:
         assert sapool.native_paths() == {}
     else:
         assert sapool.native_paths() == native_paths()
+
+
+def test_a_bad_alias_does_not_fail_the_live_check_of_the_others(
+    extra_alias: Any, tmp_path: Path
+) -> None:
+    """Its errors once under Settings; each other alias's live check, its own outcome.
+
+    Run in a new thread, as in a fresh ``manage.py`` process: no wrapper exists
+    yet, and making one refuses every alias's bad settings. Before, every live
+    check FAILED with the bad alias's CONN_MAX_AGE error.
+    """
+    import threading
+
+    extra_alias(
+        "bad",
+        ENGINE="django_sapool.backends.sqlite3",
+        NAME=str(tmp_path / "bad.db"),
+        CONN_MAX_AGE=60,
+        POOL_OPTIONS={"POOL_SIZ": 3},
+    )
+    extra_alias(
+        "files",
+        ENGINE="django_sapool.backends.sqlite3",
+        NAME=str(tmp_path / "files.db"),
+        POOL_OPTIONS={"PASSWORD_PROVIDER": "os.getcwd"},  # bad on SQLite
+    )
+    extra_alias("dead", ENGINE="django_sapool.backends.sqlite3", NAME=str(tmp_path / "no/x.db"))
+    outcome: dict[str, Any] = {}
+
+    def command() -> None:
+        try:
+            outcome["out"], outcome["error"] = run_failing("--check")
+        finally:
+            connections.close_all()
+
+    from django.db import connections
+
+    thread = threading.Thread(target=command)
+    thread.start()
+    thread.join(60)
+    out, error = outcome["out"], outcome["error"]
+    assert error == (
+        "django_sapool: invalid settings for alias 'bad', 'files'; "
+        "live check failed for alias 'dead'"
+    )
+    lines = out.splitlines()
+    live = lines[lines.index("Live check") + 1 :]
+    assert live[0].split() == ["default", "dead"]
+    assert live[1].split() == ["result", "ok", "FAILED"]
+    assert "error: dead: OperationalError: unable to open database file" in live
+    assert "not checked: bad (invalid settings, see above)" in live
+    assert "not checked: files (invalid settings, see above)" in live
+    # Each error of the bad aliases once, under their own names.
+    assert sum("settings.DATABASES['bad']" in line for line in lines) == 2
+    assert [line for line in lines if "settings.DATABASES['files']" in line] == [
+        "error: files: settings.DATABASES['files']['POOL_OPTIONS']['PASSWORD_PROVIDER'] has "
+        "no use with the 'sqlite' backend, which connects without a password: remove it."
+    ]
+    assert all(
+        line.startswith(("error: bad: ", "error: files: "))
+        for line in lines
+        if "DATABASES[" in line
+    )

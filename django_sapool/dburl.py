@@ -189,6 +189,7 @@ class _Query:
         pool_keys = tuple(conf.VALID_KEYS)  # read now: options added to conf.py count too
         known = {key.lower(): key for key in (*pool_keys, *DJANGO_KEYS)}
         driver: list[str] = []
+        driver_seen: dict[str, str] = {}  # a driver parameter's name -> its first value
         # What urlsplit calls the query: after the first "?", before the "#".
         query = url.partition("#")[0].partition("?")[2]
         for raw in query.split("&") if query else ():
@@ -196,6 +197,17 @@ class _Query:
             key = known.get(name.lower())
             if key is None:
                 self._check_typo(name, known)
+                if name in driver_seen:
+                    # dj-database-url would make a list of both, which no driver takes
+                    # (libpq: invalid sslmode value "['disable', 'prefer']").
+                    first, second = driver_seen[name], text
+                    if _SECRET_NAME.search(name):
+                        first = second = MASK
+                    raise ImproperlyConfigured(
+                        f"{shown!r} gives {name} twice ({name}={first} and {name}={second}): "
+                        f"keep one."
+                    )
+                driver_seen[name] = text
                 driver.append(raw)
                 continue
             if key in self.params:
@@ -313,6 +325,14 @@ def _parse(
             parser.parse(base + ("?" + driver_query if driver_query else ""), engine=engine)
         )
     except ValueError:
+        # The hosts and ports, after the user info (urlsplit() may fail on it too).
+        if "," in base.partition("://")[2].partition("/")[0].rpartition("@")[2]:
+            raise ImproperlyConfigured(
+                f"{shown!r} names several hosts, which dj-database-url cannot read: write "
+                f"the URL with the first host and port, and pass them all as keyword "
+                f"arguments, e.g. settings_from_url(url, HOST='db1,db2', "
+                f"PORT='5432,5433') (libpq tries them in turn)."
+            ) from None
         # Not the exception's text: urllib's (which older dj-database-url versions let
         # through) quotes the unparsable part, which may be the password.
         raise ImproperlyConfigured(

@@ -270,6 +270,30 @@ def test_a_parameter_given_twice_is_refused() -> None:
     assert "gives POOL_SIZE twice (pool_size=1 and POOL_SIZE=2): keep one" in message
 
 
+def test_a_driver_parameter_given_twice_is_refused() -> None:
+    """dj-database-url made a list of both, which reached the driver at connect.
+
+    libpq: invalid sslmode value "['disable', 'prefer']"; mysqlclient: "connect()
+    argument 20 must be str, not list"; application_name became "['a', 'b']".
+    """
+    message = refused(PG + "?sslmode=disable&application_name=a&sslmode=prefer")
+    assert "gives sslmode twice (sslmode=disable and sslmode=prefer): keep one" in message
+    message = refused(PG + "?password=first-secret&password=second-secret")
+    assert "gives password twice (password=******** and password=********)" in message
+    assert "secret" not in message
+
+
+def test_a_url_with_several_hosts_says_how_to_give_them() -> None:
+    message = refused("postgres://app:pw@db1:5432,db2:5433/app")
+    assert "names several hosts, which dj-database-url cannot read" in message
+    assert "settings_from_url(url, HOST='db1,db2', PORT='5432,5433')" in message
+    assert ":pw@" not in message
+    settings = settings_from_url(
+        "postgres://app:pw@db1:5432/app", HOST="db1,db2", PORT="5432,5433"
+    )
+    assert (settings["HOST"], settings["PORT"]) == ("db1,db2", "5432,5433")
+
+
 @pytest.mark.parametrize(
     ("url", "name", "driver_meaning"),
     [

@@ -180,7 +180,9 @@ def _install(wrapper: Any) -> None:
         finally:
             state.busy -= 1
         try:
-            wrapped.__class__ = _counted(type(wrapped))
+            base = type(wrapped)
+            # The counted class, made once per class: a dict lookup, not a call.
+            wrapped.__class__ = _COUNTED.get(base) or _counted(base)
         except TypeError:  # a cursor class of another layout: held as with "request"
             return wrapped
         wrapped._sapool_epoch = state.epoch
@@ -292,7 +294,8 @@ def _counting_methods(base: type) -> dict[str, Any]:
             type(sql) is str
             and not db.in_atomic_block
             and db.autocommit
-            and sets_session_state(sql)
+            # sets_session_state(), without the call once the text was seen.
+            and (_SEEN.get(sql) or (sql not in _SEEN and sets_session_state(sql)))
         ):
             state = lent(db)
             if state is not None and state.settled and not state.busy:

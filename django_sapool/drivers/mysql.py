@@ -133,9 +133,6 @@ def _setup_bounded(connection_class: type) -> type:
     """
 
     class SetupBoundedConnection(connection_class):  # type: ignore[misc,valid-type]
-        # Code that tells the driver by type(conn).__module__ sees mysqlclient's.
-        __module__ = connection_class.__module__
-
         def get_server_info(self) -> Any:
             seconds = self.__dict__.pop("_sapool_setup_seconds", None)
             if seconds is not None:
@@ -215,6 +212,9 @@ class MysqlclientOps(MySQLOps):
         if deadline is not None and WATCHDOG.disarm(deadline):
             conn.close()  # it answered just as the deadline fired: the socket is shut down
             raise silent()
+        # mysqlclient's own class from now on, as Django's own connect gives:
+        # the subclass has done its part.
+        conn.__class__ = self._setup_bounded.__base__
         return conn
 
     def client(self, conn: Any) -> MariaDBClient | None:

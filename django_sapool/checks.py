@@ -92,11 +92,12 @@ def _lend_warnings(alias: str, settings_dict: Mapping[str, Any]) -> list[checks.
                 id="sapool.W004",
             )
         )
-    if settings_dict.get("AUTOCOMMIT") is False:
+    autocommit = settings_dict.get("AUTOCOMMIT", True)
+    if not autocommit:  # Django switches the connection with it: 0 and None are off too
         found.append(
             checks.Warning(
                 f"{path}['LEND'] is 'transaction' but settings.DATABASES[{alias!r}]"
-                f"['AUTOCOMMIT'] is False: a connection outside autocommit is held until "
+                f"['AUTOCOMMIT'] is {autocommit!r}: a connection outside autocommit is held until "
                 f"the request ends, as with LEND 'request'.",
                 hint="Remove LEND, or turn AUTOCOMMIT back on.",
                 id="sapool.W004",

@@ -252,6 +252,8 @@ def test_lend_transaction_with_a_session_reset_or_without_autocommit_warns() -> 
     (message,) = messages(default={**PG, "AUTOCOMMIT": False, "POOL_OPTIONS": lend})
     assert message.id == "sapool.W004"
     assert "['AUTOCOMMIT'] is False" in message.msg
+    (message,) = messages(default={**PG, "AUTOCOMMIT": 0, "POOL_OPTIONS": lend})
+    assert "['AUTOCOMMIT'] is 0: a connection outside autocommit" in message.msg
     # LEND "request" (the default) has nothing to say about either.
     reset = {"RESET_ON_RETURN": "reset"}
     assert ids(default={**PG, "AUTOCOMMIT": False, "POOL_OPTIONS": reset}) == []

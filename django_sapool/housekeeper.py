@@ -47,17 +47,30 @@ def interval(options: PoolOptions) -> float:
 
 def register(pool: ManagedPool) -> None:
     """Housekeep ``pool`` until it is garbage-collected; start the thread if needed."""
-    global _thread, _pid
+    global _thread, _pid, _wake
     if not interval(pool.options):
         return
     with _lock:
         _pools.add(pool)
-        if _thread is None or _pid != os.getpid() or not _thread.is_alive():
+        thread = _thread
+        # A thread made but not started yet (no ident) is on its way.
+        gone = thread is None or (thread.ident is not None and not thread.is_alive())
+        if gone or _pid != os.getpid():
             _pid = os.getpid()
-            _thread = threading.Thread(target=_run, name="django_sapool-housekeeper", daemon=True)
-            _thread.start()
+            # Made now, from the threading module as it is now: a gevent worker
+            # patches it after fork, after a preloaded app made its pools, and a
+            # greenlet waiting on an unpatched event blocks the whole worker.
+            _wake = threading.Event()
+            thread = _thread = threading.Thread(
+                target=_run, name="django_sapool-housekeeper", daemon=True
+            )
         else:
             _wake.set()  # a new pool may need a shorter interval
+            thread = None
+    if thread is not None:
+        # Outside the lock: under gevent, start() runs the new greenlet at once,
+        # and its sweep() takes the lock (a deadlock, with an unpatched lock).
+        thread.start()
 
 
 def _run() -> None:
@@ -183,10 +196,12 @@ def forget_in_child() -> None:
     where nothing was forked (a worker hook after the app already queried),
     and this process's pools must go on being housekept.
     """
-    global _thread, _pools, _wake, _quiet
+    global _thread, _pools, _wake, _quiet, _lock
     if _thread is not None and _pid == os.getpid():
         return
     _thread = None
     _quiet = weakref.WeakKeyDictionary()
     _pools = weakref.WeakSet()
     _wake = threading.Event()
+    # The parent's thread may have held it at fork(): held for ever in the child.
+    _lock = threading.Lock()

@@ -762,6 +762,54 @@ def threads_that_never_close(n: int) -> dict[str, Any]:
     }
 
 
+def gevent_after_fork(sleeps: int) -> dict[str, Any]:
+    """What gunicorn's gevent worker does with a preloaded app that queried.
+
+    The parent checks a connection out and back in a thread (its pool and
+    housekeeper exist), forks; the child monkey-patches with gevent, serves a
+    request in a greenlet, then sleeps 50 ms ``sleeps`` times in the hub and
+    reports the longest sleep and its pool once IDLE_TIMEOUT has passed. A
+    child that hangs is killed after 20 s.
+    """
+    run_threads(1, lambda _: backend_id() and connection.close())
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report on the pipe, never return into the scenario
+        code = 1
+        try:
+            from gevent import monkey
+
+            monkey.patch_all()
+            import gevent
+
+            gevent.spawn(lambda: backend_id() and connection.close()).join()
+            longest = 0.0
+            for _ in range(sleeps):
+                started = time.monotonic()
+                gevent.sleep(0.05)
+                longest = max(longest, time.monotonic() - started)
+            report = {"longest_sleep": longest, "pools": pool_status()}
+            os.write(write_end, json.dumps(report).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    deadline = time.monotonic() + 20
+    status = None
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)  # hung: status says killed (9)
+        status = os.waitpid(pid, 0)[1]
+    with os.fdopen(read_end, "rb") as pipe:
+        output = pipe.read()
+    child = json.loads(output) if output else {}
+    return {"child_status": status, **child}
+
+
 def late_cursor_close(in_atomic: bool) -> dict[str, Any]:
     """A server-side cursor outlives its request; it is closed while another request runs.
 
@@ -847,6 +895,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
         late_cursor_close,
         read_only_alias_write,
         threads_that_never_close,
+        gevent_after_fork,
     )
 }
 

@@ -128,3 +128,25 @@ def test_connections_of_threads_that_ended_without_closing_are_taken_back(
     assert facts["server_sessions"] <= 2
     (pool,) = facts["pools"]
     assert (pool["timeouts"], pool["connections_opened"]) == (0, 2)
+
+
+def test_a_forked_gevent_child_of_a_process_that_queried_is_not_frozen(
+    server_run: Any,
+) -> None:
+    """gunicorn -k gevent --preload with an app that queried at import: the worker hung.
+
+    The housekeeper's lock and event were made before gevent patched threading:
+    its thread, started while holding the lock, ran at once as a greenlet and
+    blocked the worker's only thread on that lock; and its wait on an unpatched
+    event would block the hub for an interval at each sweep. Now they are made
+    (again) when the thread starts, which happens outside the lock.
+    """
+    facts = server_run(
+        "gevent_after_fork",
+        params={"sleeps": 30},
+        POOL_OPTIONS={"IDLE_TIMEOUT": 0.4, "MIN_IDLE": 0},
+    )
+    assert facts["child_status"] == 0
+    assert facts["longest_sleep"] < 0.5  # the hub is never blocked for a sweep interval
+    (pool,) = facts["pools"]
+    assert (pool["checkouts"], pool["idle"]) == (1, 0)  # housekept after IDLE_TIMEOUT

@@ -27,6 +27,7 @@ from sqlalchemy.pool.base import _ConnectionRecord
 PRIVATE_NAMES = (
     (QueuePool, "_do_get"),
     (QueuePool, "_dec_overflow"),
+    (QueuePool, "_inc_overflow"),
     (QueuePool, "_invalidate"),
     (_ConnectionRecord, "_checkin_failed"),
     (_ConnectionRecord, "checkin(_fairy_was_created=...)"),
@@ -116,6 +117,17 @@ class SaPool(QueuePool):
     def connect_failed(record: Record, error: BaseException) -> None:
         """Give a record whose (re)connect failed back, as SQLAlchemy's checkout does."""
         record._checkin_failed(error, _fairy_was_created=False)
+
+    def hand_over_slot(self) -> None:
+        """Give the slot of a new connection that failed to open to a checkout waiting.
+
+        SQLAlchemy frees the slot, but a checkout waiting in the queue wakes
+        only when a record is put back: it would wait until TIMEOUT before
+        opening a connection itself. An empty record in the queue wakes one,
+        whose checkout connects it, as any record closed earlier.
+        """
+        if self._inc_overflow():
+            give_back(_ConnectionRecord(self, connect=False))
 
     def discard(self, record: Record, error: BaseException | None) -> None:
         """Close a broken record's connection and give the record back.

@@ -251,6 +251,12 @@ class ManagedPool:
         except Timeout:
             self.stats.count("timeouts")
             raise PoolExhausted(self.lending.exhausted_message(self.options)) from None
+        except Exception:
+            # A new connection failed to open (the server down, a bad password):
+            # a checkout waiting meanwhile tries its own now, not after TIMEOUT.
+            if self.remembered.waiting:
+                sa.hand_over_slot()
+            raise
 
     def _reconnect(self, record: Record) -> Any:
         """Connect a record again; if that fails, give it back as SQLAlchemy does."""

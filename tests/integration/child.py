@@ -810,6 +810,34 @@ def gevent_after_fork(sleeps: int) -> dict[str, Any]:
     return {"child_status": status, **child}
 
 
+def connect_fails_while_another_waits() -> dict[str, Any]:
+    """Thread A opens the pool's only connection, which fails after 1 s; B queues meanwhile.
+
+    PASSWORD_PROVIDER (flaky_password.py) fails that call only. Reports
+    each thread's outcome and seconds from A's start.
+    """
+    from tests.integration import flaky_password
+
+    django_sapool.dispose()  # the next checkout opens the pool's only connection
+    flaky_password.armed = True
+    outcomes: dict[str, Any] = {}
+    started = time.monotonic()
+
+    def checkout(name: str) -> None:
+        if name == "b":
+            time.sleep(0.3)  # A is connecting by now
+        try:
+            backend_id()
+            outcomes[name] = ("ok", time.monotonic() - started)
+        except Exception as exc:
+            outcomes[name] = (type(exc).__name__, time.monotonic() - started)
+        finally:
+            connection.close()
+
+    run_threads(2, lambda i: checkout("ab"[i]))
+    return {**outcomes, "pools": pool_status()}
+
+
 def late_cursor_close(in_atomic: bool) -> dict[str, Any]:
     """A server-side cursor outlives its request; it is closed while another request runs.
 
@@ -896,6 +924,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
         read_only_alias_write,
         threads_that_never_close,
         gevent_after_fork,
+        connect_fails_while_another_waits,
     )
 }
 

@@ -150,3 +150,30 @@ def test_a_forked_gevent_child_of_a_process_that_queried_is_not_frozen(
     assert facts["longest_sleep"] < 0.5  # the hub is never blocked for a sweep interval
     (pool,) = facts["pools"]
     assert (pool["checkouts"], pool["idle"]) == (1, 0)  # housekept after IDLE_TIMEOUT
+
+
+def test_a_checkout_waiting_behind_a_failed_connect_opens_its_own_at_once(
+    server_run: Any,
+) -> None:
+    """POOL_SIZE 1: A's new connection fails after 1 s while B waits in the queue.
+
+    SQLAlchemy freed A's slot without waking B, which waited TIMEOUT (6 s)
+    before opening a connection itself. Now the slot goes to B as an empty
+    record, which B connects at once.
+    """
+    facts = server_run(
+        "connect_fails_while_another_waits",
+        POOL_OPTIONS={
+            "POOL_SIZE": 1,
+            "MAX_OVERFLOW": 0,
+            "TIMEOUT": 6,
+            "PASSWORD_PROVIDER": "tests.integration.flaky_password.fails_once_when_armed",
+        },
+    )
+    outcome_a, seconds_a = facts["a"]
+    outcome_b, seconds_b = facts["b"]
+    assert outcome_a != "ok" and 0.9 <= seconds_a < 2.5
+    assert outcome_b == "ok"
+    assert seconds_b < 2.5  # not TIMEOUT
+    (pool,) = facts["pools"]
+    assert (pool["timeouts"], pool["connections_opened"], pool["checked_out"]) == (0, 1, 0)

@@ -81,15 +81,26 @@ def status_of(alias: str) -> dict[str, Any]:
         (2, 1, 3, 1, 1, "1 thread(s) waiting"),  # the returned one goes to a waiter
         (0, 2, 2, 0, 0, "all 2 connections checked out (POOL_SIZE=0 + MAX_OVERFLOW=2)"),
         (2, -1, 500, 0, 0, None),  # no overflow limit: a checkout never waits
+        # A connection being opened holds its slot (status() counts it apart):
+        (1, 0, (0, 1), 0, 0, "all 1 connections checked out, 1 of them connecting"),
+        (2, 1, (2, 1), 0, 0, "all 3 connections checked out, 1 of them connecting"),
+        (2, 1, (1, 1), 0, 0, None),
     ],
 )
 def test_the_exhaustion_rule(
-    pool_size: int, max_overflow: int, checked_out: int, idle: int, waiting: int, found: str | None
+    pool_size: int,
+    max_overflow: int,
+    checked_out: int | tuple[int, int],
+    idle: int,
+    waiting: int,
+    found: str | None,
 ) -> None:
+    checked_out, connecting = checked_out if isinstance(checked_out, tuple) else (checked_out, 0)
     status = a_status(
         pool_size=pool_size,
         max_overflow=max_overflow,
         checked_out=checked_out,
+        connecting=connecting,
         idle=idle,
         size=checked_out + idle,
         waiting=waiting,
@@ -185,6 +196,28 @@ def test_an_unreachable_database(extra_alias: Any, tmp_path: Path) -> None:
     assert connections["gone"].connection is None
 
 
+def test_a_check_run_inside_an_event_loop_says_so_not_unreachable(
+    extra_alias: Any, tmp_path: Path
+) -> None:
+    """Under gunicorn's gevent worker, django-health-check's executor runs in the loop.
+
+    Django refuses database access there (SynchronousOnlyOperation), which the
+    probe reported as "server unreachable" with a healthy server.
+    """
+    import asyncio
+
+    extra_alias("looped", ENGINE="django_sapool.backends.sqlite3", NAME=str(tmp_path / "l.db"))
+
+    async def in_the_loop() -> str | None:
+        return probe("looped")
+
+    problem = asyncio.run(in_the_loop())
+    assert problem is not None
+    assert problem.startswith("alias 'looped': not probed: You cannot call this from an async")
+    assert "under gunicorn's gevent worker it cannot run" in problem
+    assert "unreachable" not in problem
+
+
 def test_the_password_is_masked_and_no_cause_is_chained(
     extra_alias: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -238,24 +271,34 @@ def test_the_report_key_names_the_alias() -> None:
 
 
 @pytest.mark.parametrize(
-    ("pool_options", "seconds"),
+    ("pool_options", "options", "seconds"),
     [
-        ({}, 20.0),  # 2 x PING_TIMEOUT 5 + CONNECT_TIMEOUT 10
-        ({"PING_TIMEOUT": 1, "CONNECT_TIMEOUT": 2.5}, 5.0),  # the driver rounds 2.5 up to 3
-        ({"PING_TIMEOUT": 0.5, "CONNECT_TIMEOUT": 0.2}, 2.0),  # ... and at least 1
-        ({"PING_TIMEOUT": None}, None),
+        ({}, {}, 20.0),  # 2 x PING_TIMEOUT 5 + CONNECT_TIMEOUT 10
+        ({"PING_TIMEOUT": 1, "CONNECT_TIMEOUT": 2.5}, {}, 5.0),  # the driver rounds 2.5 up
+        ({"PING_TIMEOUT": 0.5, "CONNECT_TIMEOUT": 0.2}, {}, 2.0),  # ... and at least 1
+        ({"PING_TIMEOUT": None}, {}, None),
+        # The driver's own, when OPTIONS sets it, wins over CONNECT_TIMEOUT (the
+        # probe took 8 s where django-health-check gave up after 4).
+        ({"PING_TIMEOUT": 1, "CONNECT_TIMEOUT": 2}, {"connect_timeout": 8}, 10.0),
+        ({"PING_TIMEOUT": 1, "CONNECT_TIMEOUT": None}, {"connect_timeout": "3"}, 5.0),
     ],
 )
 def test_the_probe_bound(
-    extra_alias: Any, tmp_path: Path, pool_options: dict[str, Any], seconds: float | None
+    extra_alias: Any,
+    tmp_path: Path,
+    pool_options: dict[str, Any],
+    options: dict[str, Any],
+    seconds: float | None,
 ) -> None:
     extra_alias(
         "timed",
-        ENGINE="django_sapool.backends.sqlite3",
-        NAME=str(tmp_path / "t.db"),
+        ENGINE="django_sapool.backends.postgresql",
+        NAME="never-connected",
+        OPTIONS=options,
         POOL_OPTIONS=pool_options,
     )
-    assert bound(read_pool_options("timed", connections["timed"].settings_dict)) == seconds
+    settings_dict = connections["timed"].settings_dict
+    assert bound(read_pool_options("timed", settings_dict), settings_dict) == seconds
     # django-health-check 4 waits that long (its own default, 5 s, when unbounded).
     expected = datetime.timedelta(seconds=5 if seconds is None else seconds)
     assert PooledDatabase(alias="timed").timeout == expected

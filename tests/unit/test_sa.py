@@ -142,3 +142,35 @@ def test_adapter_is_a_queue_pool_with_sqlalchemys_functions_on_the_hot_path() ->
 def test_echo_logs_under_sqlalchemys_own_logger_name() -> None:
     """ECHO users configure "sqlalchemy.pool" loggers: the subclass must not move them."""
     assert make(logging_name="default").logger.name == "sqlalchemy.pool.impl.QueuePool.default"
+
+
+def test_hand_over_slot_gives_a_failed_connects_slot_to_the_queue() -> None:
+    calls = []
+
+    def creator() -> sqlite3.Connection:
+        calls.append(None)
+        if len(calls) == 1:
+            raise ConnectionError("refused")
+        return sqlite3.connect(":memory:")
+
+    pool = SaPool(
+        creator,
+        pool_size=1,
+        max_overflow=0,
+        timeout=0.05,
+        use_lifo=True,
+        echo=False,
+        logging_name="test",
+    )
+    with pytest.raises(ConnectionError):
+        pool.take()
+    # SQLAlchemy freed the slot; nothing in the queue would wake a waiter.
+    assert (pool.overflow_now(pool), len(pool.idle_records)) == (-1, 0)
+    pool.hand_over_slot()
+    assert (pool.overflow_now(pool), len(pool.idle_records)) == (0, 1)
+    record = pool.take()  # the empty record: connected by its checkout
+    assert record.dbapi_connection is None
+    assert isinstance(pool.connection(record), sqlite3.Connection)
+    # At most the pool's size: with the slot taken, there is none to hand over.
+    pool.hand_over_slot()
+    assert (pool.overflow_now(pool), len(pool.idle_records)) == (0, 0)

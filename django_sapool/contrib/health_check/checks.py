@@ -45,7 +45,8 @@ class PooledDatabase(HealthCheck):  # type: ignore[misc]
         so that its "Timed out" never hides the probe's own finding.
         """
         try:
-            seconds = bound(read_pool_options(self.alias, connections[self.alias].settings_dict))
+            settings_dict = connections[self.alias].settings_dict
+            seconds = bound(read_pool_options(self.alias, settings_dict), settings_dict)
         except Exception:  # an unknown alias, bad options: run() reports it
             seconds = None
         return datetime.timedelta(seconds=5 if seconds is None else seconds)

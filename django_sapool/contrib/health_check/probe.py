@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import SynchronousOnlyOperation
 from django.db import connections
 
 import django_sapool
@@ -69,25 +70,30 @@ def exhausted(status: PoolStatus) -> str | None:
             f"pool exhausted: {status.waiting} thread(s) waiting for a connection, "
             f"{status.checked_out} checked out ({limits})"
         )
-    if (
-        status.max_overflow < 0
-        or status.idle
-        or status.checked_out < (status.pool_size + status.max_overflow)
-    ):
+    # A connection being opened holds its slot as surely as one checked out.
+    taken = status.checked_out + status.connecting
+    if status.max_overflow < 0 or status.idle or taken < status.pool_size + status.max_overflow:
         return None
-    return f"pool exhausted: all {status.checked_out} connections checked out ({limits}), none idle"
+    connecting = f", {status.connecting} of them connecting" if status.connecting else ""
+    return f"pool exhausted: all {taken} connections checked out{connecting} ({limits}), none idle"
 
 
-def bound(options: PoolOptions) -> float | None:
+def bound(options: PoolOptions, settings_dict: Mapping[str, Any]) -> float | None:
     """Return the most seconds a probe takes, or None when a timeout is off.
 
     The checkout: a pre-ping that goes unanswered (PING_TIMEOUT), then a new
-    connection (CONNECT_TIMEOUT, whole seconds: the drivers round it up); then
-    the probe's own ping (PING_TIMEOUT).
+    connection (the driver's connect timeout: OPTIONS['connect_timeout'] if
+    set, else CONNECT_TIMEOUT; whole seconds, as the drivers round it up);
+    then the probe's own ping (PING_TIMEOUT).
     """
-    if options.ping_timeout is None or options.connect_timeout is None:
+    connect = (settings_dict.get("OPTIONS") or {}).get("connect_timeout", options.connect_timeout)
+    if options.ping_timeout is None or connect is None:
         return None
-    return 2 * options.ping_timeout + max(1, math.ceil(options.connect_timeout))
+    try:
+        connect_seconds = max(1, math.ceil(float(connect)))
+    except (TypeError, ValueError):  # not a number: the driver will say so
+        return None
+    return 2 * options.ping_timeout + connect_seconds
 
 
 def _ping(wrapper: PooledDatabaseWrapperMixin, options: PoolOptions) -> None:
@@ -134,6 +140,13 @@ def probe(alias: str) -> str | None:
         finally:
             if not held:
                 wrapper.close()
+    except SynchronousOnlyOperation as exc:
+        # Not the server's doing: the check runs in an event loop's thread (a
+        # gevent worker's executor "threads" are greenlets of the loop's thread).
+        return (
+            f"alias {alias!r}: not probed: {exc} (the check ran inside an event loop; "
+            f"under gunicorn's gevent worker it cannot run)"
+        )
     except Exception as exc:  # any failure is the finding
         seconds = time.monotonic() - started
         error = mask(f"{type(exc).__name__}: {exc}".strip(), password)

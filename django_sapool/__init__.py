@@ -42,7 +42,7 @@ def dispose(alias: str | None = None) -> int:
     """
     from . import registry
 
-    return registry.dispose(alias)
+    return registry.dispose(_alias(alias, "dispose"))
 
 
 def evict(alias: str | None = None) -> int:
@@ -55,7 +55,7 @@ def evict(alias: str | None = None) -> int:
     """
     from . import registry
 
-    return registry.evict(alias)
+    return registry.evict(_alias(alias, "evict"))
 
 
 def pool_status(alias: str | None = None) -> list[PoolStatus]:
@@ -66,7 +66,39 @@ def pool_status(alias: str | None = None) -> list[PoolStatus]:
     """
     from . import registry
 
-    return registry.status(alias)
+    return registry.status(_alias(alias, "pool_status"))
+
+
+def _alias(alias: object, call: str) -> str | None:
+    """Return ``alias`` if it names an alias (or is None); raise a clear error if not.
+
+    A typo must not pass for "nothing to do": ``evict("primary ")`` after a
+    failover would close nothing and return 0. An alias is known when Django's
+    connection handler has it (settings.DATABASES, or added at run time) or
+    this process has a pool for it; before Django is configured any str goes.
+    """
+    if alias is None:
+        return None
+    if not isinstance(alias, str):
+        raise TypeError(
+            f"django_sapool.{call}() takes an alias name (a str) or None, got "
+            f"{type(alias).__name__} {alias!r}"
+        )
+    from django.conf import settings
+
+    if not settings.configured:
+        return alias
+    from django.db import connections
+
+    from . import registry
+
+    known = list(connections.settings)
+    if alias not in known and not registry.has_pools(alias):
+        raise ValueError(
+            f"django_sapool.{call}({alias!r}): there is no such alias; the aliases are "
+            f"{', '.join(map(repr, known))}."
+        )
+    return alias
 
 
 def after_fork() -> None:

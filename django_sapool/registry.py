@@ -153,6 +153,11 @@ def _select(alias: str | None, database: Any) -> list[PoolKey]:
     ]
 
 
+def has_pools(alias: str) -> bool:
+    """Return whether this process has a pool for ``alias``."""
+    return bool(_select(alias, None))
+
+
 def dispose(alias: str | None = None, *, database: Any = None) -> int:
     """Close the idle connections of matching pools and forget them; return how many."""
     return _dispose_keys(_select(alias, database), "dispose() was called")

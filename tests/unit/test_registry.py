@@ -181,3 +181,23 @@ def test_bad_pool_options_fail_when_the_wrapper_is_built() -> None:
 
     with pytest.raises(ImproperlyConfigured, match=r"\['POOL_SIZE'\] must be an int >= 1"):
         PgWrapper(pg_settings(POOL_OPTIONS={"POOL_SIZE": "10"}), "default")
+
+
+def test_the_public_calls_refuse_what_names_no_alias() -> None:
+    """A typo passed for "nothing to do": evict("primary ") closed nothing and returned 0."""
+    import django_sapool
+
+    pool_of("default")
+    for call in (django_sapool.dispose, django_sapool.evict, django_sapool.pool_status):
+        name = call.__name__
+        with pytest.raises(ValueError, match=rf"{name}\('defualt'\): there is no such alias; "):
+            call("defualt")
+        with pytest.raises(TypeError, match=r"an alias name \(a str\) or None, got int 123"):
+            call(123)
+        with pytest.raises(TypeError, match=r"got list \['default'\]"):
+            call(["default"])
+    assert [s.alias for s in pool_status("default")] == ["default"]  # untouched
+    # An alias this process has a pool for is known, even if added at run time.
+    pool_of("added_at_run_time")
+    assert [s.alias for s in pool_status("added_at_run_time")] == ["added_at_run_time"]
+    assert django_sapool.dispose("added_at_run_time") == 1

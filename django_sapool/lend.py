@@ -21,9 +21,15 @@ with LEND "request" (Django's ``connect()`` sends it).
 The release is the request end's own path: ``close_if_unusable_or_obsolete()``
 (``lean.py``) → ``_close()`` → ``ManagedPool.checkin()``.
 
-Installed per wrapper, as instance attributes that shadow three of Django's
-methods (``connect``, ``set_autocommit``, ``_cursor``), so a wrapper
-with LEND "request" runs exactly the code it ran before, at no cost. A cursor
+Constraint checks disabled (Django's ``disable_constraint_checking()``: SQLite's
+schema editor, ``loaddata``, MySQL's ``SET foreign_key_checks=0``) keep the
+connection until they are enabled again: the statements in between belong to
+that session, and no other borrower may get it with the checks off.
+
+Installed per wrapper, as instance attributes that shadow five of Django's
+methods (``connect``, ``set_autocommit``, ``_cursor`` and the two constraint
+checks' ones; ``SHADOWED``), so a wrapper with LEND "request" runs exactly the
+code it ran before, at no cost. A cursor
 is counted by turning its class into a subclass of its own (cached per class):
 ``close()``, its garbage collection, and a warning on statements whose effect
 outlives the statement (``SET``, ``LISTEN``, temporary tables, session advisory
@@ -41,7 +47,13 @@ from typing import Any
 from .conf import LEND_TRANSACTION, read_pool_options
 
 #: The wrapper methods an instance attribute shadows with LEND "transaction".
-SHADOWED = ("connect", "set_autocommit", "_cursor")
+SHADOWED = (
+    "connect",
+    "set_autocommit",
+    "_cursor",
+    "disable_constraint_checking",
+    "enable_constraint_checking",
+)
 
 #: Statements whose effect lives in the server session beyond the statement
 #: (PgBouncer's transaction-mode list, and MySQL's equivalents): session
@@ -82,7 +94,7 @@ class LendWarning(UserWarning):
 class Lent:
     """What a wrapper with LEND "transaction" keeps about its checkout."""
 
-    __slots__ = ("cursors", "epoch", "settled", "busy")
+    __slots__ = ("cursors", "epoch", "settled", "busy", "pinned")
 
     def __init__(self) -> None:
         #: Cursors open on this checkout (opened, neither closed nor collected).
@@ -96,6 +108,11 @@ class Lent:
         #: (session setup, connection_created receivers, SQLite's BEGIN) are
         #: counted but return nothing (the state is half-changed then).
         self.busy = 0
+        #: Constraint checks disabled on this checkout's session (Django's
+        #: disable_constraint_checking(): SQLite's schema editor, loaddata):
+        #: the session keeps the connection until they are enabled again, or
+        #: the statements in between would run on another session, with checks on.
+        self.pinned = 0
 
 
 def lent(wrapper: Any) -> Lent | None:
@@ -126,6 +143,8 @@ def _install(wrapper: Any) -> None:
     django_connect = cls.connect
     django_set_autocommit = cls.set_autocommit
     django_cursor = cls._cursor
+    django_disable_checks = cls.disable_constraint_checking
+    django_enable_checks = cls.enable_constraint_checking
     state = Lent()
     # These functions live in the wrapper's __dict__: holding the wrapper itself
     # would add a reference cycle that nothing breaks. Django 6 breaks its own
@@ -137,6 +156,7 @@ def _install(wrapper: Any) -> None:
         wrapper: Any = me()  # alive: Django calls this on it
         state.epoch += 1
         state.cursors = 0
+        state.pinned = 0
         state.settled = False
         state.busy += 1
         try:
@@ -189,11 +209,38 @@ def _install(wrapper: Any) -> None:
         state.cursors += 1
         return wrapped
 
+    def disable_constraint_checking() -> bool:
+        # Busy meanwhile: its own statements (SQLite's PRAGMA, MySQL's SET)
+        # return nothing and are not warned about.
+        state.busy += 1
+        try:
+            disabled = bool(django_disable_checks(me()))
+        finally:
+            state.busy -= 1
+        if disabled:
+            state.pinned += 1
+        elif not state.cursors:  # nothing disabled (PostgreSQL): nothing to keep
+            release(me(), state)
+        return disabled
+
+    def enable_constraint_checking() -> None:
+        state.busy += 1
+        try:
+            django_enable_checks(me())
+        finally:
+            state.busy -= 1
+        if state.pinned:
+            state.pinned -= 1
+        if not state.cursors:
+            release(me(), state)
+
     wrapper.__dict__.update(
         _sapool_lent=state,
         connect=connect,
         set_autocommit=set_autocommit,
         _cursor=cursor,
+        disable_constraint_checking=disable_constraint_checking,
+        enable_constraint_checking=enable_constraint_checking,
     )
 
 
@@ -202,6 +249,7 @@ def release(wrapper: Any, state: Lent) -> None:
     if (
         state.settled
         and not state.busy
+        and not state.pinned
         and wrapper.connection is not None
         and wrapper.autocommit
         and not wrapper.in_atomic_block

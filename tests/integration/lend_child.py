@@ -700,6 +700,29 @@ def prepared(rounds: int) -> dict[str, Any]:
     }
 
 
+def constraint_checks() -> dict[str, Any]:
+    """Constraint checks disabled outside atomic() (MySQL: SET foreign_key_checks=0).
+
+    Another thread checks out meanwhile, and again once they are enabled;
+    each reports its session's @@foreign_key_checks.
+    """
+
+    def checks() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT @@foreign_key_checks")
+            return int(cursor.fetchone()[0])
+
+    facts: dict[str, Any] = {"disabled": connection.disable_constraint_checking()}
+    facts["mine_while_disabled"] = checks()
+    facts["other_while_disabled"] = in_thread(checks)
+    connection.enable_constraint_checking()
+    facts["mine_after"] = checks()
+    facts["checked_out_after"] = checked_out()
+    close_old_connections()
+    facts["other_after"] = in_thread(checks)
+    return facts
+
+
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     f.__name__: f
     for f in (
@@ -717,6 +740,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
         bursts,
         round_trips,
         prepared,
+        constraint_checks,
     )
 }
 

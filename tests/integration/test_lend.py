@@ -407,3 +407,25 @@ def test_64_threads_through_4_connections(pg_lend_run: Any) -> None:
         assert facts_["checked_out"] == 0
     assert req["seconds"] >= threads / 4 * sleep * 0.95
     assert req["seconds"] >= 10 * txn["seconds"], (req["seconds"], txn["seconds"])
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize("driver", ["mysqlclient", "pymysql"])
+def test_disabled_constraint_checks_keep_their_session(
+    request: pytest.FixtureRequest, driver: str
+) -> None:
+    """disable_constraint_checking() outside atomic() sends SET foreign_key_checks=0.
+
+    Its cursor closed, the connection went back to the pool with the checks
+    off: the next borrower (another thread) wrote without them, and this
+    thread's next statements ran on another session, with them on (SQLite's
+    schema editor failed 'FOREIGN KEY constraint failed' in migrate). The
+    session is now kept until the checks are enabled again.
+    """
+    run = _mysql_runner(
+        request.getfixturevalue("mysql"), request.getfixturevalue("mysql_database"), driver
+    )
+    facts = run("constraint_checks", default=TXN(POOL_SIZE=1, MAX_OVERFLOW=1))
+    assert facts["disabled"] is True
+    assert (facts["mine_while_disabled"], facts["other_while_disabled"]) == (0, 1)
+    assert (facts["mine_after"], facts["checked_out_after"], facts["other_after"]) == (1, 0, 1)

@@ -143,6 +143,41 @@ def test_atomic_holds_it_until_the_outermost_block_ends(tmp_path: Path, extra_al
     assert checked_out(db) == 0
 
 
+def test_disabled_constraint_checks_keep_the_connection_until_enabled(tmp_path: Path) -> None:
+    """SQLite's schema editor: PRAGMA foreign_keys = OFF, atomic(), then ON again.
+
+    Between the three, the connection went back to the pool: under load
+    another thread's connection (checks on) ran the table rebuild, and migrate
+    failed "FOREIGN KEY constraint failed"; the one with the checks off went
+    to whoever came next. It is now kept until the checks are enabled.
+    """
+    import threading
+
+    db = SqliteWrapper(sqlite_settings(tmp_path, LEND="transaction", POOL_SIZE=2), "default")
+
+    def checks(wrapper: Any) -> int:
+        with wrapper.cursor() as cursor:
+            return int(cursor.execute("PRAGMA foreign_keys").fetchone()[0])
+
+    assert db.disable_constraint_checking() is True
+    assert db.connection is not None and checked_out(db) == 1  # kept
+    seen: list[int] = []
+
+    def another_thread() -> None:
+        other = SqliteWrapper(db.settings_dict, "default")  # a thread's own wrapper
+        seen.append(checks(other))
+        other.close()
+
+    thread = threading.Thread(target=another_thread)
+    thread.start()
+    thread.join(10)
+    assert seen == [1]  # another thread never gets the session with the checks off
+    assert checks(db) == 0 and db.connection is not None  # statements in between: kept
+    db.enable_constraint_checking()
+    assert db.connection is None and checked_out(db) == 0  # returned once enabled
+    assert checks(db) == 1
+
+
 def test_an_on_commit_callback_that_raises_returns_it_all_the_same(
     tmp_path: Path, extra_alias: Any
 ) -> None:

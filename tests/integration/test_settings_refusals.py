@@ -25,6 +25,13 @@ def _manage(
     tmp_path: Path, databases: dict[str, Any], *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m django *args`` with these DATABASES (django_sapool installed)."""
+    return _python(tmp_path, databases, ["-m", "django", *args], env)
+
+
+def _python(
+    tmp_path: Path, databases: dict[str, Any], argv: list[str], env: dict[str, str] | None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python *argv`` with a settings module of these DATABASES (django_sapool installed)."""
     (tmp_path / "refusal_settings.py").write_text(
         textwrap.dedent(
             f"""
@@ -36,7 +43,7 @@ def _manage(
         )
     )
     return subprocess.run(
-        [sys.executable, "-m", "django", *args],
+        [sys.executable, *argv],
         cwd=ROOT,
         env={
             **os.environ,
@@ -121,19 +128,7 @@ def test_reset_is_refused_with_mysqlclient_without_libmariadb(
     assert check.returncode == 1, check.stdout + check.stderr
     assert "sapool.E003" in check.stderr
     assert f"settings.DATABASES['default']{NO_MARIADB_RESET}" in " ".join(check.stderr.split())
-    first = subprocess.run(
-        [sys.executable, "-c", FIRST_ACCESS],
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
-            "DJANGO_SETTINGS_MODULE": "refusal_settings",
-            **env,
-        },
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    first = _python(tmp_path, databases, ["-c", FIRST_ACCESS], env)
     assert first.stdout.startswith(f"RAISED settings.DATABASES['default']{NO_MARIADB_RESET}"), (
         first.stdout + first.stderr
     )

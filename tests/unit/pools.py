@@ -45,16 +45,20 @@ def sqlite_settings(tmp_path: Path, **pool_options: Any) -> dict[str, Any]:
 class Holder:
     """A thread that checks out a connection and keeps it until released."""
 
-    def __init__(self, settings_dict: dict[str, Any]) -> None:
+    def __init__(
+        self, settings_dict: dict[str, Any], wrapper_class: type = SqliteWrapper, wait: bool = True
+    ) -> None:
+        """``wait``: until the connection is held (else started, not waited for)."""
         self.holding = threading.Event()
         self.release = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(settings_dict,))
+        self.thread = threading.Thread(target=self._run, args=(settings_dict, wrapper_class))
         self.thread.start()
-        assert self.holding.wait(5)
+        if wait:
+            assert self.holding.wait(5)
 
-    def _run(self, settings_dict: dict[str, Any]) -> None:
+    def _run(self, settings_dict: dict[str, Any], wrapper_class: type) -> None:
         # A Django wrapper belongs to the thread that made it.
-        wrapper = SqliteWrapper(settings_dict, "default")
+        wrapper = wrapper_class(settings_dict, "default")
         wrapper.ensure_connection()
         self.holding.set()
         self.release.wait(10)

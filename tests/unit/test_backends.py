@@ -23,6 +23,7 @@ from django_sapool.backends import (
 )
 from django_sapool.wrapper import PooledDatabaseWrapperMixin
 from tests.unit.pools import write_backend
+from tests.unit.test_hot_path import _statements
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "django_sapool" / "backends"
@@ -150,18 +151,6 @@ def test_sqlite_facts() -> None:
         facts = wrapper.sapool_server_facts(cursor)  # type: ignore[attr-defined]
     assert facts == ServerFacts(f"SQLite {sqlite3.sqlite_version}", None, None)
     wrapper.close()
-
-
-def _statements(function: Any) -> list[str]:
-    import ast
-    import inspect
-    import textwrap
-
-    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
-        body = body[1:]  # the docstring
-    return [ast.unparse(node) for node in body]
 
 
 def test_djangos_mysql_get_new_connection_is_the_one_the_pool_repeats() -> None:

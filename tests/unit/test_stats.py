@@ -200,27 +200,6 @@ class GatedSqliteWrapper(SqliteWrapper):
         return super().sapool_new_connection(conn_params)
 
 
-class GatedHolder:
-    """A Holder whose checkout connects through the gate: started, not waited for."""
-
-    def __init__(self, settings_dict: dict[str, Any]) -> None:
-        self.holding = threading.Event()
-        self.release = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(settings_dict,))
-        self.thread.start()
-
-    def _run(self, settings_dict: dict[str, Any]) -> None:
-        wrapper = GatedSqliteWrapper(settings_dict, "default")
-        wrapper.ensure_connection()
-        self.holding.set()
-        self.release.wait(10)
-        wrapper.close()
-
-    def stop(self) -> None:
-        self.release.set()
-        self.thread.join(10)
-
-
 def test_checkouts_still_connecting_are_not_open_connections(tmp_path: Path) -> None:
     """Sizes count connections that exist: a connect under way (a silent server) is none yet."""
     settings_dict = sqlite_settings(tmp_path, POOL_SIZE=2, MAX_OVERFLOW=3)
@@ -229,7 +208,7 @@ def test_checkouts_still_connecting_are_not_open_connections(tmp_path: Path) -> 
     first.ensure_connection()
     pool = first.sapool_pool()
     GatedSqliteWrapper.gate.clear()
-    connecting = [GatedHolder(settings_dict) for _ in range(3)]
+    connecting = [Holder(settings_dict, GatedSqliteWrapper, wait=False) for _ in range(3)]
     try:
         assert wait_until(lambda: pool.status().connecting == 3)
         status = pool.status()

@@ -15,7 +15,9 @@ or keyword dict there costs each request (benchmarks/instructions.py).
 
 from __future__ import annotations
 
+import logging
 import operator
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +52,23 @@ def give_back(record: Record) -> None:
     about a microsecond per call (it builds a dict), this costs one call.
     """
     record.checkin(_fairy_was_created=False)
+
+
+class MaskSecrets(logging.Filter):
+    """Mask ``...pass...=value`` in what SQLAlchemy's pool logs (ECHO, or its DEBUG level).
+
+    It logs the raw connection's repr, and psycopg2's shows the whole connection
+    string but ``password``: ``sslpassword`` (the client key's passphrase) too.
+    """
+
+    SECRET = re.compile(r"(\b\w*pass\w*\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\\>,;]+)", re.IGNORECASE)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = self.SECRET.sub(r"\1********", message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
 
 
 class SaPool(QueuePool):
@@ -91,6 +110,9 @@ class SaPool(QueuePool):
         #: The idle records themselves (a deque, read without a lock: a
         #: checkout waits exactly when none is idle and the overflow is used up).
         self.idle_records = self._pool.queue  # type: ignore[attr-defined]
+        logger = logging.getLogger(f"{self._sqla_logger_namespace}.{logging_name}")
+        if not any(isinstance(f, MaskSecrets) for f in logger.filters):
+            logger.addFilter(MaskSecrets())
 
     # -- the hot path: SQLAlchemy's own functions --------------------------------
 

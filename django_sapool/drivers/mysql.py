@@ -87,10 +87,11 @@ class MySQLOps(DriverOps):
     #: ``--read-only``, ``--super-read-only``) and ER_READ_ONLY_MODE.
     READ_ONLY = frozenset({1290, 1836})
 
-    #: Marks connect parameters whose ``read_timeout`` bounds PyMySQL's handshake only.
-    HANDSHAKE_ONLY = "django_sapool.handshake_read_timeout"
+    #: Marks connect parameters whose timeouts (named in its value) bound PyMySQL's
+    #: handshake only.
+    HANDSHAKE_ONLY = "django_sapool.handshake_timeouts"
 
-    def end_handshake(self, conn: Any) -> None:
+    def end_handshake(self, conn: Any, bounded: tuple[str, ...]) -> None:
         """Undo what add_connect_timeout() set for the handshake only (see HANDSHAKE_ONLY)."""
 
     def is_read_only_error(self, conn: Any, exc: BaseException) -> bool:
@@ -301,16 +302,24 @@ class PyMySQLOps(MySQLOps):
     def add_connect_timeout(self, params: dict[str, Any], seconds: float | None) -> None:
         super().add_connect_timeout(params, seconds)
         # PyMySQL's connect_timeout covers the TCP connect only: it reads the
-        # server's greeting and the authentication with read_timeout (none by
-        # default), so a server that accepts and never answers would hang it.
-        # The handshake gets the connect timeout; end_handshake() lifts it.
-        if "connect_timeout" in params and "read_timeout" not in params:
-            params["read_timeout"] = params["connect_timeout"]
-            params[self.HANDSHAKE_ONLY] = True
+        # server's greeting and the authentication with read_timeout, and
+        # writes with write_timeout, which its TLS handshake runs under (both
+        # none by default): a server or path that goes silent would hang it.
+        # The handshake gets the connect timeout for each the user did not set;
+        # end_handshake() lifts them.
+        if "connect_timeout" in params:
+            bounded = tuple(t for t in ("read_timeout", "write_timeout") if t not in params)
+            for timeout in bounded:
+                params[timeout] = params["connect_timeout"]
+            if bounded:
+                params[self.HANDSHAKE_ONLY] = bounded
 
-    def end_handshake(self, conn: Any) -> None:
-        """Give a PyMySQL connection back its unbounded reads (after add_connect_timeout)."""
-        conn._read_timeout = None
+    def end_handshake(self, conn: Any, bounded: tuple[str, ...]) -> None:
+        """Give a PyMySQL connection back its unbounded reads or writes (add_connect_timeout)."""
+        for timeout in bounded:
+            setattr(conn, f"_{timeout}", None)
+        # PyMySQL >= 1.1 sets the socket's timeout only when it changes.
+        conn._current_timeout = None
         conn._sock.settimeout(None)
 
     def is_closed(self, conn: Any) -> bool:

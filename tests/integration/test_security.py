@@ -268,6 +268,9 @@ def test_password_never_appears(
         "POOL_OPTIONS": LEAK_POOL,
     }
     my_db = {**pg_db, "ENGINE": "django_sapool.backends.mysql", "HOST": mysql.host}
+    # libpq's key passphrase (unused without TLS): psycopg2's connection repr,
+    # which SQLAlchemy's echo logs, shows every parameter but ``password``.
+    pg_db["OPTIONS"] = {"sslmode": "disable", "sslpassword": f"key-{password}"}
     my_db["PORT"] = mysql.port
     facts = child(
         {

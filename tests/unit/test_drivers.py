@@ -279,13 +279,97 @@ def test_pymysql_reads_its_own_status() -> None:
 def test_only_pymysql_bounds_the_handshake_by_the_connect_timeout() -> None:
     params: dict[str, Any] = {}
     PyMySQLOps().add_connect_timeout(params, 2.5)
-    assert params == {"connect_timeout": 3, "read_timeout": 3, MySQLOps.HANDSHAKE_ONLY: True}
+    assert params == {
+        "connect_timeout": 3,
+        "read_timeout": 3,
+        "write_timeout": 3,  # its TLS handshake runs under the write timeout
+        MySQLOps.HANDSHAKE_ONLY: ("read_timeout", "write_timeout"),
+    }
     params = {"read_timeout": 30}
     PyMySQLOps().add_connect_timeout(params, 2.5)
-    assert params == {"connect_timeout": 3, "read_timeout": 30}
+    assert params == {
+        "connect_timeout": 3,
+        "read_timeout": 30,
+        "write_timeout": 3,
+        MySQLOps.HANDSHAKE_ONLY: ("write_timeout",),
+    }
+    params = {"read_timeout": 30, "write_timeout": 30}
+    PyMySQLOps().add_connect_timeout(params, 2.5)
+    assert params == {"connect_timeout": 3, "read_timeout": 30, "write_timeout": 30}
     params = {}
     MysqlclientOps().add_connect_timeout(params, 2.5)
     assert params == {"connect_timeout": 3}
+
+
+def test_pymysql_tls_handshake_with_a_silent_server_ends_at_the_connect_timeout() -> None:
+    """A server that offers TLS, then never answers the TLS handshake.
+
+    PyMySQL writes its SSL request, then runs the TLS handshake under its
+    write timeout, none by default: the connect waited for ever (a helper's
+    hunt: still waiting after 40 s with CONNECT_TIMEOUT 3). Real PyMySQL
+    against a socket server of the test's own that sends a MariaDB greeting
+    with the SSL capability and then reads and says nothing.
+    """
+    import ssl
+    import struct
+    import threading
+    import time
+
+    pymysql = pytest.importorskip("pymysql")
+    # Protocol 10 greeting: CLIENT_PROTOCOL_41 | CLIENT_SSL | CLIENT_SECURE_CONNECTION,
+    # and CLIENT_PLUGIN_AUTH in the upper capability flags.
+    payload = (
+        b"\x0a5.5.5-10.11.0-MariaDB\x00"
+        + struct.pack("<I", 7)
+        + b"abcdefgh\x00"
+        + struct.pack("<H", 0x0200 | 0x0800 | 0x8000)
+        + b"\x21"
+        + struct.pack("<H", 0x0002)
+        + struct.pack("<H", 0x0008)
+        + bytes([21])
+        + b"\x00" * 10
+        + b"ijklmnopqrst\x00mysql_native_password\x00"
+    )
+    greeting = struct.pack("<I", len(payload))[:3] + b"\x00" + payload
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        client, _ = server.accept()
+        held.append(client)  # kept open, never answered: a silent path
+        client.sendall(greeting)
+
+    threading.Thread(target=serve, daemon=True).start()
+    params: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": server.getsockname()[1],
+        "user": "app",
+        "ssl": {"check_hostname": False, "verify_mode": ssl.CERT_NONE},
+    }
+    ops = PyMySQLOps()
+    ops.add_connect_timeout(params, 1)
+    params.pop(MySQLOps.HANDSHAKE_ONLY)
+    started = time.monotonic()
+    outcome: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            pymysql.connect(**params)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(10)
+    elapsed = time.monotonic() - started
+    server.close()
+    for client in held:
+        client.close()
+    assert not thread.is_alive(), "the connect was still waiting after 10 s"
+    assert isinstance(outcome[0], pymysql.err.OperationalError), outcome
+    assert elapsed < 3  # CONNECT_TIMEOUT 1, not never
 
 
 class FakeMysqlclient:

@@ -39,7 +39,7 @@ class MySQLPoolMixin(PooledDatabaseWrapperMixin):
 
     def sapool_new_connection(self, conn_params: dict[str, Any]) -> Any:
         params = dict(conn_params)
-        handshake_only = params.pop(MySQLOps.HANDSHAKE_ONLY, False)
+        handshake_only = params.pop(MySQLOps.HANDSHAKE_ONLY, ())
         driver = self.sapool_driver
         seconds = params.get("connect_timeout")
         if (
@@ -55,7 +55,7 @@ class MySQLPoolMixin(PooledDatabaseWrapperMixin):
         else:
             conn = super().sapool_new_connection(params)
         if handshake_only:
-            driver.end_handshake(conn)
+            driver.end_handshake(conn, handshake_only)
         return conn
 
     def _sapool_silent(self, seconds: float) -> ServerSilent:

@@ -30,6 +30,7 @@ logger = logging.getLogger("django_sapool")
 
 _lock = threading.Lock()
 _pools: weakref.WeakSet[ManagedPool] = weakref.WeakSet()
+#: Wakes the thread up; made anew with each thread (register()).
 _wake = threading.Event()
 _thread: threading.Thread | None = None
 _pid = 0
@@ -196,12 +197,11 @@ def forget_in_child() -> None:
     where nothing was forked (a worker hook after the app already queried),
     and this process's pools must go on being housekept.
     """
-    global _thread, _pools, _wake, _quiet, _lock
+    global _thread, _pools, _quiet, _lock
     if _thread is not None and _pid == os.getpid():
         return
-    _thread = None
+    _thread = None  # register() starts one, with an event of its own
     _quiet = weakref.WeakKeyDictionary()
     _pools = weakref.WeakSet()
-    _wake = threading.Event()
     # The parent's thread may have held it at fork(): held for ever in the child.
     _lock = threading.Lock()

@@ -217,6 +217,7 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
         # 3.11 specialises reads of instance attributes, not of class ones.
         self._sapool_inline_close = self._sapool_inline_close
         self._sapool_inline_init = self._sapool_inline_init
+        self._sapool_refreshes = self._sapool_refreshes
         self._sapool_mode_is_clients = self.sapool_driver.mode_is_clients
         self.sapool_driver = self.sapool_driver
         self._sapool_server_cursors = None

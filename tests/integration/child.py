@@ -120,6 +120,13 @@ def view_raw_begin(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"pid": backend_id()})
 
 
+def view_close_raw(request: HttpRequest) -> HttpResponse:
+    # Closes the driver's connection itself, as code that forces a reconnect does.
+    pid = backend_id()
+    connection.connection.close()
+    return JsonResponse({"pid": pid})
+
+
 def view_dirty_session(request: HttpRequest) -> HttpResponse:
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
@@ -173,6 +180,7 @@ urlpatterns = [
     path("close-in-atomic", view_close_in_atomic),
     path("leave-open", view_leave_open),
     path("raw-begin", view_raw_begin),
+    path("close-raw", view_close_raw),
     path("dirty-session", view_dirty_session),
     path("session-state", view_session_state),
 ]
@@ -421,6 +429,17 @@ def dead_connection(wait: float) -> dict[str, Any]:
         "gone": gone,
         "code": code,
         "first": first["pid"],
+        "second": second and second["pid"],
+        "pools": pool_status(),
+    }
+
+
+def closed_raw() -> dict[str, Any]:
+    _, first = request("/close-raw")
+    code, second = request("/pid")
+    return {
+        "first": first["pid"],
+        "code": code,
         "second": second and second["pid"],
         "pools": pool_status(),
     }
@@ -911,6 +930,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
         transactions,
         statements,
         dead_connection,
+        closed_raw,
         idle_ping,
         recycle,
         session_state,

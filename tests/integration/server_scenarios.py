@@ -94,6 +94,18 @@ def test_killed_idle_connection_is_replaced(server_run: Any, interval: float) ->
     assert pool["connections_opened"] == 2
 
 
+def test_a_connection_its_borrower_closed_is_never_lent_again(server_run: Any) -> None:
+    # The raw connection closed by the view: the request's end gives it back
+    # as it is; the next checkout finds it closed (is_closed() is asked before
+    # any connection is lent) and opens another, instead of failing.
+    facts = server_run("closed_raw")
+    assert facts["code"] == 200
+    assert facts["second"] != facts["first"]
+    (pool,) = facts["pools"]
+    assert pool["connections_invalidated"] == 1
+    assert (pool["connections_opened"], pool["idle"], pool["checked_out"]) == (2, 1, 0)
+
+
 def test_forked_children_never_touch_the_parents_sessions(server_run: Any) -> None:
     facts = server_run("fork", params={"children": 8})
     parent = {facts["parent_pid"], facts["idle_pid"]}

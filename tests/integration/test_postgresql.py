@@ -8,6 +8,7 @@ import pytest
 
 from .server_scenarios import (  # noqa: F401  # collected here, on server_run
     test_a_checkout_waiting_behind_a_failed_connect_opens_its_own_at_once,
+    test_a_connection_its_borrower_closed_is_never_lent_again,
     test_a_forked_gevent_child_of_a_process_that_queried_is_not_frozen,
     test_connections_of_threads_that_ended_without_closing_are_taken_back,
     test_exhaustion_raises_operational_error_after_timeout,

@@ -45,10 +45,14 @@ logger = logging.getLogger("django_sapool")
 class Deadline:
     """One armed deadline: ``fired`` tells whether the watchdog shut the socket down."""
 
-    __slots__ = ("fd", "when", "fired", "done")
+    __slots__ = ("fd", "inode", "when", "fired", "done")
 
     def __init__(self, fd: int, when: float) -> None:
         self.fd = fd
+        #: The socket's own identity: by the deadline its driver may have closed
+        #: ``fd`` (a failed call; a connect moving on to another host) and the
+        #: number may belong to another socket then, which is left alone.
+        self.inode = _inode(fd)
         self.when = when
         self.fired = False
         self.done = False
@@ -126,19 +130,32 @@ class Watchdog:
                 if heap and delay <= 0:
                     deadline = heapq.heappop(heap)[2]
                     deadline.fired = deadline.done = True
-                    shut_down(deadline.fd)
+                    shut_down(deadline.fd, deadline.inode)
                     continue
             wake.acquire(True, delay)  # -1: until woken
 
 
-def shut_down(fd: int) -> None:
-    """Shut a socket down for reading and writing without closing ``fd`` itself."""
+def _inode(fd: int) -> int | None:
+    try:
+        return os.fstat(fd).st_ino
+    except OSError:
+        return None
+
+
+def shut_down(fd: int, inode: int | None = None) -> None:
+    """Shut a socket down for reading and writing without closing ``fd`` itself.
+
+    ``inode``: only if ``fd`` is still that socket (see ``Deadline.inode``).
+    A socket still connecting (an unanswered SYN) gives up its connect too.
+    """
     try:
         # _socket's own type, which gevent never replaces: no hub in this thread.
         sock = _socket.socket(fileno=os.dup(fd))
     except OSError:
         return  # already closed by its driver
     try:
+        if inode is not None and os.fstat(sock.fileno()).st_ino != inode:
+            return  # closed by its driver meanwhile; this number is another socket's
         sock.shutdown(_socket.SHUT_RDWR)
     except OSError:
         logger.debug("django_sapool: shutdown() of a timed-out socket failed", exc_info=True)

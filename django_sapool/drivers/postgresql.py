@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..deadline import WATCHDOG, Deadline
 from .base import DriverOps, Flags
 
 
@@ -160,3 +163,110 @@ class Psycopg2Ops(PostgresOps):
             return int(conn.fileno())
         except Exception:
             return None
+
+    def connect_within(
+        self, connect: Callable[[], Any], seconds: float, silent: Callable[[], Exception]
+    ) -> Any:
+        """Return ``connect()``'s new connection; with a wait callback, fail past ``seconds``.
+
+        libpq applies ``connect_timeout`` only in its blocking connect; with a
+        wait callback set (psycogreen's, under gevent or eventlet) psycopg2
+        connects asynchronously and nothing bounded the connect: a hung or
+        black-holed server kept the checkout waiting for the kernel (minutes
+        for an unanswered SYN, for ever once accepted). Then ``silent()`` is
+        raised at the deadline (``BoundedWait``).
+        """
+        import psycopg2.extensions
+
+        callback = psycopg2.extensions.get_wait_callback()
+        if callback is None:
+            return connect()  # libpq's blocking connect: its own connect_timeout
+        if not isinstance(callback, BoundedWait):
+            callback = BoundedWait(callback)
+            psycopg2.extensions.set_wait_callback(callback)
+        return callback.connect(connect, seconds, silent)
+
+
+class BoundedWait:
+    """The application's psycopg2 wait callback, whose waits end at a pool connect's deadline.
+
+    Installed over it (``psycopg2.extensions.set_wait_callback``) by the pool's
+    first connect that needs it, and again if the application sets another.
+    Every wait but a pool connect's goes to the callback unchanged; during a
+    connect, the callback gets the connection through ``_Connecting``.
+    """
+
+    def __init__(self, callback: Callable[[Any], Any]) -> None:
+        self.callback = callback
+        #: Per thread (per greenlet under gevent): the monotonic deadline of
+        #: the pool connect under way, if one is, and whether it passed.
+        self._connecting = threading.local()
+
+    def __call__(self, conn: Any) -> Any:
+        until = getattr(self._connecting, "until", None)
+        if until is None:
+            return self.callback(conn)
+        connecting = _Connecting(conn, until)
+        try:
+            return self.callback(connecting)
+        finally:
+            connecting.disarm()
+            self._connecting.expired = connecting.expired
+
+    def connect(
+        self, connect: Callable[[], Any], seconds: float, silent: Callable[[], Exception]
+    ) -> Any:
+        """Return ``connect()``, whose waits end ``seconds`` from now; then raise ``silent()``."""
+        local = self._connecting
+        local.until, local.expired = time.monotonic() + seconds, False
+        try:
+            return connect()
+        except Exception as exc:
+            if local.expired:
+                raise silent() from exc
+            raise
+        finally:
+            local.until = None
+
+
+class _Connecting:
+    """A connection being opened, as a wait callback sees it: no wait outlives the deadline.
+
+    A callback waits on ``fileno()``, then calls ``poll()`` (psycogreen's loop,
+    ``psycopg2.extras.wait_select``). The socket it is about to wait on gets a
+    deadline of the watchdog (``deadline.py``), which shuts it down then and so
+    ends the wait, whatever waits; libpq may open another socket meanwhile (the
+    next host of a multi-host HOST, a retry without SSL), which gets it in turn.
+    Past the deadline ``poll()`` fails instead of going on.
+    """
+
+    def __init__(self, conn: Any, until: float) -> None:
+        self._conn = conn
+        self._until = until
+        self._fd = -1
+        self._deadline: Deadline | None = None
+        self.expired = False
+
+    def fileno(self) -> int:
+        fd: int = self._conn.fileno()
+        if fd != self._fd:
+            self.disarm()
+            self._fd = fd
+            self._deadline = WATCHDOG.arm(fd, max(0.0, self._until - time.monotonic()))
+        return fd
+
+    def poll(self) -> Any:
+        if time.monotonic() >= self._until:
+            import psycopg2
+
+            self.expired = True
+            raise psycopg2.OperationalError("connect_timeout expired")
+        return self._conn.poll()
+
+    def disarm(self) -> None:
+        if self._deadline is not None:
+            WATCHDOG.disarm(self._deadline)
+            self._deadline = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)

@@ -18,7 +18,8 @@ i.e. the COMMIT itself: the outcome is in doubt).
 Config (env SAPOOL_FAULT_CHILD): ``driver`` (psycopg, psycopg2, mysqlclient,
 pymysql), ``databases`` (Django's DATABASES; a stock Django ENGINE for the
 baselines) and ``gevent`` (true: ``gevent.monkey.patch_all()`` first, as
-gunicorn's gevent worker does before it loads the app).
+gunicorn's gevent worker does before it loads the app; with psycopg2, also
+psycogreen's wait callback, as gevent projects on psycopg2 set it).
 """
 
 from __future__ import annotations
@@ -44,6 +45,30 @@ if CONFIG.get("gevent"):
 
     monkey.patch_all()
 use_driver(CONFIG.get("driver"))
+
+
+def _gevent_wait_callback(conn: Any, timeout: float | None = None) -> None:
+    """psycogreen's ``gevent_wait_callback`` (psycogreen/gevent.py), as projects copy it."""
+    import psycopg2
+    from gevent.socket import wait_read, wait_write
+    from psycopg2 import extensions
+
+    while True:
+        state = conn.poll()
+        if state == extensions.POLL_OK:
+            break
+        elif state == extensions.POLL_READ:
+            wait_read(conn.fileno(), timeout=timeout)
+        elif state == extensions.POLL_WRITE:
+            wait_write(conn.fileno(), timeout=timeout)
+        else:
+            raise psycopg2.OperationalError(f"Bad result from poll: {state!r}")
+
+
+if CONFIG.get("gevent") and CONFIG.get("driver") == "psycopg2":
+    import psycopg2.extensions
+
+    psycopg2.extensions.set_wait_callback(_gevent_wait_callback)
 
 from django.core.signals import got_request_exception  # noqa: E402
 from django.db import connection, connections, transaction  # noqa: E402
@@ -300,7 +325,13 @@ def cmd_setup() -> dict[str, Any]:
     connection.close()
     gevent = sys.modules.get("gevent.monkey")
     patched = gevent is not None and gevent.is_module_patched("threading")
-    return {"vendor": connection.vendor, "driver": driver, "gevent": patched}
+    facts = {"vendor": connection.vendor, "driver": driver, "gevent": patched}
+    if driver == "psycopg2":
+        import psycopg2.extensions
+
+        callback = psycopg2.extensions.get_wait_callback()
+        facts["wait_callback"] = None if callback is None else type(callback).__name__
+    return facts
 
 
 def cmd_start_load(threads: int, plan: str, **params: Any) -> dict[str, Any]:

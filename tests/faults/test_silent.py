@@ -187,6 +187,40 @@ def test_black_hole_under_gevent_with_a_driver_that_waits_in_c(
     assert healed.ok, healed.brief()
 
 
+@pytest.mark.parametrize("target", [target_param("postgresql-psycopg2")], indirect=True)
+@pytest.mark.parametrize("fault", ["silent", "after_login"])
+def test_psycopg2_under_a_gevent_wait_callback_connects_within_connect_timeout(
+    target: Target, proxy: FaultProxy, fault: str
+) -> None:
+    """gevent and psycopg2 with psycogreen's wait callback: a new connection to a silent server.
+
+    With a wait callback psycopg2 connects asynchronously, and libpq applies
+    connect_timeout only to its blocking connect: the request waited until the
+    server answered or the kernel gave up (for ever, here: the proxy accepted).
+    After the login, Django's session setup has CONNECT_TIMEOUT of its own.
+    """
+    connect_timeout = 3.0
+    child = target.child({"CONNECT_TIMEOUT": connect_timeout}, gevent=True, **via(proxy))
+    assert child.call("setup")["wait_callback"] == "BoundedWait"  # the pool wrapped it
+    child.call("evict")  # the next request opens a new connection
+    if fault == "silent":
+        proxy.blackhole()
+        bound, expected = connect_timeout + MARGIN, "within connect_timeout=3s"
+    else:
+        proxy.forward_first(LOGIN_CHUNKS["postgresql"])
+        bound, expected = 2 * connect_timeout + MARGIN, "session setup"
+    (rec,) = records([child.call("request", url="/q", timeout=bound + 10)["record"]])
+    pool = pool_of(child)
+    proxy.forward()
+    healed = one(child)
+    assert not rec.ok
+    assert "django.db.utils.OperationalError" in rec.classes, rec.brief()
+    assert expected in rec.message, rec.brief()
+    assert connect_timeout - 0.2 <= rec.seconds <= bound, rec.brief()
+    assert (pool["checked_out"], pool["connecting"], pool["size"]) == (0, 0, 0)
+    assert healed.ok, healed.brief()
+
+
 #: The client's chunks of a login through the proxy: libpq's SSL request and
 #: startup message (trust); MariaDB's handshake response (root, no password).
 LOGIN_CHUNKS = {"postgresql": 2, "mysql": 1}

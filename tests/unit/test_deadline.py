@@ -46,3 +46,23 @@ def test_after_fork_in_the_process_that_runs_the_watchdog_keeps_its_deadlines() 
         assert WATCHDOG.disarm(WATCHDOG.arm(ours.fileno(), 0.05)) is False
         assert WATCHDOG.threads_started == 1
 
+
+
+def test_a_deadline_never_shuts_down_another_socket_given_its_number() -> None:
+    # A connect moving on to another host closes its first socket; the number
+    # may be another connection's by the deadline, which must keep working.
+    first, peer = socket.socketpair()
+    fd = first.fileno()
+    deadline = WATCHDOG.arm(fd, 0.2)
+    first.close()
+    peer.close()
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        assert fd in (ours.fileno(), theirs.fileno())  # the lowest free number, reused
+        time.sleep(0.5)
+        assert deadline.fired  # its time came, and went by
+        theirs.send(b"x")
+        ours.send(b"y")
+        ours.settimeout(5)
+        theirs.settimeout(5)
+        assert (ours.recv(1), theirs.recv(1)) == (b"x", b"y")

@@ -10,6 +10,7 @@ from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
 from django_sapool.backends import ServerFacts
 from django_sapool.drivers import Psycopg2Ops, Psycopg3Ops
+from django_sapool.errors import ServerSilent
 from django_sapool.wrapper import PooledCreationMixin, PooledDatabaseWrapperMixin
 
 #: libpq's ``options`` turning the session's default read-only (``-c name=on``).
@@ -20,6 +21,15 @@ _READ_ONLY_OPTION = re.compile(
 
 class DatabaseCreation(PooledCreationMixin, creation.DatabaseCreation):
     pass
+
+
+def _seconds(connect_timeout: Any) -> float | None:
+    """Return libpq's ``connect_timeout`` in seconds, or None where it sets no bound."""
+    try:
+        seconds = float(connect_timeout)
+    except (TypeError, ValueError):
+        return None  # absent, or libpq refuses it at connect
+    return seconds if seconds > 0 else None
 
 
 class PostgresPoolMixin(PooledDatabaseWrapperMixin):
@@ -43,6 +53,24 @@ class PostgresPoolMixin(PooledDatabaseWrapperMixin):
     def sapool_settings_changed(self) -> None:
         wanted = self.timezone_name
         self._sapool_timezone = wanted.encode() if is_psycopg3 and wanted else None
+
+    def sapool_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        driver = self.sapool_driver
+        connect = super().sapool_new_connection
+        seconds = _seconds(conn_params.get("connect_timeout"))
+        if not isinstance(driver, Psycopg2Ops) or seconds is None:
+            return connect(conn_params)
+        # psycopg2 under a wait callback (gevent): libpq's timeout does not apply.
+        return driver.connect_within(
+            lambda: connect(conn_params),
+            seconds,
+            lambda: ServerSilent(
+                f"django_sapool: the server did not answer a new connection of alias "
+                f"{self.alias!r} within connect_timeout={seconds:g}s (a hung server or a "
+                f"silent network): psycopg2 with a wait callback connects without libpq's "
+                f"own timeout, so the pool bounds it."
+            ),
+        )
 
     def sapool_refresh_session(self) -> None:
         # Free: libpq reports the session's TimeZone without a round trip; a

@@ -128,14 +128,23 @@ def mask_url(url: object) -> str:
         return repr(type(url))
     head, sep, rest = url.partition("://")
     if not sep:
-        # Not a URL; it might still be a libpq DSN ("host=db password=...").
-        return re.sub(r"(pass\w*\s*=\s*)\S+", rf"\1{MASK}", url, flags=re.IGNORECASE)
+        # Not a URL; it might still be a libpq DSN ("host=db password=..."), or a
+        # URL missing its "//" ("postgres:/app:secret@db/app"): whatever an "@"
+        # ends may be a password.
+        shown = re.sub(r"(pass\w*\s*=\s*)\S+", rf"\1{MASK}", url, flags=re.IGNORECASE)
+        return f"{MASK}@{shown.rpartition('@')[2]}" if "@" in shown else shown
     try:
         netloc = urlsplit(url).netloc
     except ValueError:  # a bad IPv6 host: mask as for a malformed URL below
         netloc = ""
     after = rest[len(netloc) :] if rest.startswith(netloc) else None
-    if netloc.count("@") == 1 and after is not None and _no_userinfo(after):
+    if (
+        netloc.count("@") == 1
+        and after is not None
+        # An "@" further on is a query value's only if the netloc's host looks
+        # like one: else the netloc ended inside the password (at a "?").
+        and ("@" not in after or (_HOST.fullmatch(netloc.split("@")[1]) and _no_userinfo(after)))
+    ):
         userinfo, host = netloc.split("@")
         user, colon, _ = userinfo.partition(":")
         shown = f"{head}://{user}{colon and ':' + MASK}@{host}"
@@ -145,6 +154,10 @@ def mask_url(url: object) -> str:
         # so everything up to the last "@" is masked.
         return f"{head}://{MASK}@{_mask_query(rest.rpartition('@')[2])}"
     return f"{head}://{netloc}{_mask_query(rest[len(netloc) :])}"
+
+
+#: A URL's host and optional port: a name or a bracketed IPv6 address, digits after ":".
+_HOST = re.compile(r"(?:\[[^\]]*\]|[^:@\[\]]+)(?::\d*)?")
 
 
 def _no_userinfo(tail: str) -> bool:

@@ -382,6 +382,17 @@ def test_keywords_must_be_upper_case_settings() -> None:
         (f"postgres://app:{PASSWORD}#x@db/app", f"postgres://{MASK}@db/app"),
         (f"postgres://app:{PASSWORD}@[db/app", f"postgres://{MASK}@[db/app"),  # unparsable
         (f"host=db password={PASSWORD}", f"host=db password={MASK}"),
+        # A "/" missing, or both, or the scheme: still no password shown.
+        (f"mysql:/app:{PASSWORD}@db:3306/app", f"{MASK}@db:3306/app"),
+        (f"postgres:app:{PASSWORD}@db/app", f"{MASK}@db/app"),
+        (f"app:{PASSWORD}@db:5432/app", f"{MASK}@db:5432/app"),
+        # A "?" ends the netloc inside the password (Azure's user@server form):
+        # what follows is no query, the host before it no host.
+        (
+            f"postgres://app@srv:{PASSWORD}?t=W@srv.example.com:5432/app",
+            f"postgres://{MASK}@srv.example.com:5432/app",
+        ),
+        (f"postgres://app:{PASSWORD}@?c=W@[::1]/app", f"postgres://{MASK}@[::1]/app"),
     ],
 )
 def test_mask_url(url: str, shown: str) -> None:

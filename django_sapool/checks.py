@@ -25,7 +25,7 @@ from django.apps import AppConfig
 from django.core import checks
 
 from .aliases import is_in_memory_sqlite, settings_errors
-from .backends import backend_for, ours_for
+from .backends import GENERIC, backend_for, ours_for
 from .conf import LEND_TRANSACTION, RESET_COMMIT, RESET_ROLLBACK, read_pool_options
 
 #: Tag for ``manage.py check --tag sapool``.
@@ -106,6 +106,38 @@ def _lend_warnings(alias: str, settings_dict: Mapping[str, Any]) -> list[checks.
     return found
 
 
+def _pool_options_ignored(alias: str, engine: object) -> list[checks.CheckMessage]:
+    """W003 for POOL_OPTIONS on an ENGINE that is none of ours but could be, else nothing."""
+    path = f"settings.DATABASES[{alias!r}]['POOL_OPTIONS']"
+    ours = ours_for(engine)
+    if ours is not None:
+        return [
+            checks.Warning(
+                f"{path} is set, but ENGINE {engine!r} is Django's own backend, which "
+                f"ignores it: this alias is not pooled.",
+                hint=f"Set ENGINE to {ours.engine!r}, or remove POOL_OPTIONS.",
+                id="sapool.W003",
+            )
+        ]
+    # A third-party backend built on one of Django's (django-tenants,
+    # django-prometheus): pooled only through the generic ENGINE. Not one that
+    # pools by itself with the same setting (django-db-connection-pool).
+    from .wrapping import is_poolable
+
+    if not isinstance(engine, str) or not is_poolable(engine):
+        return []
+    return [
+        checks.Warning(
+            f"{path} is set, but ENGINE {engine!r} is not a django_sapool backend and "
+            f"ignores it: this alias is not pooled.",
+            hint=f"To pool it, set ENGINE to {GENERIC!r} and {path}['BACKEND'] to "
+            f"{engine!r} (or make an ENGINE module with django_sapool.pooled_wrapper()); "
+            f"else remove POOL_OPTIONS.",
+            id="sapool.W003",
+        )
+    ]
+
+
 def check_database_settings(
     databases: Mapping[str, Mapping[str, Any]],
 ) -> list[checks.CheckMessage]:
@@ -117,17 +149,8 @@ def check_database_settings(
         engine = settings_dict.get("ENGINE")
         backend = backend_for(engine, settings_dict)
         if backend is None:
-            ours = ours_for(engine)
-            if settings_dict.get("POOL_OPTIONS") is not None and ours is not None:
-                found.append(
-                    checks.Warning(
-                        f"settings.DATABASES[{alias!r}]['POOL_OPTIONS'] is set, but ENGINE "
-                        f"{engine!r} is Django's own backend, which ignores it: this "
-                        f"alias is not pooled.",
-                        hint=f"Set ENGINE to {ours.engine!r}, or remove POOL_OPTIONS.",
-                        id="sapool.W003",
-                    )
-                )
+            if settings_dict.get("POOL_OPTIONS") is not None:
+                found.extend(_pool_options_ignored(alias, engine))
             continue
         if backend.is_sqlite and is_in_memory_sqlite(settings_dict.get("NAME")):
             found.append(

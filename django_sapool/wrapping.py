@@ -45,6 +45,9 @@ FAMILIES: dict[str, tuple[str, str]] = {
 }
 #: What the refusal of another vendor names.
 SUPPORTED = "postgresql, mysql and sqlite"
+#: Modules of backends that pool by themselves, reading POOL_OPTIONS too
+#: (django-db-connection-pool): POOL_OPTIONS on them is not a mistake.
+SELF_POOLING = ("dj_db_conn_pool.",)
 
 _lock = threading.Lock()
 _classes: dict[str, type] = {}
@@ -67,6 +70,15 @@ def wrapper_for(alias: str, settings_dict: Mapping[str, Any]) -> type:
     if backend is None:
         raise ImproperlyConfigured(backend_error(alias, settings_dict))
     return wrap(backend, f"settings.DATABASES[{alias!r}]['POOL_OPTIONS']['BACKEND']")
+
+
+def is_poolable(engine: str) -> bool:
+    """Return whether ``pooled_wrapper(engine)`` pools a backend that does not pool itself."""
+    try:
+        wrapped = wrap(engine, "")
+    except Exception:  # not a backend, none we pool, or it fails to import
+        return False
+    return not any(c.__module__.startswith(SELF_POOLING) for c in wrapped.__mro__)
 
 
 def wrap(engine: str, setting: str) -> type:

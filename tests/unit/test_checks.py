@@ -333,3 +333,27 @@ def test_an_option_sqlite_cannot_do_is_not_refused_in_memory() -> None:
 def test_the_session_reset_stays_allowed_where_the_driver_has_one() -> None:
     """PostgreSQL's DISCARD ALL: 'reset' is no error there."""
     assert ids(default={**PG, "POOL_OPTIONS": {"RESET_ON_RETURN": "reset"}}) == []
+
+
+def test_w003_pool_options_on_a_backend_pooled_only_through_the_generic_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A third-party backend built on Django's (django-tenants', django-prometheus'):
+    # with its own ENGINE, POOL_OPTIONS is ignored and every thread had a session.
+    package = tmp_path / "thirdparty_db"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "base.py").write_text(
+        "from django.db.backends.sqlite3.base import DatabaseWrapper as Base\n"
+        "class DatabaseWrapper(Base):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings_dict = {"ENGINE": "thirdparty_db", "NAME": "/srv/a.db", "POOL_OPTIONS": {}}
+    (message,) = messages(default=settings_dict)
+    assert (message.id, message.level) == ("sapool.W003", django_checks.WARNING)
+    assert "'thirdparty_db' is not a django_sapool backend and ignores it" in message.msg
+    assert message.hint is not None
+    assert "'django_sapool.backends.pooled'" in message.hint
+    assert "['BACKEND'] to 'thirdparty_db'" in message.hint
+    # Without POOL_OPTIONS nothing is said: pooling it is a choice, not a mistake.
+    assert ids(default={"ENGINE": "thirdparty_db", "NAME": "/srv/a.db"}) == []

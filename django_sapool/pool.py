@@ -268,10 +268,14 @@ class ManagedPool:
 
     # -- returned ---------------------------------------------------------------
 
-    def checkin(self, record: Record, suspect: bool = False) -> None:
+    def checkin(
+        self, record: Record, suspect: bool = False, server_cursors: list[Any] | None = None
+    ) -> None:
         """Reset a connection per RESET_ON_RETURN and return it; discard it if broken.
 
         ``suspect``: a database error happened on it (Django's ``errors_occurred``).
+        ``server_cursors``: the checkout's server-side cursors, closed first
+        (``Validation.close_cursors``).
         """
         key = id(record)
         if self._lent.pop(key, None) is None:
@@ -283,6 +287,12 @@ class ManagedPool:
         state: ConnState = record.info[STATE]
         if self._leaks_reported:
             self.lending.returned(key, state, time.monotonic())
+        if server_cursors:
+            try:
+                self.validation.close_cursors(raw, server_cursors)
+            except ServerSilent as silent:
+                self.retire(record, BROKEN, silent)
+                return
         # The common case costs one question to the connection's flags: open,
         # no transaction.
         if suspect or self.validation.resets_session or not state.flags.clean():

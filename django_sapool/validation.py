@@ -109,6 +109,32 @@ class Validation:
             return exc
         return None
 
+    def close_cursors(self, raw: Any, cursors: list[Any]) -> None:
+        """Close a returned checkout's server-side cursors still open, within PING_TIMEOUT.
+
+        A ``QuerySet.iterator()`` that outlives its request (kept by a cache, a
+        reference cycle) closes its cursor whenever it is dropped, in any
+        thread: by then the session is another borrower's, and psycopg 3's
+        ``CLOSE`` of a cursor that died with its transaction aborts that
+        borrower's transaction. A holdable one (an iterator outside atomic())
+        would also stay open on the session. Django's own close() ends the
+        session and its cursors with it; closed here, while the session is
+        still the returning wrapper's, the late close() is a no-op. A failure
+        is left to the reset's checks (psycopg2 refuses to close a cursor that
+        died with its transaction, "named cursor isn't valid anymore", without
+        a round trip; a broken connection shows in its flags); an unanswered
+        ``CLOSE`` raises ServerSilent, as a reset would.
+        """
+
+        def close_all(_raw: Any) -> None:
+            for cursor in cursors:
+                try:
+                    cursor.close()
+                except Exception:
+                    pass
+
+        self.round_trips.run(RESETTING, close_all, raw)
+
     def reset(self, raw: Any, state: ConnState, suspect: bool) -> None:
         """Make a returned connection fit to lend again, per RESET_ON_RETURN; raise if broken.
 

@@ -473,35 +473,11 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
                 # Inherited through fork(): the parent owns it; never touch it.
                 registry.keep_inherited(record, self.connection)
             else:
-                if server_cursors is not None:
-                    _close_server_cursors(server_cursors)
-                pool.checkin(record, self.errors_occurred)  # type: ignore[attr-defined]
+                pool.checkin(record, self.errors_occurred, server_cursors)  # type: ignore[attr-defined]
         finally:
             # Even inside atomic(): the raw connection is back in the pool, and
             # another thread may own it now (Django's own pool does the same).
             self.connection = None
-
-
-def _close_server_cursors(cursors: list[Any]) -> None:
-    """Close a checkout's server-side cursors that are still open.
-
-    A ``QuerySet.iterator()`` that outlives its request (kept by a cache, a
-    reference cycle) closes its cursor whenever it is dropped, in any thread:
-    by then the session is another borrower's, and psycopg 3's ``CLOSE`` of a
-    cursor that died with its transaction aborts that borrower's transaction.
-    A holdable one (an iterator outside atomic()) would also stay open on the
-    session. Django's own close() ends the session and its cursors with it;
-    closed here, while the session is still the returning wrapper's, the late
-    close() is a no-op. A failure is left to the return's checks: psycopg2
-    refuses to close a cursor that died with its transaction ("named cursor
-    isn't valid anymore") without a round trip, and a broken connection shows
-    in its flags.
-    """
-    for cursor in cursors:
-        try:
-            cursor.close()
-        except Exception:
-            pass
 
 
 class PooledCreationMixin:

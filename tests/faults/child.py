@@ -148,8 +148,23 @@ def view_read(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"found": cursor.fetchone()[0]})
 
 
+#: Server-side cursors kept past their request, as a cache keeps a QuerySet.iterator().
+_kept_cursors: list[Any] = []
+
+
+def view_cursor_kept(request: HttpRequest) -> HttpResponse:
+    """Read a little from a server-side cursor, keep it open, then sleep ``?sleep=``."""
+    cursor = connection.chunked_cursor()  # what QuerySet.iterator() uses on PostgreSQL
+    cursor.execute("SELECT g FROM generate_series(1, 100000) AS g")
+    rows = cursor.fetchmany(100)
+    _kept_cursors.append(cursor)
+    time.sleep(float(request.GET.get("sleep", "0")))
+    return JsonResponse({"rows": len(rows)})
+
+
 urlpatterns = [
     path("q", view_query),
+    path("cursor-kept", view_cursor_kept),
     path("where", view_where),
     path("write", view_write),
     path("read", view_read),

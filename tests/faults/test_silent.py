@@ -221,6 +221,44 @@ def test_psycopg2_under_a_gevent_wait_callback_connects_within_connect_timeout(
     assert healed.ok, healed.brief()
 
 
+@pytest.mark.parametrize(
+    "target",
+    [target_param("postgresql-psycopg"), target_param("postgresql-psycopg2")],
+    indirect=True,
+)
+def test_a_return_that_closes_a_kept_server_side_cursor_ends_at_ping_timeout(
+    target: Target, proxy: FaultProxy
+) -> None:
+    """A request kept an iterator's server-side cursor; the server goes silent before its end.
+
+    The return closes the checkout's server-side cursors (CLOSE, a round trip)
+    before the connection goes back: it waited as long as the silence lasted,
+    holding the pool's only connection, so that requests after the heal failed
+    with PoolExhausted blaming the application. Now it has PING_TIMEOUT, as the
+    reset on return does, and the connection is discarded.
+    """
+    ping_timeout, view_sleep = 2.0, 2.0
+    child = target.child(
+        {"PING_TIMEOUT": ping_timeout, "POOL_SIZE": 1, "MAX_OVERFLOW": 0, "TIMEOUT": 3},
+        **via(proxy),
+    )
+    child.call("spawn", url=f"/cursor-kept?sleep={view_sleep}")
+    time.sleep(view_sleep / 2)  # the view has read its rows, and sleeps
+    proxy.blackhole()
+    bound = view_sleep + ping_timeout + MARGIN
+    out = child.call("collect", join_timeout=bound + 5, timeout=bound + 15)
+    proxy.forward()
+    healed = one(child)
+    assert out["alive"] == 0, "the request's end was still waiting for the server"
+    (rec,) = records(out["records"])
+    assert rec.ok, rec.brief()  # the view had its rows; only the return met the silence
+    assert view_sleep + ping_timeout - 0.2 <= rec.seconds <= bound, rec.brief()
+    (pool,) = out["pools"]
+    assert pool["pings_timed_out"] == 1
+    assert (pool["checked_out"], pool["connections_invalidated"]) == (0, 1)
+    assert healed.ok, healed.brief()
+
+
 #: The client's chunks of a login through the proxy: libpq's SSL request and
 #: startup message (trust); MariaDB's handshake response (root, no password).
 LOGIN_CHUNKS = {"postgresql": 2, "mysql": 1}

@@ -45,30 +45,12 @@ if CONFIG.get("gevent"):
 
     monkey.patch_all()
 use_driver(CONFIG.get("driver"))
-
-
-def _gevent_wait_callback(conn: Any, timeout: float | None = None) -> None:
-    """psycogreen's ``gevent_wait_callback`` (psycogreen/gevent.py), as projects copy it."""
-    import psycopg2
-    from gevent.socket import wait_read, wait_write
-    from psycopg2 import extensions
-
-    while True:
-        state = conn.poll()
-        if state == extensions.POLL_OK:
-            break
-        elif state == extensions.POLL_READ:
-            wait_read(conn.fileno(), timeout=timeout)
-        elif state == extensions.POLL_WRITE:
-            wait_write(conn.fileno(), timeout=timeout)
-        else:
-            raise psycopg2.OperationalError(f"Bad result from poll: {state!r}")
-
-
 if CONFIG.get("gevent") and CONFIG.get("driver") == "psycopg2":
     import psycopg2.extensions
 
-    psycopg2.extensions.set_wait_callback(_gevent_wait_callback)
+    from tests.psycogreen import gevent_wait_callback
+
+    psycopg2.extensions.set_wait_callback(gevent_wait_callback)
 
 from django.core.signals import got_request_exception  # noqa: E402
 from django.db import connection, connections, transaction  # noqa: E402

@@ -68,24 +68,6 @@ _example_post_fork = post_fork
 DRIVER = {driver!r}
 
 
-def _gevent_wait_callback(conn, timeout=None):
-    # psycogreen's gevent callback: wait for the socket in the hub, not in libpq.
-    import psycopg2
-    from gevent.socket import wait_read, wait_write
-    from psycopg2 import extensions
-
-    while True:
-        state = conn.poll()
-        if state == extensions.POLL_OK:
-            return
-        if state == extensions.POLL_READ:
-            wait_read(conn.fileno(), timeout=timeout)
-        elif state == extensions.POLL_WRITE:
-            wait_write(conn.fileno(), timeout=timeout)
-        else:
-            raise psycopg2.OperationalError(f"bad state from poll: {{state!r}}")
-
-
 def post_fork(server, worker):
     _example_post_fork(server, worker)
     import sys
@@ -94,7 +76,9 @@ def post_fork(server, worker):
         sys.modules["psycopg"] = None  # Django then picks psycopg2
         from psycopg2 import extensions
 
-        extensions.set_wait_callback(_gevent_wait_callback)
+        from tests.psycogreen import gevent_wait_callback
+
+        extensions.set_wait_callback(gevent_wait_callback)
     elif DRIVER == "pymysql":
         import pymysql
 

@@ -145,18 +145,24 @@ def test_other_backends_are_left_alone() -> None:
     assert ids(a=django_pg, b=other_pool, c=memory, d={"ENGINE": ""}) == []
 
 
-def test_a_projects_subclass_of_our_backend_is_checked(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    package = tmp_path / "myproject_db"
+def backend_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, base: str) -> str:
+    """Make an importable ENGINE package ``name`` whose DatabaseWrapper subclasses ``base``'s."""
+    package = tmp_path / name
     package.mkdir()
     (package / "__init__.py").write_text("")
     (package / "base.py").write_text(
-        "from django_sapool.backends.sqlite3.base import DatabaseWrapper as Base\n"
-        "class DatabaseWrapper(Base):\n    pass\n"
+        f"from {base}.base import DatabaseWrapper as Base\nclass DatabaseWrapper(Base):\n    pass\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    engine = "myproject_db"
+    return name
+
+
+def test_a_projects_subclass_of_our_backend_is_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = backend_package(
+        tmp_path, monkeypatch, "myproject_db", "django_sapool.backends.sqlite3"
+    )
     assert ids(default={"ENGINE": engine, "NAME": ":memory:"}) == ["sapool.W001"]
     assert ids(default={"ENGINE": engine, "NAME": "/srv/a.db", "CONN_MAX_AGE": 9}) == [
         "sapool.E001"
@@ -340,14 +346,7 @@ def test_w003_pool_options_on_a_backend_pooled_only_through_the_generic_engine(
 ) -> None:
     # A third-party backend built on Django's (django-tenants', django-prometheus'):
     # with its own ENGINE, POOL_OPTIONS is ignored and every thread had a session.
-    package = tmp_path / "thirdparty_db"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "base.py").write_text(
-        "from django.db.backends.sqlite3.base import DatabaseWrapper as Base\n"
-        "class DatabaseWrapper(Base):\n    pass\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
+    backend_package(tmp_path, monkeypatch, "thirdparty_db", "django.db.backends.sqlite3")
     settings_dict = {"ENGINE": "thirdparty_db", "NAME": "/srv/a.db", "POOL_OPTIONS": {}}
     (message,) = messages(default=settings_dict)
     assert (message.id, message.level) == ("sapool.W003", django_checks.WARNING)

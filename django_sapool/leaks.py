@@ -19,7 +19,7 @@ import traceback
 from collections import Counter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .state import state_of
+from .state import STATE
 
 if TYPE_CHECKING:
     from .conf import PoolOptions
@@ -92,8 +92,7 @@ class Lending:
         pool as surely as a leak does. ``hint`` names the options that bound them.
         """
         reported = 0
-        for key, record in list(self.lent.items()):
-            state = state_of(record)
+        for key, _, state in self._lent_states():
             if now - state.lent_at <= limit or key in self.reported:
                 continue
             self.reported[key] = now
@@ -204,18 +203,34 @@ class Lending:
         wait allocates next to nothing, so the collector might not run before
         TIMEOUT: PoolExhausted with the connections there for the taking.
         """
-        for record in list(self.lent.values()):
-            thread = state_of(record).thread
-            if thread is not None and not thread.is_alive():
+        for _, _, state in self._lent_states():
+            if state.thread is not None and has_ended(state.thread):
                 gc.collect()
                 return True
         return False
 
+    def _lent_states(self) -> list[tuple[int, Any, ConnState]]:
+        """Return the lent records with their keys and states, as of now.
+
+        Read from a copy, by other threads than the borrowers': a record may be
+        returned meanwhile, and reconnected by another checkout, which empties
+        its ``info`` first; such a record is no longer lent and is skipped.
+        """
+        found = []
+        for key, record in list(self.lent.items()):
+            state = record.info.get(STATE)
+            if state is not None:
+                found.append((key, record, state))
+        return found
+
     def abandoned_by(self, owner: Any) -> list[Any]:
         """Return the lent records of a garbage-collected wrapper, warning about each."""
-        records = [r for r in list(self.lent.values()) if state_of(r).owner is owner]
-        for record in records:
-            thread = state_of(record).thread
+        records = []
+        for _, record, state in self._lent_states():
+            if state.owner is not owner:
+                continue
+            records.append(record)
+            thread = state.thread
             logger.warning(
                 "django_sapool: a connection of alias %r checked out by thread %r was "
                 "never returned (the thread ended without connection.close() or "
@@ -224,3 +239,18 @@ class Lending:
                 thread.name if thread is not None else "?",
             )
         return records
+
+
+def has_ended(thread: threading.Thread) -> bool:
+    """Return whether a borrower's thread (or greenlet) has ended.
+
+    Under gevent a greenlet's thread is a dummy one, alive for ever by
+    ``is_alive()``; gevent takes it out of ``threading._active`` when its
+    greenlet dies.
+    """
+    if not thread.is_alive():
+        return True
+    if isinstance(thread, threading._DummyThread):
+        active: dict[Any, threading.Thread] = getattr(threading, "_active", {})
+        return active.get(thread.ident) is not thread
+    return False

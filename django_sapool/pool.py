@@ -44,11 +44,22 @@ from .validation import Validation
 
 logger = logging.getLogger("django_sapool")
 
+#: While a checkout waits, how often it looks for connections that threads
+#: ended without returning (seconds).
+RECLAIM_EVERY = 0.5
+
 _DEBUG = logging.DEBUG
 #: The logger's own cache of isEnabledFor() answers, which logging clears in
 #: place whenever levels change: False there means "not at DEBUG" for the
 #: price of a dict lookup, on every checkout and return; anything else asks.
 _known_levels: dict[int, bool] = getattr(logger, "_cache", {})
+
+
+class PoolDisposed(Exception):
+    """The pool was disposed while a checkout waited in it: check out of the alias's new one.
+
+    Raised to the wrapper (``sapool_checkout``), which looks its pool up again.
+    """
 
 
 class ManagedPool:
@@ -189,6 +200,12 @@ class ManagedPool:
         for _ in range(self._attempts):
             if record is None:
                 record = self._take()
+                if self.disposed:
+                    # Disposed while this checkout waited (dispose(), a settings
+                    # change, a test database dropped): it opens nothing more,
+                    # and the record goes on to the next waiter, which moves too.
+                    self._give_up(record)
+                    raise PoolDisposed(self.alias)
             raw = self._reconnect(record)
             state: ConnState = record.info[STATE]
             now = time.monotonic()
@@ -242,7 +259,7 @@ class ManagedPool:
             if not self._idle and sa.overflow_now(sa) >= limit:
                 # About to wait: first get back what ended threads left checked out.
                 if not (self.lending.reclaim_from_ended_threads() and self._idle):
-                    return self.remembered.wait(lambda: self.stats.waited(sa.take, self.alias))
+                    return self.remembered.wait(lambda: self.stats.waited(self._wait, self.alias))
             # SQLAlchemy waits after all when another thread takes the idle
             # connection, or the last overflow slot, first: take as a waiter, so
             # that a connection returned meanwhile goes to the queue rather than
@@ -257,6 +274,32 @@ class ManagedPool:
             if self.remembered.waiting:
                 sa.hand_over_slot()
             raise
+
+    def _give_up(self, record: Record) -> None:
+        """Give back a record taken but not lent: closed if it holds a connection."""
+        if record.dbapi_connection is not None:
+            self.retire(record, RETIRED)
+        else:
+            give_back(record)
+
+    def _wait(self) -> Record:
+        """Wait up to TIMEOUT for a connection given back, noticing threads that end meanwhile.
+
+        A thread that ends holding a connection leaves it in reference cycles,
+        which only the garbage collector breaks (``reclaim_from_ended_threads``):
+        looked for every RECLAIM_EVERY seconds of the wait, so that a borrower
+        ending after the wait began does not make it last until TIMEOUT.
+        """
+        sa = self._sa
+        deadline = time.monotonic() + self.options.timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            record = sa.wait_for_record(max(0.0, min(RECLAIM_EVERY, remaining)))
+            if record is not None:
+                return record
+            if remaining <= RECLAIM_EVERY:
+                raise Timeout(f"no connection within TIMEOUT={self.options.timeout:g}s")
+            self.lending.reclaim_from_ended_threads()
 
     def _reconnect(self, record: Record) -> Any:
         """Connect a record again; if that fails, give it back as SQLAlchemy does."""

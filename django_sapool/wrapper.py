@@ -44,7 +44,7 @@ from .conf import check_connection_settings, parse_pool_options, read_pool_optio
 from .drivers import DriverOps
 from .errors import ServerSilent
 from .lean import LAZY_PARAMS, LeanDjangoSteps
-from .pool import ManagedPool
+from .pool import ManagedPool, PoolDisposed
 from .state import STATE, ConnState
 
 #: Django settings changed (``override_settings``) this many times: a wrapper
@@ -347,11 +347,15 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
         owner = self._sapool_owner
         if owner is None:
             owner = self._sapool_owner = weakref.ref(self, registry.owner_gone)
-        try:
-            record = pool.checkout(owner, self)
-        finally:
-            if self._sapool_fresh is not None:
-                self._sapool_fresh = None  # this checkout's, or no one's
+        while True:
+            try:
+                record = pool.checkout(owner, self)
+                break
+            except PoolDisposed:
+                pool = self.sapool_pool()  # the alias's pool now: wait there
+            finally:
+                if self._sapool_fresh is not None:
+                    self._sapool_fresh = None  # this checkout's, or no one's
         state = self._sapool_state = record.info[STATE]
         self._sapool_record = record
         self._sapool_pool = pool

@@ -781,34 +781,108 @@ def threads_that_never_close(n: int) -> dict[str, Any]:
     }
 
 
-def gevent_after_fork(sleeps: int) -> dict[str, Any]:
-    """What gunicorn's gevent worker does with a preloaded app that queried.
+def threads_end_while_others_wait(holders: int, waiters: int, hold: float) -> dict[str, Any]:
+    """``holders`` threads query, hold ``hold`` s and end without closing; ``waiters`` wait.
 
-    The parent checks a connection out and back in a thread (its pool and
-    housekeeper exist), forks; the child monkey-patches with gevent, serves a
-    request in a greenlet, then sleeps 50 ms ``sleeps`` times in the hub and
-    reports the longest sleep and its pool once IDLE_TIMEOUT has passed. A
-    child that hangs is killed after 20 s.
+    The waiters start once every holder has its connection, so they wait in
+    the pool when the holders end; the cycle collector is off, as in
+    threads_that_never_close. Reports each waiter's outcome and seconds.
+    """
+    outcomes: list[tuple[str, float]] = []
+    held = threading.Barrier(holders + 1)
+
+    def hold_and_end() -> None:
+        backend_id()
+        held.wait()
+        time.sleep(hold)
+
+    def wait(_: int) -> None:
+        started = time.monotonic()
+        try:
+            backend_id()
+            connection.close()
+            outcomes.append(("ok", time.monotonic() - started))
+        except Exception as exc:
+            outcomes.append((type(exc).__name__, time.monotonic() - started))
+
+    gc.disable()
+    try:
+        ended = [threading.Thread(target=hold_and_end) for _ in range(holders)]
+        for t in ended:
+            t.start()
+        held.wait()
+        run_threads(waiters, wait)
+        for t in ended:
+            t.join()
+    finally:
+        gc.enable()
+    return {"outcomes": outcomes, "pools": pool_status()}
+
+
+def greenlets_that_never_close() -> dict[str, Any]:
+    """Under gevent: a greenlet queries and ends without closing; then another queries.
+
+    In a forked child that monkey-patches with gevent (as gunicorn's gevent
+    worker), with the cycle collector off. Reports the second greenlet's
+    outcome and seconds, and the pools.
+    """
+
+    def child() -> dict[str, Any]:
+        from gevent import monkey
+
+        monkey.patch_all()
+        import gevent
+        from asgiref.local import Local
+
+        # Per greenlet from now on, as in a process patched before Django loaded.
+        connections._connections = Local(connections.thread_critical)
+        gc.disable()
+        gevent.spawn(backend_id).join()  # ends holding its connection
+        started = time.monotonic()
+        try:
+            gevent.spawn(lambda: backend_id() and connection.close()).get()
+            outcome = "ok"
+        except Exception as exc:
+            outcome = f"{type(exc).__name__}: {exc}"
+        return {"outcome": outcome, "seconds": time.monotonic() - started, "pools": pool_status()}
+
+    return in_forked_child(child)
+
+
+def dispose_while_others_wait(threads: int, hold: float) -> dict[str, Any]:
+    """``threads`` threads each hold a connection ``hold`` s; dispose() while most wait.
+
+    Reports the outcomes, and how many connections the disposed pool opened
+    after dispose() (none: its waiters move to the new pool).
     """
     run_threads(1, lambda _: backend_id() and connection.close())
+    old = connection.sapool_pool()
+    codes: list[int] = []
+
+    def work(_: int) -> None:
+        codes.append(request(f"/hold?seconds={hold}")[0])
+
+    worker = threading.Thread(target=run_threads, args=(threads, work))
+    worker.start()
+    time.sleep(hold / 2)  # the pool's connections are held, the other threads wait
+    opened_before = old.status().connections_opened
+    django_sapool.dispose()
+    worker.join()
+    return {
+        "codes": codes,
+        "opened_after_dispose": old.status().connections_opened - opened_before,
+        "pools": pool_status(),
+    }
+
+
+def in_forked_child(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Return what ``work()`` reports in a forked child (killed after 20 s: child_status 9)."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report on the pipe, never return into the scenario
         code = 1
         try:
-            from gevent import monkey
-
-            monkey.patch_all()
-            import gevent
-
-            gevent.spawn(lambda: backend_id() and connection.close()).join()
-            longest = 0.0
-            for _ in range(sleeps):
-                started = time.monotonic()
-                gevent.sleep(0.05)
-                longest = max(longest, time.monotonic() - started)
-            report = {"longest_sleep": longest, "pools": pool_status()}
-            os.write(write_end, json.dumps(report).encode())
+            os.write(write_end, json.dumps(work()).encode())
             code = 0
         finally:
             os._exit(code)
@@ -827,6 +901,34 @@ def gevent_after_fork(sleeps: int) -> dict[str, Any]:
         output = pipe.read()
     child = json.loads(output) if output else {}
     return {"child_status": status, **child}
+
+
+def gevent_after_fork(sleeps: int) -> dict[str, Any]:
+    """What gunicorn's gevent worker does with a preloaded app that queried.
+
+    The parent checks a connection out and back in a thread (its pool and
+    housekeeper exist), forks; the child monkey-patches with gevent, serves a
+    request in a greenlet, then sleeps 50 ms ``sleeps`` times in the hub and
+    reports the longest sleep and its pool once IDLE_TIMEOUT has passed. A
+    child that hangs is killed after 20 s.
+    """
+    run_threads(1, lambda _: backend_id() and connection.close())
+
+    def child() -> dict[str, Any]:
+        from gevent import monkey
+
+        monkey.patch_all()
+        import gevent
+
+        gevent.spawn(lambda: backend_id() and connection.close()).join()
+        longest = 0.0
+        for _ in range(sleeps):
+            started = time.monotonic()
+            gevent.sleep(0.05)
+            longest = max(longest, time.monotonic() - started)
+        return {"longest_sleep": longest, "pools": pool_status()}
+
+    return in_forked_child(child)
 
 
 def connect_fails_while_another_waits() -> dict[str, Any]:
@@ -943,6 +1045,9 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
         late_cursor_close,
         read_only_alias_write,
         threads_that_never_close,
+        threads_end_while_others_wait,
+        greenlets_that_never_close,
+        dispose_while_others_wait,
         gevent_after_fork,
         connect_fails_while_another_waits,
     )

@@ -106,6 +106,64 @@ def test_a_connection_its_borrower_closed_is_never_lent_again(server_run: Any) -
     assert (pool["connections_opened"], pool["idle"], pool["checked_out"]) == (2, 1, 0)
 
 
+def test_threads_that_end_while_others_wait_give_their_connections_to_the_waiters(
+    server_run: Any,
+) -> None:
+    """2 threads hold POOL_SIZE 2 for 0.5 s and end without closing; 6 wait meanwhile.
+
+    The collector was asked only when a checkout began to wait, before the
+    holders ended: every waiter got PoolExhausted at TIMEOUT (3 s) with both
+    connections there for the taking. A wait now looks every 0.5 s.
+    """
+    facts = server_run(
+        "threads_end_while_others_wait",
+        params={"holders": 2, "waiters": 6, "hold": 0.5},
+        POOL_OPTIONS={"POOL_SIZE": 2, "MAX_OVERFLOW": 0, "TIMEOUT": 3},
+    )
+    assert [outcome for outcome, _ in facts["outcomes"]] == ["ok"] * 6
+    assert max(seconds for _, seconds in facts["outcomes"]) < 2.0  # none waited TIMEOUT
+    (pool,) = facts["pools"]
+    assert (pool["checked_out"], pool["timeouts"], pool["connections_opened"]) == (0, 0, 2)
+
+
+def test_a_greenlet_that_ends_without_closing_gives_its_connection_back(
+    server_run: Any,
+) -> None:
+    """gevent: a greenlet's thread is a dummy one, alive for ever by is_alive().
+
+    The next checkout on POOL_SIZE 1 waited TIMEOUT and got PoolExhausted.
+    """
+    facts = server_run(
+        "greenlets_that_never_close",
+        POOL_OPTIONS={"POOL_SIZE": 1, "MAX_OVERFLOW": 0, "TIMEOUT": 2},
+    )
+    assert facts["child_status"] == 0
+    assert facts["outcome"] == "ok"
+    assert facts["seconds"] < 1.5
+    (pool,) = facts["pools"]
+    assert (pool["checked_out"], pool["connections_opened"]) == (0, 1)
+
+
+def test_a_pool_disposed_while_checkouts_wait_opens_nothing_more(server_run: Any) -> None:
+    """dispose() while 6 of 8 requests wait in POOL_SIZE 2.
+
+    The connections returned to the disposed pool were closed and their empty
+    records went back to its queue, where the waiters took them and connected
+    again: one throwaway login each (14 in the helper's run), and more sessions
+    than POOL_SIZE. Now they move to the alias's new pool.
+    """
+    facts = server_run(
+        "dispose_while_others_wait",
+        params={"threads": 8, "hold": 0.4},
+        POOL_OPTIONS={"POOL_SIZE": 2, "MAX_OVERFLOW": 0, "TIMEOUT": 10},
+    )
+    assert facts["codes"] == [200] * 8
+    assert facts["opened_after_dispose"] == 0
+    (pool,) = facts["pools"]  # the new one
+    assert pool["checked_out"] == 0
+    assert pool["connections_opened"] <= 2
+
+
 def test_forked_children_never_touch_the_parents_sessions(server_run: Any) -> None:
     facts = server_run("fork", params={"children": 8})
     parent = {facts["parent_pid"], facts["idle_pid"]}

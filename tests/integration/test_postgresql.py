@@ -10,6 +10,8 @@ from .server_scenarios import (  # noqa: F401  # collected here, on server_run
     test_a_checkout_waiting_behind_a_failed_connect_opens_its_own_at_once,
     test_a_connection_its_borrower_closed_is_never_lent_again,
     test_a_forked_gevent_child_of_a_process_that_queried_is_not_frozen,
+    test_a_greenlet_that_ends_without_closing_gives_its_connection_back,
+    test_a_pool_disposed_while_checkouts_wait_opens_nothing_more,
     test_connections_of_threads_that_ended_without_closing_are_taken_back,
     test_exhaustion_raises_operational_error_after_timeout,
     test_forked_children_never_touch_the_parents_sessions,
@@ -17,6 +19,7 @@ from .server_scenarios import (  # noqa: F401  # collected here, on server_run
     test_no_transaction_survives_a_request,
     test_sequential_requests_share_one_server_connection,
     test_threads_never_exceed_pool_size,
+    test_threads_that_end_while_others_wait_give_their_connections_to_the_waiters,
 )
 
 pytestmark = pytest.mark.postgresql

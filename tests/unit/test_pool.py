@@ -11,12 +11,14 @@ import threading
 import time
 import weakref
 from pathlib import Path
+from types import SimpleNamespace
 from unittest import mock
 
 import pytest
 
 from django_sapool import housekeeper, registry
 from django_sapool.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
+from django_sapool.state import state_of
 
 from .pools import checkout_after_a_wait, sqlite_settings
 
@@ -198,3 +200,27 @@ def test_exhaustion_is_blamed_on_the_server_only_when_its_answers_are_late() -> 
     assert "Raise POOL_SIZE or MAX_OVERFLOW" in message
     lending.busy[1] = Busy(thread, PINGING, time.monotonic() - SLOW_ANSWER - 1)
     assert "The server or the network is not answering" in lending.exhausted_message(options)
+
+
+def test_a_record_returned_and_reconnecting_meanwhile_is_no_longer_lent(
+    tmp_path: Path,
+) -> None:
+    """Leak reports, the reclaim of ended threads' connections and a dead owner's lookup
+    read the lent records from a copy, while another thread returns one and a third
+    reconnects it, which empties its info first: that one is skipped (it was a
+    KeyError raised to a checkout about to wait, found by a helper's hunt).
+    """
+    wrapper = SqliteWrapper(sqlite_settings(tmp_path), "default")
+    wrapper.ensure_connection()
+    lending = wrapper.sapool_pool().lending
+    record = wrapper._sapool_record
+    ended = threading.Thread(target=lambda: None)
+    ended.start()
+    ended.join()
+    state_of(record).thread = ended  # its borrower ended: reclaim would collect
+    lending.lent[0] = SimpleNamespace(info={})  # returned, and reconnecting now
+    assert lending.reclaim_from_ended_threads() is True
+    assert lending.report(time.monotonic() + 3600, 1.0, "hint") == 1  # the real one only
+    assert lending.abandoned_by(state_of(record).owner) == [record]
+    del lending.lent[0]
+    wrapper.close()

@@ -48,6 +48,28 @@ def _has_own_close(cls: type) -> bool:
     return getattr(cls, "close", django_close) is not django_close
 
 
+#: Django's own ``BaseDatabaseWrapper.ensure_connection``, as last seen unpatched.
+_djangos_ensure_connection: Any = None
+
+
+def _patched_ensure_connection() -> Any:
+    """Return ``BaseDatabaseWrapper.ensure_connection`` if a test tool replaced it, else None.
+
+    Django's is known by its name (``async_unsafe`` keeps it): pytest-django
+    may patch it before this module is imported, and puts Django's back when
+    a test may use the database.
+    """
+    global _djangos_ensure_connection
+    current = BaseDatabaseWrapper.ensure_connection
+    if (
+        getattr(current, "__module__", None) == BaseDatabaseWrapper.__module__
+        and getattr(current, "__qualname__", None) == "BaseDatabaseWrapper.ensure_connection"
+    ):
+        _djangos_ensure_connection = current
+        return None
+    return current
+
+
 def _defined_in(cls: type, name: str) -> str:
     """Return the module of the class in ``cls``'s MRO that defines ``name``."""
     return next((c.__module__ for c in cls.__mro__ if name in c.__dict__), "")
@@ -110,7 +132,15 @@ class LeanDjangoSteps:
         65.5k -> 55.6k, sq 205.8k -> 195.1k (2026-12-04). Django's error
         wrapper is entered only when ``connect()`` raised, around the same
         exception (a ``with`` block on every checkout: 2,300 instructions).
+
+        Where a test tool replaced Django's (pytest-django's database blocker,
+        SimpleTestCase's refusal of databases a test did not declare), that
+        one runs instead: it decides whether the test may connect at all.
         """
+        if BaseDatabaseWrapper.ensure_connection is not _djangos_ensure_connection:
+            patched = _patched_ensure_connection()
+            if patched is not None:
+                return patched(self)  # type: ignore[no-any-return]
         if _get_running_loop() is not None and not os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"):
             raise SynchronousOnlyOperation(ASYNC_UNSAFE)
         if self.connection is None:

@@ -38,6 +38,7 @@ locks...) outside ``atomic()``: the next statement may run in another session.
 
 from __future__ import annotations
 
+import gc
 import re
 import warnings
 import weakref
@@ -146,6 +147,8 @@ def _install(wrapper: Any) -> None:
     django_disable_checks = cls.disable_constraint_checking
     django_enable_checks = cls.enable_constraint_checking
     state = Lent()
+    if _note_collection not in gc.callbacks:
+        gc.callbacks.append(_note_collection)
     # These functions live in the wrapper's __dict__: holding the wrapper itself
     # would add a reference cycle that nothing breaks. Django 6 breaks its own
     # (the wrapper's parts refer back to it) when a dropped wrapper is collected,
@@ -279,8 +282,17 @@ def _closed(cursor: Any) -> None:
     if state is None or state.epoch != epoch:
         return  # its checkout ended already (the request's end, or close())
     state.cursors -= 1
-    if not state.cursors:
+    if not state.cursors and not _collecting:  # see _CountedCursor.__del__
         release(wrapper, state)
+
+
+#: Whether the cycle collector is running (``gc.callbacks``): see _CountedCursor.__del__.
+_collecting = False
+
+
+def _note_collection(phase: str, info: dict[str, Any]) -> None:
+    global _collecting
+    _collecting = phase == "start"
 
 
 def _warn(wrapper: Any, sql: str) -> None:
@@ -314,7 +326,13 @@ class _CountedCursor:
     def __del__(self) -> None:
         # Dropped without close(): close the driver's cursor here only when
         # its checkout is still this thread's (a server-side cursor's CLOSE
-        # must never reach a session lent to someone else since).
+        # must never reach a session lent to someone else since). Not when the
+        # cycle collector found it: it may run inside the driver's own code
+        # (psycopg 3 holding the connection's lock, which the CLOSE, or the
+        # return's reset, would wait for in this very thread). It stays
+        # counted then; the request's end returns the connection.
+        if _collecting:
+            return
         try:
             epoch = self.__dict__.get("_sapool_epoch")
             if epoch is None:
@@ -332,9 +350,12 @@ class _CountedCursor:
 
 
 def _counting_methods(base: type) -> dict[str, Any]:
-    """Return the ``execute()`` and ``close()`` of the counted subclass of ``base``."""
-    base_execute = base.execute  # type: ignore[attr-defined]
-    base_close = getattr(base, "close", None)
+    """Return the ``execute()`` and ``close()`` of the counted subclass of ``base``.
+
+    They look ``base``'s methods up at each call: a test's ``mock.patch`` of
+    Django's ``CursorWrapper.execute``, or an APM agent instrumenting late,
+    must see every statement.
+    """
 
     def execute(self: Any, sql: Any, params: Any = None) -> Any:
         db = self.db
@@ -348,10 +369,11 @@ def _counting_methods(base: type) -> dict[str, Any]:
             state = lent(db)
             if state is not None and state.settled and not state.busy:
                 _warn(db, sql)
-        return base_execute(self, sql, params)
+        return base.execute(self, sql, params)  # type: ignore[attr-defined]
 
     def close(self: Any) -> None:
         try:
+            base_close = getattr(base, "close", None)
             if base_close is None:
                 # Django's CursorWrapper has no close() of its own: it passes
                 # close() on to the driver's cursor.

@@ -491,6 +491,51 @@ def open_cursors() -> dict[str, Any]:
     return facts
 
 
+def collected_inside_the_driver() -> dict[str, Any]:
+    """In atomic(), a server-side cursor dropped in a reference cycle; then a statement
+    during whose execute() (psycopg 3: the connection's lock held) the cycle collector
+    runs, as it may at any allocation: a parameter's dumper calls gc.collect().
+
+    The cursor's finalizer sent its CLOSE from there, waiting for the lock its own
+    thread held: the process hung. A child still running after 15 s dumps its
+    stacks and exits.
+    """
+    import faulthandler
+
+    from psycopg.adapt import Dumper
+
+    class CollectHere(int):
+        pass
+
+    class CollectingDumper(Dumper):
+        def dump(self, obj: Any) -> bytes:
+            gc.collect()
+            return str(int(obj)).encode()
+
+    faulthandler.dump_traceback_later(15, exit=True)
+    Item.objects.bulk_create([Item(name=f"row-{i}") for i in range(5)])
+    gc.disable()
+    try:
+        with transaction.atomic():
+            # This connection's adapters: copied from psycopg's when it was opened.
+            connection.ensure_connection()
+            connection.connection.adapters.register_dumper(CollectHere, CollectingDumper)
+            cursor = connection.chunked_cursor()
+            cursor.execute("SELECT id FROM lend_item")
+            cursor.fetchmany(2)
+            cycle: list[Any] = [cursor]
+            cycle.append(cycle)
+            del cursor, cycle
+            with connection.cursor() as other:
+                other.execute("SELECT %s::int", [CollectHere(7)])
+                result = other.fetchone()[0]
+    finally:
+        gc.enable()
+        faulthandler.cancel_dump_traceback_later()
+    close_old_connections()  # the request's end
+    return {"result": result, "checked_out_end": checked_out()}
+
+
 def statements() -> dict[str, Any]:
     """After every ORM statement outside atomic() the pool has nothing checked out."""
     created: list[int] = []
@@ -734,6 +779,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
         connect_fails,
         isolation,
         open_cursors,
+        collected_inside_the_driver,
         statements,
         warned,
         two_aliases,

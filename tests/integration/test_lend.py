@@ -309,6 +309,16 @@ def test_an_open_cursor_keeps_the_connection_until_closed(lend_run: Any) -> None
     assert (facts["abandoned_open"], facts["abandoned"]) == (1, 0)
 
 
+@pytest.mark.postgresql
+def test_a_cursor_the_collector_finds_inside_the_driver_does_no_database_work(
+    pg_lend_run: Any,
+) -> None:
+    """psycopg 3 holds its connection's lock in execute(), where the collector may run."""
+    facts = pg_lend_run("collected_inside_the_driver", default=TXN(POOL_SIZE=2))
+    assert facts["result"] == 7
+    assert facts["checked_out_end"] == 0
+
+
 def test_nothing_is_checked_out_after_each_orm_statement(lend_run: Any) -> None:
     facts = lend_run("statements", default=TXN(POOL_SIZE=2))
     assert set(facts["checked_out"].values()) == {0}, facts["checked_out"]

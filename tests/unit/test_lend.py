@@ -361,3 +361,27 @@ def test_lend_is_read_from_a_database_url() -> None:
 
     settings_dict = django_sapool.settings_from_url("postgres://app@db/app?lend=transaction")
     assert settings_dict["POOL_OPTIONS"] == {"LEND": "transaction"}
+
+
+def test_a_late_patch_of_djangos_cursor_execute_sees_every_statement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # mock.patch in a test, an APM agent instrumenting late: the counted cursor
+    # class, made at the first statement, called the execute() it saw then.
+    from django.db.backends.utils import CursorWrapper
+
+    db = wrapper(tmp_path)
+    with db.cursor() as cursor:  # the counted class is made now
+        cursor.execute("SELECT 1")
+    seen: list[str] = []
+    real = CursorWrapper.execute
+
+    def spy(self: Any, sql: str, params: Any = None) -> Any:
+        seen.append(sql)
+        return real(self, sql, params)
+
+    monkeypatch.setattr(CursorWrapper, "execute", spy)
+    with db.cursor() as cursor:
+        cursor.execute("SELECT 2")
+    assert seen == ["SELECT 2"]
+    assert checked_out(db) == 0

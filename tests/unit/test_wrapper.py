@@ -19,7 +19,7 @@ from django_sapool import registry
 from django_sapool.backends.postgresql.base import DatabaseWrapper as PgWrapper
 from django_sapool.backends.sqlite3.base import DatabaseWrapper as SqliteWrapper
 
-from .pools import SQLITE, filled
+from .pools import SQLITE, filled, sqlite_settings
 
 pytestmark = pytest.mark.usefixtures("clean_registry")
 
@@ -147,3 +147,48 @@ def test_a_failing_provider_of_the_nodb_connection_says_which_connection() -> No
         f"database) ('{__name__}.failing_provider') failed, so no new connection could be "
         "opened: RuntimeError: vault sealed"
     )
+
+
+@pytest.mark.parametrize("lend_mode", ["request", "transaction"])
+def test_a_test_tools_database_blocker_is_obeyed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lend_mode: str
+) -> None:
+    """pytest-django and SimpleTestCase refuse database access by replacing Django's
+    BaseDatabaseWrapper.ensure_connection; ours overrode it, so a test without
+    database access queried the real database."""
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+    settings_dict = sqlite_settings(tmp_path, LEND=lend_mode)
+    db = SqliteWrapper(settings_dict, "default")
+    djangos = BaseDatabaseWrapper.ensure_connection
+
+    def blocked(self: Any) -> None:  # pytest-django's _blocking_wrapper, in effect
+        raise RuntimeError("Database access not allowed")
+
+    monkeypatch.setattr(BaseDatabaseWrapper, "ensure_connection", blocked)
+    with pytest.raises(RuntimeError, match="not allowed"):
+        db.cursor()
+    assert db.connection is None
+    monkeypatch.setattr(BaseDatabaseWrapper, "ensure_connection", djangos)  # allowed again
+    with db.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    db.close()
+
+
+def test_simpletestcase_refuses_a_database_it_did_not_declare(tmp_path: Path) -> None:
+    """Django's own blocker (5.x: also in threads): its patch of ensure_connection decides."""
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.test import SimpleTestCase
+
+    class NoDatabases(SimpleTestCase):
+        databases: set[str] = set()
+
+    db = SqliteWrapper(sqlite_settings(tmp_path), "default")
+    djangos = BaseDatabaseWrapper.ensure_connection
+    BaseDatabaseWrapper.ensure_connection = NoDatabases.ensure_connection_patch_method()
+    try:
+        with pytest.raises(Exception, match="not allowed"):
+            db.ensure_connection()
+    finally:
+        BaseDatabaseWrapper.ensure_connection = djangos
+    assert db.connection is None

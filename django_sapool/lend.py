@@ -38,7 +38,6 @@ locks...) outside ``atomic()``: the next statement may run in another session.
 
 from __future__ import annotations
 
-import gc
 import re
 import warnings
 import weakref
@@ -147,8 +146,6 @@ def _install(wrapper: Any) -> None:
     django_disable_checks = cls.disable_constraint_checking
     django_enable_checks = cls.enable_constraint_checking
     state = Lent()
-    if _note_collection not in gc.callbacks:
-        gc.callbacks.append(_note_collection)
     # These functions live in the wrapper's __dict__: holding the wrapper itself
     # would add a reference cycle that nothing breaks. Django 6 breaks its own
     # (the wrapper's parts refer back to it) when a dropped wrapper is collected,
@@ -282,17 +279,8 @@ def _closed(cursor: Any) -> None:
     if state is None or state.epoch != epoch:
         return  # its checkout ended already (the request's end, or close())
     state.cursors -= 1
-    if not state.cursors and not _collecting:  # see _CountedCursor.__del__
+    if not state.cursors:
         release(wrapper, state)
-
-
-#: Whether the cycle collector is running (``gc.callbacks``): see _CountedCursor.__del__.
-_collecting = False
-
-
-def _note_collection(phase: str, info: dict[str, Any]) -> None:
-    global _collecting
-    _collecting = phase == "start"
 
 
 def _warn(wrapper: Any, sql: str) -> None:
@@ -326,13 +314,7 @@ class _CountedCursor:
     def __del__(self) -> None:
         # Dropped without close(): close the driver's cursor here only when
         # its checkout is still this thread's (a server-side cursor's CLOSE
-        # must never reach a session lent to someone else since). Not when the
-        # cycle collector found it: it may run inside the driver's own code
-        # (psycopg 3 holding the connection's lock, which the CLOSE, or the
-        # return's reset, would wait for in this very thread). It stays
-        # counted then; the request's end returns the connection.
-        if _collecting:
-            return
+        # must never reach a session lent to someone else since).
         try:
             epoch = self.__dict__.get("_sapool_epoch")
             if epoch is None:
@@ -340,6 +322,14 @@ class _CountedCursor:
             wrapper = self.db
             state = lent(wrapper)
             if state is not None and state.epoch == epoch and wrapper._thread_ident == get_ident():
+                lock = getattr(wrapper.connection, "lock", None)  # psycopg 3's
+                if lock is not None and lock.locked():
+                    # Found by the cycle collector, which runs at any allocation,
+                    # inside the driver's own code too: psycopg 3 holds this lock
+                    # there, and the CLOSE (or the return's reset) would wait for
+                    # it in this very thread. It stays counted; the request's end
+                    # returns the connection.
+                    return
                 try:
                     self.cursor.close()
                 except Exception:

@@ -361,15 +361,17 @@ def _counting_methods(base: type) -> dict[str, Any]:
                 _warn(db, sql)
         return base.execute(self, sql, params)  # type: ignore[attr-defined]
 
+    # Django's CursorWrapper has no close() of its own: it passes close() on
+    # to the driver's cursor. (Asked once: a failed getattr() at each call
+    # raises and catches an AttributeError, ~2,500 instructions.)
+    has_close = hasattr(base, "close")
+
     def close(self: Any) -> None:
         try:
-            base_close = getattr(base, "close", None)
-            if base_close is None:
-                # Django's CursorWrapper has no close() of its own: it passes
-                # close() on to the driver's cursor.
-                self.cursor.close()
+            if has_close:
+                base.close(self)  # type: ignore[attr-defined]
             else:
-                base_close(self)
+                self.cursor.close()
         finally:
             _closed(self)
             # No longer counted: back to its own class, so that its collection

@@ -254,6 +254,11 @@ def release(wrapper: Any, state: Lent) -> None:
         and wrapper.autocommit
         and not wrapper.in_atomic_block
         and wrapper._sapool_record is not None
+        # A transaction the driver sees open although Django's autocommit is
+        # on: a raw START TRANSACTION / BEGIN, whose statements until its
+        # COMMIT or ROLLBACK must run in this session (the return's reset
+        # would roll it back, and the next statement run in autocommit).
+        and wrapper._sapool_state.flags.clean()
     ):
         # The request end's path (lean.py): Django's close(), leaner; it lets
         # a thread waiting for the connection take it (ManagedPool.checkin).

@@ -145,9 +145,11 @@ class Validation:
             raise Closed()
         options = self.options
         in_transaction = driver.in_transaction(raw)
-        # Never hand out an open transaction, whatever the mode; a driver that
-        # can tell (psycopg, sqlite3) saves the round trip when none is open.
-        if in_transaction or (in_transaction is None and options.reset_on_return):
+        # Never hand out an open transaction, whatever the mode (None too); a
+        # driver that can tell (psycopg, sqlite3, MySQL in autocommit) saves
+        # the round trip when none is open. MySQL with autocommit off cannot:
+        # a transaction whose first statement failed holds its locks unseen.
+        if in_transaction or in_transaction is None:
             commit = options.reset_on_return == RESET_COMMIT
             self.round_trips.run(RESETTING, driver.end_transaction, raw, commit)
         if self.resets_session:

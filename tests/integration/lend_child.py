@@ -491,6 +491,28 @@ def open_cursors() -> dict[str, Any]:
     return facts
 
 
+def raw_transaction() -> dict[str, Any]:
+    """A transaction opened by raw SQL, one statement per cursor, then rolled back.
+
+    Django's autocommit stays on: only the driver sees the transaction.
+    """
+    begin = "START TRANSACTION" if connection.vendor == "mysql" else "BEGIN"
+    pids = []
+    for sql in (begin, "INSERT INTO lend_item (name) VALUES ('raw-transaction')"):
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+        pids.append(backend_pid())
+    held = checked_out()
+    with connection.cursor() as cursor:
+        cursor.execute("ROLLBACK")
+    return {
+        "pids": pids,
+        "held_in_transaction": held,
+        "checked_out_after": checked_out(),
+        "committed": Observer().committed("raw-transaction"),
+    }
+
+
 def collected_inside_the_driver() -> dict[str, Any]:
     """In atomic(), a server-side cursor dropped in a reference cycle; then a statement
     during whose execute() (psycopg 3: the connection's lock held) the cycle collector
@@ -779,6 +801,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
         connect_fails,
         isolation,
         open_cursors,
+        raw_transaction,
         collected_inside_the_driver,
         statements,
         warned,

@@ -309,6 +309,21 @@ def test_an_open_cursor_keeps_the_connection_until_closed(lend_run: Any) -> None
     assert (facts["abandoned_open"], facts["abandoned"]) == (1, 0)
 
 
+def test_a_transaction_opened_by_raw_sql_keeps_its_session_until_it_ends(
+    lend_run: Any,
+) -> None:
+    """START TRANSACTION / BEGIN, an INSERT, ROLLBACK: one statement per cursor.
+
+    The connection went back after the first cursor (Django's autocommit is
+    on), the return's reset rolled the empty transaction back, and the INSERT
+    ran in autocommit on the next checkout: committed, whatever the ROLLBACK.
+    """
+    facts = lend_run("raw_transaction", default=TXN(POOL_SIZE=2))
+    assert facts["committed"] == 0
+    assert len(set(facts["pids"])) == 1  # one session for the whole transaction
+    assert (facts["held_in_transaction"], facts["checked_out_after"]) == (1, 0)
+
+
 @pytest.mark.postgresql
 def test_a_cursor_the_collector_finds_inside_the_driver_does_no_database_work(
     pg_lend_run: Any,

@@ -55,14 +55,22 @@ def test_statement_counts_of_djangos_modes(mysql_run: Any) -> None:
     assert default["per_request"] > 1.0
 
 
-def test_a_transaction_whose_first_statement_failed_is_rolled_back(mysql_run: Any) -> None:
+@pytest.mark.parametrize("reset", ["rollback", None])
+def test_a_transaction_whose_first_statement_failed_is_rolled_back(
+    mysql_run: Any, reset: str | None
+) -> None:
     """Autocommit off, first statement fails (data too long), the connection goes back.
 
     The status flags still said "no transaction" (only OK packets carry them),
     so the pool lent it on with the transaction open and the row locked: the
-    other client's UPDATE waited innodb_lock_wait_timeout and failed.
+    other client's UPDATE waited innodb_lock_wait_timeout and failed. With
+    RESET_ON_RETURN None too ("no connection is ever handed out with an open
+    transaction"), which skipped the ROLLBACK when the driver could not tell.
     """
-    facts = mysql_run("failed_first_statement", POOL_OPTIONS={"POOL_SIZE": 1, "MAX_OVERFLOW": 0})
+    facts = mysql_run(
+        "failed_first_statement",
+        POOL_OPTIONS={"POOL_SIZE": 1, "MAX_OVERFLOW": 0, "RESET_ON_RETURN": reset},
+    )
     assert facts["error"] == "DataError"
     assert facts["open_transactions"] == 0
     assert facts["other_update"] == "ok"

@@ -675,7 +675,7 @@ def failed_first_statement() -> dict[str, Any]:
     }
 
 
-def reset_rounds(rounds: int = 3, text: str = "") -> dict[str, Any]:
+def reset_rounds(rounds: int = 3, text: str = "", set_names: str = "") -> dict[str, Any]:
     """Requests on one pooled MySQL session that RESET_ON_RETURN resets at each return.
 
     Each request reports what its session says (connection id, autocommit,
@@ -685,6 +685,7 @@ def reset_rounds(rounds: int = 3, text: str = "") -> dict[str, Any]:
     request's session is new: what a fresh connection says. ``text_rows``:
     the rows whose name reads ``text`` from a session of our own (a text
     written in another character set than the session's does not).
+    ``set_names``: each request ends with ``SET NAMES`` to it, as a view may.
     """
     observer = Observer()
     seen, open_after = [], []
@@ -698,6 +699,8 @@ def reset_rounds(rounds: int = 3, text: str = "") -> dict[str, Any]:
             cursor.execute("INSERT INTO item (name) VALUES ('reset-rolled-back')")
             if text:
                 cursor.execute("INSERT INTO item (name) VALUES (%s)", [text])
+            if set_names:
+                cursor.execute(f"SET NAMES {set_names}")
         connection.rollback()
         connection.close()
         open_after.append(observer.our_sessions("idle in transaction"))

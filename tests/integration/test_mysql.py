@@ -79,22 +79,28 @@ def test_a_transaction_whose_first_statement_failed_is_rolled_back(
     assert (pool["idle"], pool["checked_out"], pool["connections_invalidated"]) == (1, 0, 0)
 
 
+@pytest.mark.parametrize("set_names", ["", "latin1"])
 @pytest.mark.parametrize("reset", ["reset", "DELETE FROM item WHERE id = -1"])
-def test_a_reset_session_is_set_up_as_a_new_one(mysql_run: Any, reset: str) -> None:
-    """AUTOCOMMIT off, a collation, an init_command: each request's session as a new one's.
+def test_a_reset_session_is_set_up_as_a_new_one(mysql_run: Any, reset: str, set_names: str) -> None:
+    """AUTOCOMMIT off, a collation, sql_mode, an init_command: each session as a new one's.
 
     After COM_RESET_CONNECTION mysqlclient kept its old status flags, so Django's
     autocommit(False) sent nothing and the requests ran in autocommit (their
     rollback undid nothing); the collation went back to the character set's
     default; init_command ran after Django's setup, so its isolation level won.
     A reset statement that touches InnoDB, with autocommit off, left its
-    transaction open for the next request.
+    transaction open for the next request. OPTIONS['sql_mode'] (the drivers'
+    own) was lost. A request's SET NAMES made the next setup pair its character
+    set with the collation (mysqlclient: "COLLATION 'utf8mb4_unicode_ci' is not
+    valid for CHARACTER SET 'latin1'", at every later checkout).
     """
     facts = mysql_run(
         "reset_rounds",
+        params={"set_names": set_names},
         AUTOCOMMIT=False,
         OPTIONS={
             "collation": "utf8mb4_unicode_ci",
+            "sql_mode": "STRICT_ALL_TABLES",
             "init_command": "SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE",
         },
         POOL_OPTIONS={"POOL_SIZE": 1, "MAX_OVERFLOW": 0, "RESET_ON_RETURN": reset},
@@ -102,6 +108,7 @@ def test_a_reset_session_is_set_up_as_a_new_one(mysql_run: Any, reset: str) -> N
     fresh, *reset_ones = facts["seen"]
     # A new connection: autocommit off, the collation, Django's isolation level last.
     assert fresh[1:4] == [0, "utf8mb4_unicode_ci", "READ-COMMITTED"]
+    assert fresh[5] == "STRICT_ALL_TABLES"
     assert reset_ones == [fresh] * len(reset_ones)  # the same session, set up alike
     assert facts["rows"] == 0  # every request's rollback undid its INSERT
     assert facts["open_after"] == [0, 0, 0]

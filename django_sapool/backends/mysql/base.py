@@ -79,20 +79,37 @@ class MySQLPoolMixin(PooledDatabaseWrapperMixin):
         # defaults, and the character set to the handshake's with its default
         # collation: the handshake's is an option file's default-character-set
         # if it has one, while the driver goes on encoding in Django's charset.
+        # OPTIONS['sql_mode'] too: mysqlclient sets it last, PyMySQL before
+        # the init commands.
         options = self.settings_dict.get("OPTIONS") or {}
-        commands = self.sapool_driver.init_commands(self.connection, options)
-        if commands:
-            cursor = self.connection.cursor()
-            try:
-                for command in commands:
-                    cursor.execute(command)
-            finally:
-                cursor.close()
+        sql_mode = options.get("sql_mode")
+        statements: list[tuple[str, list[Any] | None]] = [
+            (command, None)
+            for command in self.sapool_driver.init_commands(self.connection, options)
+        ]
+        if sql_mode and not isinstance(self.sapool_driver, MysqlclientOps):
+            statements.insert(0, ("SET SESSION sql_mode = %s", [sql_mode]))
+        self._sapool_run(statements)
         collation = options.get("collation")
         if collation or "read_default_file" in options or "read_default_group" in options:
+            # The character set Django connects with, which the driver encodes
+            # in; not the session's now, which a view's SET NAMES may have changed.
+            charset = self.get_connection_params().get("charset")  # type: ignore[attr-defined]
             self.connection.set_character_set(
-                self.connection.character_set_name(), collation or None
+                charset or self.connection.character_set_name(), collation or None
             )
+        if sql_mode and isinstance(self.sapool_driver, MysqlclientOps):
+            self._sapool_run([("SET SESSION sql_mode = %s", [sql_mode])])
+
+    def _sapool_run(self, statements: list[tuple[str, list[Any] | None]]) -> None:
+        if not statements:
+            return
+        cursor = self.connection.cursor()
+        try:
+            for sql, params in statements:
+                cursor.execute(sql, params)
+        finally:
+            cursor.close()
 
     def sapool_server_facts(self, cursor: Any) -> ServerFacts:
         """Return the server's version, max_connections and client sessions open now."""

@@ -52,7 +52,7 @@ class Deadline:
         #: The socket's own identity: by the deadline its driver may have closed
         #: ``fd`` (a failed call; a connect moving on to another host) and the
         #: number may belong to another socket then, which is left alone.
-        self.inode = _inode(fd)
+        self.inode = inode_of(fd)
         self.when = when
         self.fired = False
         self.done = False
@@ -135,7 +135,8 @@ class Watchdog:
             wake.acquire(True, delay)  # -1: until woken
 
 
-def _inode(fd: int) -> int | None:
+def inode_of(fd: int) -> int | None:
+    """Return the identity of the file (socket) behind ``fd``, or None if it is closed."""
     try:
         return os.fstat(fd).st_ino
     except OSError:

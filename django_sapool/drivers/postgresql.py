@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..deadline import WATCHDOG, Deadline
+from ..deadline import WATCHDOG, Deadline, inode_of
 from .base import DriverOps, Flags
 
 
@@ -249,7 +249,10 @@ class _Connecting:
 
     def fileno(self) -> int:
         fd: int = self._conn.fileno()
-        if fd != self._fd:
+        # Another socket, maybe under the same number (libpq closes a refused
+        # host's socket before it opens the next host's).
+        deadline = self._deadline
+        if fd != self._fd or deadline is None or deadline.inode != inode_of(fd):
             self.disarm()
             self._fd = fd
             self._deadline = WATCHDOG.arm(fd, max(0.0, self._until - time.monotonic()))

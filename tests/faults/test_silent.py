@@ -11,6 +11,7 @@ report's baseline.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -188,7 +189,7 @@ def test_black_hole_under_gevent_with_a_driver_that_waits_in_c(
 
 
 @pytest.mark.parametrize("target", [target_param("postgresql-psycopg2")], indirect=True)
-@pytest.mark.parametrize("fault", ["silent", "after_login"])
+@pytest.mark.parametrize("fault", ["silent", "after_login", "refused_then_silent"])
 def test_psycopg2_under_a_gevent_wait_callback_connects_within_connect_timeout(
     target: Target, proxy: FaultProxy, fault: str
 ) -> None:
@@ -198,12 +199,21 @@ def test_psycopg2_under_a_gevent_wait_callback_connects_within_connect_timeout(
     connect_timeout only to its blocking connect: the request waited until the
     server answered or the kernel gave up (for ever, here: the proxy accepted).
     After the login, Django's session setup has CONNECT_TIMEOUT of its own.
+    ``refused_then_silent``: a multi-host HOST whose first host refuses; libpq
+    opens the next host's socket under the same descriptor number.
     """
     connect_timeout = 3.0
-    child = target.child({"CONNECT_TIMEOUT": connect_timeout}, gevent=True, **via(proxy))
+    where = via(proxy)
+    if fault == "refused_then_silent":
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        refusing = closed.getsockname()[1]
+        closed.close()  # nothing listens there: refused at once
+        where = {"HOST": "127.0.0.1,127.0.0.1", "PORT": f"{refusing},{proxy.port}"}
+    child = target.child({"CONNECT_TIMEOUT": connect_timeout}, gevent=True, **where)
     assert child.call("setup")["wait_callback"] == "BoundedWait"  # the pool wrapped it
     child.call("evict")  # the next request opens a new connection
-    if fault == "silent":
+    if fault in ("silent", "refused_then_silent"):
         proxy.blackhole()
         bound, expected = connect_timeout + MARGIN, "within connect_timeout=3s"
     else:

@@ -24,7 +24,6 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.pool.base import _ConnectionRecord
-from sqlalchemy.util import queue as sa_queue
 
 #: What this module relies on: (owner, private name). See tests/unit/test_sa.py.
 PRIVATE_NAMES = (
@@ -37,7 +36,7 @@ PRIVATE_NAMES = (
     (_ConnectionRecord, "get_connection"),
     ("QueuePool instance", "_overflow"),
     ("QueuePool instance", "_max_overflow"),
-    ("QueuePool instance", "_pool (a queue with .queue, .mutex and .get)"),
+    ("QueuePool instance", "_pool (a queue with .queue and .mutex)"),
 )
 
 #: Raised by :meth:`SaPool.take` when no connection became free within the timeout.
@@ -135,17 +134,6 @@ class SaPool(QueuePool):
     overflow_now = staticmethod(operator.attrgetter("_overflow"))
 
     # -- the rest ------------------------------------------------------------------
-
-    def wait_for_record(self, seconds: float) -> Record | None:
-        """Wait up to ``seconds`` for a record given back to the queue; None if none came.
-
-        What :meth:`take` does when it must wait (nothing idle, MAX_OVERFLOW
-        reached), for as long as the caller says rather than TIMEOUT.
-        """
-        try:
-            return self._pool.get(True, seconds)  # type: ignore[attr-defined]
-        except sa_queue.Empty:
-            return None
 
     @staticmethod
     def connect_failed(record: Record, error: BaseException) -> None:

@@ -79,7 +79,7 @@ class ManagedPool:
         "lending", "opened", "validation", "retirement", "retire", "_sa", "_lent",
         "_leaks_reported", "_checkout_seq", "_attempts", "_unfit", "_leak_timeout",
         "_wait_limit", "_idle", "_evicted_at", "_closing_returns", "remembered",
-        "_by_owner", "__weakref__",
+        "_by_owner", "_reclaim_lock", "_reclaiming", "__weakref__",
     )
     # fmt: on
 
@@ -122,6 +122,9 @@ class ManagedPool:
         # Set once disposed or evicted: checkin() then tests the two (one
         # attribute read on the hot path until then).
         self._closing_returns = False
+        # One thread at a time looks for ended borrowers while checkouts wait (_wait).
+        self._reclaim_lock = threading.Lock()
+        self._reclaiming = False
         self._sa = SaPool(
             self.opened.create,
             pool_size=options.pool_size,
@@ -259,7 +262,7 @@ class ManagedPool:
             if not self._idle and sa.overflow_now(sa) >= limit:
                 # About to wait: first get back what ended threads left checked out.
                 if not (self.lending.reclaim_from_ended_threads() and self._idle):
-                    return self.remembered.wait(lambda: self.stats.waited(self._wait, self.alias))
+                    return self.remembered.wait(self._wait)
             # SQLAlchemy waits after all when another thread takes the idle
             # connection, or the last overflow slot, first: take as a waiter, so
             # that a connection returned meanwhile goes to the queue rather than
@@ -283,23 +286,40 @@ class ManagedPool:
             give_back(record)
 
     def _wait(self) -> Record:
-        """Wait up to TIMEOUT for a connection given back, noticing threads that end meanwhile.
+        """Wait in SQLAlchemy's queue (up to TIMEOUT), while a thread looks for ended borrowers.
 
-        A thread that ends holding a connection leaves it in reference cycles,
-        which only the garbage collector breaks (``reclaim_from_ended_threads``):
-        looked for every RECLAIM_EVERY seconds of the wait, so that a borrower
-        ending after the wait began does not make it last until TIMEOUT.
+        Called registered as waiting (``Remembered.wait``). A thread that ends
+        holding a connection leaves it in reference cycles, which only the
+        garbage collector breaks (``reclaim_from_ended_threads``): a borrower
+        that ends after the wait began must not make it last until TIMEOUT.
+        The waits themselves stay whole, in the queue's order (first come,
+        first served).
         """
-        sa = self._sa
-        deadline = time.monotonic() + self.options.timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            record = sa.wait_for_record(max(0.0, min(RECLAIM_EVERY, remaining)))
-            if record is not None:
-                return record
-            if remaining <= RECLAIM_EVERY:
-                raise Timeout(f"no connection within TIMEOUT={self.options.timeout:g}s")
-            self.lending.reclaim_from_ended_threads()
+        with self._reclaim_lock:
+            start = not self._reclaiming
+            self._reclaiming = True
+        if start:
+            threading.Thread(
+                target=self._reclaim_while_waiting,
+                name=f"django_sapool-reclaim-{self.alias}",
+                daemon=True,
+            ).start()
+        return self.stats.waited(self._sa.take, self.alias)
+
+    def _reclaim_while_waiting(self) -> None:
+        """Every RECLAIM_EVERY s while checkouts wait, get back what ended threads hold."""
+        try:
+            while True:
+                time.sleep(RECLAIM_EVERY)
+                with self._reclaim_lock:
+                    if not self.remembered.waiting or self.disposed:
+                        self._reclaiming = False
+                        return
+                self.lending.reclaim_from_ended_threads()
+        except BaseException:
+            with self._reclaim_lock:
+                self._reclaiming = False
+            raise
 
     def _reconnect(self, record: Record) -> Any:
         """Connect a record again; if that fails, give it back as SQLAlchemy does."""
@@ -410,6 +430,10 @@ class ManagedPool:
         for record in self.remembered.take():
             self.retire(record, RETIRED)
         self._sa.dispose()
+        if self.remembered.waiting:
+            # Wake the checkouts waiting here: an empty record, which each one
+            # hands on to the next as it moves to the alias's new pool (_checkout).
+            self._sa.hand_over_slot()
         logger.info(
             "django_sapool: disposed pool for alias %r (%s): %s", self.alias, self.database, reason
         )

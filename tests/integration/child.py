@@ -819,6 +819,7 @@ def threads_end_while_others_wait(holders: int, waiters: int, hold: float) -> di
             t.join()
     finally:
         gc.enable()
+    gc.collect()  # what no waiter needed back any more, too
     return {"outcomes": outcomes, "pools": pool_status()}
 
 

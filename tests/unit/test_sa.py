@@ -34,7 +34,7 @@ def _missing(owner: Any, name: str, instance: SaPool) -> bool:
     if isinstance(owner, str):  # an instance attribute
         value = getattr(instance, attribute, None)
         if attribute == "_pool":
-            return not all(hasattr(value, a) for a in ("queue", "mutex", "get"))
+            return not (hasattr(value, "queue") and hasattr(value, "mutex"))
         return value is None
     if "(" in name:  # a keyword argument of a method
         keyword = name.split("(")[1].split("=")[0]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django import test as django_test
 from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base as django_pg
 from django.db.utils import OperationalError
@@ -175,6 +176,10 @@ def test_a_test_tools_database_blocker_is_obeyed(
     db.close()
 
 
+@pytest.mark.skipif(
+    not hasattr(django_test.SimpleTestCase, "ensure_connection_patch_method"),
+    reason="Django < 5.0's SimpleTestCase patches each wrapper's own methods, not this one",
+)
 def test_simpletestcase_refuses_a_database_it_did_not_declare(tmp_path: Path) -> None:
     """Django's own blocker (5.x: also in threads): its patch of ensure_connection decides."""
     from django.db.backends.base.base import BaseDatabaseWrapper

@@ -666,12 +666,20 @@ def burst(threads: int, sleep: float, alias: str) -> dict[str, Any]:
     app_name = CONFIG["databases"][alias]["OPTIONS"]["application_name"]
     errors: list[str] = []
     barrier = threading.Barrier(threads + 1, timeout=30)
+    lock = threading.Lock()
+    sleeping = peak_sleeping = 0  # requests between their two queries, now and at most
 
     def work(i: int) -> None:
+        nonlocal sleeping, peak_sleeping
         try:
             barrier.wait()
             backend_pid(alias)
+            with lock:
+                sleeping += 1
+                peak_sleeping = max(peak_sleeping, sleeping)
             time.sleep(sleep)
+            with lock:
+                sleeping -= 1
             backend_pid(alias)
         except BaseException as exc:
             errors.append(error(exc))
@@ -692,6 +700,7 @@ def burst(threads: int, sleep: float, alias: str) -> dict[str, Any]:
         "seconds": seconds,
         "errors": errors,
         "peak_sessions": peak.value,
+        "peak_sleeping": peak_sleeping,
         "checked_out": status.checked_out,
         "timeouts": status.timeouts,
         "connections_opened": status.connections_opened,

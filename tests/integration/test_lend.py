@@ -409,9 +409,12 @@ def test_psycopg_prepared_statements_survive_lending(pg: PgServer) -> None:
 def test_64_threads_through_4_connections(pg_lend_run: Any) -> None:
     """64 requests at once (query, sleep 0.2 s, query) through POOL_SIZE=4, MAX_OVERFLOW=0.
 
-    LEND "transaction" holds a connection for a statement, so all 64 sleep at
-    once; LEND "request" holds it for the whole request, so they pass 4 at a
-    time: at least 16 x 0.2 s. Both in one process, one alias each.
+    LEND "transaction" holds a connection for a statement, so the requests sleep
+    side by side; LEND "request" holds it for the whole request, so they pass 4
+    at a time: never more than 4 asleep, at least 16 x 0.2 s. Both in one
+    process, one alias each. Counted, not timed: how many requests were between
+    their two queries at once (a ratio of durations failed on a loaded CI
+    machine at 9.6x against 10x).
     """
     threads, sleep = 64, 0.2
     pool = {"POOL_SIZE": 4, "MAX_OVERFLOW": 0, "TIMEOUT": 30}
@@ -420,9 +423,10 @@ def test_64_threads_through_4_connections(pg_lend_run: Any) -> None:
     )
     txn, req = facts["default"], facts["held"]
     print(
-        f"\nLEND transaction: {txn['seconds']:.2f}s, peak {txn['peak_sessions']} sessions; "
-        f"LEND request: {req['seconds']:.2f}s, peak {req['peak_sessions']} sessions; "
-        f"ratio {req['seconds'] / txn['seconds']:.1f}x"
+        f"\nLEND transaction: {txn['seconds']:.2f}s, peak {txn['peak_sessions']} sessions, "
+        f"{txn['peak_sleeping']} asleep at once; "
+        f"LEND request: {req['seconds']:.2f}s, peak {req['peak_sessions']} sessions, "
+        f"{req['peak_sleeping']} asleep at once"
     )
     for facts_ in (txn, req):
         assert facts_["errors"] == []
@@ -430,8 +434,12 @@ def test_64_threads_through_4_connections(pg_lend_run: Any) -> None:
         assert 1 <= facts_["peak_sessions"] <= 4
         assert facts_["connections_opened"] <= 4
         assert facts_["checked_out"] == 0
+    assert req["peak_sleeping"] <= 4
     assert req["seconds"] >= threads / 4 * sleep * 0.95
-    assert req["seconds"] >= 10 * txn["seconds"], (req["seconds"], txn["seconds"])
+    # The view is its sleep, so requests served per second go as requests asleep at
+    # once: the issue's "at least 10x", counted (64 first queries through 4
+    # connections take far less than one 0.2 s sleep).
+    assert txn["peak_sleeping"] >= 10 * req["peak_sleeping"], (txn, req)
 
 
 @pytest.mark.mysql

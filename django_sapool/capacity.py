@@ -127,6 +127,10 @@ def capacity(
         total = None if per is None else processes * per
         live = [checks[a] for a in names if a in checks and checks[a].max_connections]
         max_connections = live[0].max_connections if live else None
+        # Each alias's check counted the sessions open then; the checks run one
+        # after another and keep their pooled connections, so the highest count
+        # (usually the last) includes those of every alias checked before it.
+        in_use = [c.connections_in_use for c in live if c.connections_in_use is not None]
         sizes = " + ".join(f"{alias} {formula}" for alias, _, formula in sized)
         at_most = f"at most {processes} processes x ({sizes}) = {total} connections"
         if total is None:
@@ -143,7 +147,7 @@ def capacity(
                 processes=processes,
                 total=total,
                 max_connections=max_connections,
-                connections_in_use=live[0].connections_in_use if live else None,
+                connections_in_use=max(in_use) if in_use else None,
                 verdict=outcome,
                 message=_message(
                     server, outcome, at_most, total, max_connections, unbounded, checked

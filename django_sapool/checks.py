@@ -18,6 +18,7 @@ created, which would crash ``manage.py check`` instead of reporting.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -153,6 +154,8 @@ def check_database_settings(
                 found.extend(_pool_options_ignored(alias, engine))
             continue
         if backend.is_sqlite and is_in_memory_sqlite(settings_dict.get("NAME")):
+            if _djangos_test_database_in_memory(settings_dict):
+                continue  # the project's database is not in memory: nothing to change
             found.append(
                 checks.Warning(
                     f"settings.DATABASES[{alias!r}] is an in-memory SQLite database, "
@@ -172,6 +175,24 @@ def check_database_settings(
             found.extend(_size_warnings(alias, settings_dict))
             found.extend(_lend_warnings(alias, settings_dict))
     return found
+
+
+def _djangos_test_database_in_memory(settings_dict: Mapping[str, Any]) -> bool:
+    """Return whether NAME is the in-memory database Django's test runner made of a SQLite alias.
+
+    Without TEST["NAME"], the runner replaces a SQLite alias's NAME in place
+    with ``file:memorydb_<alias>?mode=memory&cache=shared`` (``_<n>`` for a
+    ``--parallel`` clone), then runs the system checks: W001 would warn, at
+    every test run, about a database the settings never named.
+    """
+    test_name = (settings_dict.get("TEST") or {}).get("NAME")
+    return test_name in (None, "", ":memory:") and _TEST_MEMORY_DB.match(
+        str(settings_dict.get("NAME"))
+    ) is not None
+
+
+#: Django's in-memory test database names (django/db/backends/sqlite3/creation.py).
+_TEST_MEMORY_DB = re.compile(r"file:memorydb_[^?]+\?mode=memory&cache=shared\Z")
 
 
 def check_databases(

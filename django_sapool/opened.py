@@ -26,7 +26,7 @@ from . import tcp
 from .conf import PoolOptions
 from .drivers import DriverOps
 from .leaks import CONNECTING, Busy
-from .state import BROKEN, IDLE, STATE, ConnState
+from .state import BROKEN, EVICTED, IDLE, RETIRED, STATE, ConnState
 from .stats import Stats
 
 logger = logging.getLogger("django_sapool")
@@ -145,8 +145,12 @@ class OpenConnections:
         state = record.info.get(STATE) if record is not None else None
         reason = state.closing if state is not None else None
         # A broken or idle connection's record is not reconnected for it, and
-        # neither are those of a disposed pool.
-        self.closed(raw, record, reason not in (BROKEN, IDLE) and not self._disposed())
+        # neither are those of a disposed pool. One closed by evict() (idle) or
+        # at its return after it (RETIRED) is replaced by a new connection, not
+        # recycled: ``evictions`` counts those.
+        self.closed(
+            raw, record, reason not in (BROKEN, IDLE, EVICTED, RETIRED) and not self._disposed()
+        )
 
     def closed(self, raw: Any, record: Any, reconnectable: bool) -> None:
         """Count a close; ``reconnectable``: the record may connect again (a recycle)."""

@@ -67,7 +67,7 @@ class MysqlclientFlags(Flags):
         self._errno = status.errno
 
     def is_closed(self) -> bool:
-        return not self._conn.open or self._errno.value in GONE  # type: ignore[union-attr]
+        return self._conn.closed or self._errno.value in GONE  # type: ignore[union-attr]
 
     def clean(self) -> bool:
         # Not ``open``: a connection closed during its checkout (its owner's

@@ -278,6 +278,15 @@ def test_status_sizes_are_the_servers_sessions_after_evict(pg: PgServer, pg_data
     (pool,) = registry.status()
     assert (pool.size, pool.overflow, pool.connections_closed) == (0, 0, 4)
     assert pg_sessions(pg, app_name) == 0
+    # A request now connects one of the records evict() emptied: a new
+    # connection, not a recycled one (RECYCLE never passed; evictions says why).
+    fresh = PgHolder(settings_dict)
+    try:
+        assert fresh.done.wait(STEP) and fresh.error is None
+    finally:
+        fresh.stop()
+    (pool,) = registry.status()
+    assert (pool.connections_opened, pool.connections_recycled, pool.evictions) == (5, 0, 1)
 
 
 @pytest.mark.postgresql

@@ -37,13 +37,15 @@ def test_capacity_sums_aliases_on_one_server() -> None:
     ]
     checks = {
         "default": live("default", 200),
+        # Checked after "default", whose pooled connection it counts too.
+        "replica": live("replica", 200, in_use=4),
         "other": live("other", 20),
         "mysql": live("mysql", 151),
     }
     servers = {s.server: s for s in capacity(infos, checks, processes=4, checked=True)}
     main = servers["postgresql db:5432"]
     assert (main.aliases, main.per_process, main.total) == (["default", "replica"], 23, 92)
-    assert (main.max_connections, main.connections_in_use, main.verdict) == (200, 3, "ok")
+    assert (main.max_connections, main.connections_in_use, main.verdict) == (200, 4, "ok")
     assert main.message == (
         "OK: postgresql db:5432: at most 4 processes x (default 10+10 + replica 3+0) = 92 "
         "connections, 46% of max_connections=200."

@@ -138,6 +138,28 @@ def test_w003_pool_options_on_djangos_backend(engine: str, ours: str) -> None:
     assert message.hint is not None and repr(ours) in message.hint
 
 
+@pytest.mark.parametrize(
+    ("name", "test"),
+    [
+        ("file:memorydb_default?mode=memory&cache=shared", {}),
+        ("file:memorydb_default_2?mode=memory&cache=shared", {"NAME": None}),  # --parallel
+        ("file:memorydb_other-db?mode=memory&cache=shared", {"NAME": ":memory:"}),
+    ],
+)
+def test_w001_is_silent_on_djangos_own_in_memory_test_database(
+    name: str, test: dict[str, Any]
+) -> None:
+    """Django's test runner puts such a NAME in place of a file database, then runs the checks.
+
+    The settings name a file: there is nothing to change, and W001 fired at
+    every test run of a project on a file SQLite database.
+    """
+    sqlite = {"ENGINE": "django_sapool.backends.sqlite3", "NAME": name, "TEST": test}
+    assert ids(default=sqlite) == []
+    # Named so in the settings themselves (a TEST["NAME"] of the same form): warned.
+    assert ids(default={**sqlite, "TEST": {"NAME": name}}) == ["sapool.W001"]
+
+
 def test_other_backends_are_left_alone() -> None:
     django_pg = {**PG, "ENGINE": "django.db.backends.postgresql", "CONN_MAX_AGE": 60}
     other_pool = {**PG, "ENGINE": "dj_db_conn_pool.backends.postgresql", "POOL_OPTIONS": {}}

@@ -59,10 +59,11 @@ def evict(alias: str | None = None) -> int:
 
 
 def pool_status(alias: str | None = None) -> list[PoolStatus]:
-    """Return a snapshot of this process's pools (of one alias).
+    """Return a snapshot of this process's pools (of one alias): one per alias.
 
-    An alias usually has one pool; it has more when its connect settings changed
-    at run time (the test runner's database swap, ``override_settings``).
+    A pool disposed of (``dispose()``, a settings change at run time, a test
+    database dropped) is no longer listed, though connections it lent before
+    stay open until they are returned, and are closed then.
     """
     from . import registry
 

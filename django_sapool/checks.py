@@ -186,9 +186,10 @@ def _djangos_test_database_in_memory(settings_dict: Mapping[str, Any]) -> bool:
     every test run, about a database the settings never named.
     """
     test_name = (settings_dict.get("TEST") or {}).get("NAME")
-    return test_name in (None, "", ":memory:") and _TEST_MEMORY_DB.match(
-        str(settings_dict.get("NAME"))
-    ) is not None
+    return (
+        test_name in (None, "", ":memory:")
+        and _TEST_MEMORY_DB.match(str(settings_dict.get("NAME"))) is not None
+    )
 
 
 #: Django's in-memory test database names (django/db/backends/sqlite3/creation.py).

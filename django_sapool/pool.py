@@ -332,12 +332,12 @@ class ManagedPool:
     # -- returned ---------------------------------------------------------------
 
     def checkin(
-        self, record: Record, suspect: bool = False, server_cursors: list[Any] | None = None
+        self, record: Record, suspect: bool = False, iterator_cursors: list[Any] | None = None
     ) -> None:
         """Reset a connection per RESET_ON_RETURN and return it; discard it if broken.
 
         ``suspect``: a database error happened on it (Django's ``errors_occurred``).
-        ``server_cursors``: the checkout's server-side cursors, closed first
+        ``iterator_cursors``: the checkout's ``QuerySet.iterator()`` cursors, closed first
         (``Validation.close_cursors``).
         """
         key = id(record)
@@ -350,9 +350,9 @@ class ManagedPool:
         state: ConnState = record.info[STATE]
         if self._leaks_reported:
             self.lending.returned(key, state, time.monotonic())
-        if server_cursors:
+        if iterator_cursors:
             try:
-                self.validation.close_cursors(raw, server_cursors)
+                self.validation.close_cursors(raw, iterator_cursors)
             except ServerSilent as silent:
                 self.retire(record, BROKEN, silent)
                 return

@@ -110,16 +110,19 @@ class Validation:
         return None
 
     def close_cursors(self, raw: Any, cursors: list[Any]) -> None:
-        """Close a returned checkout's server-side cursors still open, within PING_TIMEOUT.
+        """Close the ``QuerySet.iterator()`` cursors a checkout left open, within PING_TIMEOUT.
 
         A ``QuerySet.iterator()`` that outlives its request (kept by a cache, a
-        reference cycle) closes its cursor whenever it is dropped, in any
-        thread: by then the session is another borrower's, and psycopg 3's
-        ``CLOSE`` of a cursor that died with its transaction aborts that
-        borrower's transaction. A holdable one (an iterator outside atomic())
-        would also stay open on the session. Django's own close() ends the
-        session and its cursors with it; closed here, while the session is
-        still the returning wrapper's, the late close() is a no-op. A failure
+        reference cycle, an abandoned async iterator) closes its cursor
+        whenever it is dropped, in any thread: by then the session is another
+        borrower's. psycopg 3's ``CLOSE`` of a cursor that died with its
+        transaction aborts that borrower's transaction; mysqlclient's close()
+        reads the connection's pending results from the wrong thread
+        ("already in use from another thread"). A holdable PostgreSQL cursor
+        (an iterator outside atomic()) would also stay open on the session.
+        Django's own close() ends the session and its cursors with it; closed
+        here, while the session is still the returning wrapper's, the late
+        close() is a no-op. A failure
         is left to the reset's checks (psycopg2 refuses to close a cursor that
         died with its transaction, "named cursor isn't valid anymore", without
         a round trip; a broken connection shows in its flags); an unanswered

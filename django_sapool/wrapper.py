@@ -207,9 +207,9 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
     # parameters given to get_new_connection()), until the checkout it happened
     # in hands it to its new connection (_creator), or to nothing.
     _sapool_fresh: dict[str, Any] | None = None
-    #: The driver's server-side cursors opened on this checkout (PostgreSQL's
-    #: ``chunked_cursor()``), closed when the connection goes back: see _close().
-    _sapool_server_cursors: list[Any] | None = None
+    #: The driver's cursors of ``QuerySet.iterator()`` opened on this checkout
+    #: (``chunked_cursor()``), closed when the connection goes back: see _close().
+    _sapool_iterator_cursors: list[Any] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -220,7 +220,7 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
         self._sapool_refreshes = self._sapool_refreshes
         self._sapool_mode_is_clients = self.sapool_driver.mode_is_clients
         self.sapool_driver = self.sapool_driver
-        self._sapool_server_cursors = None
+        self._sapool_iterator_cursors = None
         if self.sapool_enabled():
             # Fail at startup, not at the first query, on bad POOL_OPTIONS; and
             # never run half-configured: every pooled alias is checked when the
@@ -463,21 +463,35 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
         """
         registry.dispose(self.alias)
 
+    def chunked_cursor(self) -> Any:
+        # The cursor of a QuerySet.iterator() (PostgreSQL: a named, server-side
+        # one), which may outlive the checkout: an iterator dropped later, in
+        # any thread (an abandoned async iterator, collected in the event
+        # loop's), closes its cursor on a connection by then another
+        # borrower's. Closed when the connection goes back, if still open
+        # then, its late close() is a no-op (Validation.close_cursors).
+        cursor = super().chunked_cursor()  # type: ignore[misc]
+        if self._sapool_record is not None:
+            if self._sapool_iterator_cursors is None:
+                self._sapool_iterator_cursors = []
+            self._sapool_iterator_cursors.append(cursor.cursor)
+        return cursor
+
     def _close(self) -> None:
         record, pool = self._sapool_record, self._sapool_pool
         if record is None or pool is None:
             return super()._close()  # type: ignore[misc]
         self._sapool_record = self._sapool_pool = None
         self._sapool_state.autocommit = self.autocommit  # type: ignore[union-attr,attr-defined]
-        server_cursors = self._sapool_server_cursors
+        iterator_cursors = self._sapool_iterator_cursors
         try:
-            if server_cursors is not None:
-                self._sapool_server_cursors = None
+            if iterator_cursors is not None:
+                self._sapool_iterator_cursors = None
             if pool.pid != fork.pid:
                 # Inherited through fork(): the parent owns it; never touch it.
                 registry.keep_inherited(record, self.connection)
             else:
-                pool.checkin(record, self.errors_occurred, server_cursors)  # type: ignore[attr-defined]
+                pool.checkin(record, self.errors_occurred, iterator_cursors)  # type: ignore[attr-defined]
         finally:
             # Even inside atomic(): the raw connection is back in the pool, and
             # another thread may own it now (Django's own pool does the same).
@@ -537,7 +551,7 @@ def _forget_inherited(wrapper: PooledDatabaseWrapperMixin) -> None:
     if wrapper._sapool_record is not None and pool is not None and pool.pid != os.getpid():
         registry.keep_inherited(wrapper._sapool_record, wrapper.connection)
         wrapper._sapool_record = wrapper._sapool_pool = None
-        wrapper._sapool_server_cursors = None  # the parent's: never closed here
+        wrapper._sapool_iterator_cursors = None  # the parent's: never closed here
         wrapper.connection = None
         if not wrapper._sapool_inline_close:
             _forget_session_state(wrapper)

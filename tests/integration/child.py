@@ -964,16 +964,17 @@ def connect_fails_while_another_waits() -> dict[str, Any]:
 
 
 def late_cursor_close(in_atomic: bool) -> dict[str, Any]:
-    """A server-side cursor outlives its request; it is closed while another request runs.
+    """An iterator's cursor outlives its request; it is closed while another request runs.
 
-    Request A, in a thread, opens a chunked (server-side) cursor, inside
-    atomic() or not (then holdable), as ``QuerySet.iterator()`` does, reads
-    one row and keeps it past its end (a cache, a reference cycle). Request
-    B, in another thread, gets the same pooled session (POOL_SIZE 1), counts
-    the session's open cursors, inserts a row in atomic(), and while its
-    transaction is open A's cursor is closed (the iterator dropped); then B
-    inserts a second row and commits. Reports both sessions, the cursors B
-    saw, B's outcome and the rows B committed.
+    Request A, in a thread, opens a chunked cursor (PostgreSQL: server-side),
+    inside atomic() or not (then holdable), as ``QuerySet.iterator()`` does,
+    reads one row and keeps it past its end (a cache, a reference cycle, an
+    abandoned async iterator). Request B, in another thread, gets the same
+    pooled session (POOL_SIZE 1), counts the session's open cursors
+    (PostgreSQL), inserts a row in atomic() and runs a 0.6 s statement,
+    during which A's cursor is closed (the iterator dropped); then B inserts
+    a second row and commits. Reports both sessions, the cursors B saw, how
+    the late close went, B's outcome and the rows B committed.
     """
     marker = f"late-{time.monotonic_ns()}"
     with connection.cursor() as cursor:
@@ -993,15 +994,23 @@ def late_cursor_close(in_atomic: bool) -> dict[str, Any]:
 
     inserted, dropped = threading.Event(), threading.Event()
 
+    postgresql = connection.vendor == "postgresql"
+
+    def insert() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO item (name) VALUES (%s)", [marker])
+
     def request_b() -> None:
         try:
-            facts["b_cursors"] = _scalar("SELECT count(*) FROM pg_cursors")
+            if postgresql:
+                facts["b_cursors"] = _scalar("SELECT count(*) FROM pg_cursors")
             with transaction.atomic():
                 facts["b_session"] = backend_id()
-                _scalar("INSERT INTO item (name) VALUES (%s) RETURNING id", [marker])
+                insert()
                 inserted.set()
+                _scalar("SELECT pg_sleep(0.6)" if postgresql else "SELECT SLEEP(0.6)")
                 dropped.wait(10)
-                _scalar("INSERT INTO item (name) VALUES (%s) RETURNING id", [marker])
+                insert()
             facts["b_outcome"] = "committed"
         except Exception as exc:
             facts["b_outcome"] = f"{type(exc).__name__}: {exc}"
@@ -1015,6 +1024,7 @@ def late_cursor_close(in_atomic: bool) -> dict[str, Any]:
     thread = threading.Thread(target=request_b)
     thread.start()
     inserted.wait(10)
+    time.sleep(0.2)  # within B's 0.6 s statement
     try:
         kept.pop().close()  # what the iterator's finally does when it is dropped
         facts["late_close"] = "ok"

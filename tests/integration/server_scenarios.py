@@ -247,3 +247,37 @@ def test_a_checkout_waiting_behind_a_failed_connect_opens_its_own_at_once(
     assert seconds_b < 2.5  # not TIMEOUT
     (pool,) = facts["pools"]
     assert (pool["timeouts"], pool["connections_opened"], pool["checked_out"]) == (0, 1, 0)
+
+
+@pytest.mark.parametrize("in_atomic", [True, False], ids=["in-atomic", "holdable"])
+@pytest.mark.parametrize("lend", ["request", "transaction"])
+def test_an_iterators_cursor_kept_past_its_request_leaves_the_next_borrower_alone(
+    server_run: Any, lend: str, in_atomic: bool
+) -> None:
+    """A ``QuerySet.iterator()`` kept past its request, closed while another request runs.
+
+    PostgreSQL: inside atomic(), its cursor died with its transaction, and
+    psycopg 3 sent ``CLOSE`` for it on the session, lent by then to a request
+    in atomic(), whose transaction it aborted ("current transaction is
+    aborted"): that request's rows were lost. Outside atomic(), the holdable
+    cursor stayed open in the session the next request got. MySQL: the late
+    close() read the session's pending results from its own thread while the
+    next borrower's statement ran (mysqlclient: "This connection is already in
+    use from another thread"; had it come first, the borrower's statement
+    would have failed so). The pool now closes a checkout's iterator cursors
+    when the connection goes back.
+    """
+    facts = server_run(
+        "late_cursor_close",
+        params={"in_atomic": in_atomic},
+        POOL_OPTIONS={"POOL_SIZE": 1, "MAX_OVERFLOW": 0, "LEND": lend},
+    )
+    assert facts["a_read"] == 1
+    assert facts["a_session"] == facts["b_session"]  # the same server session, lent twice
+    assert facts.get("b_cursors", 0) == 0  # PostgreSQL's pg_cursors
+    assert facts["b_outcome"] == "committed"
+    assert facts["b_rows"] == 2
+    if facts["driver"] != "psycopg2":  # refuses a cursor that died with its transaction
+        assert facts["late_close"] == "ok"
+    (pool,) = facts["pools"]
+    assert pool["checked_out"] == 0

@@ -14,6 +14,7 @@ from .server_scenarios import (  # noqa: F401  # collected here, on server_run
     test_a_forked_gevent_child_of_a_process_that_queried_is_not_frozen,
     test_a_greenlet_that_ends_without_closing_gives_its_connection_back,
     test_a_pool_disposed_while_checkouts_wait_opens_nothing_more,
+    test_an_iterators_cursor_kept_past_its_request_leaves_the_next_borrower_alone,
     test_connections_of_threads_that_ended_without_closing_are_taken_back,
     test_exhaustion_raises_operational_error_after_timeout,
     test_forked_children_never_touch_the_parents_sessions,

@@ -12,6 +12,7 @@ from .server_scenarios import (  # noqa: F401  # collected here, on server_run
     test_a_forked_gevent_child_of_a_process_that_queried_is_not_frozen,
     test_a_greenlet_that_ends_without_closing_gives_its_connection_back,
     test_a_pool_disposed_while_checkouts_wait_opens_nothing_more,
+    test_an_iterators_cursor_kept_past_its_request_leaves_the_next_borrower_alone,
     test_connections_of_threads_that_ended_without_closing_are_taken_back,
     test_exhaustion_raises_operational_error_after_timeout,
     test_forked_children_never_touch_the_parents_sessions,
@@ -180,36 +181,6 @@ def test_psycopg_prepared_statements_survive_a_session_reset(pg_run: Any) -> Non
     assert facts["distinct"] == 1  # one session, reset 20 times
     (pool,) = facts["pools"]
     assert (pool["connections_opened"], pool["connections_invalidated"]) == (1, 0)
-
-
-@pytest.mark.parametrize("in_atomic", [True, False], ids=["in-atomic", "holdable"])
-@pytest.mark.parametrize("lend", ["request", "transaction"])
-def test_a_server_side_cursor_kept_past_its_request_leaves_the_next_borrower_alone(
-    pg_run: Any, lend: str, in_atomic: bool
-) -> None:
-    """A ``QuerySet.iterator()`` kept past its request, closed while another request runs.
-
-    Inside atomic(), its cursor died with its transaction, and psycopg 3 sent
-    ``CLOSE`` for it on the session, lent by then to a request in atomic(),
-    whose transaction it aborted ("current transaction is aborted"): that
-    request's rows were lost. Outside atomic(), the holdable cursor stayed
-    open in the session the next request got. The pool now closes a
-    checkout's server-side cursors when the connection goes back.
-    """
-    facts = pg_run(
-        "late_cursor_close",
-        params={"in_atomic": in_atomic},
-        POOL_OPTIONS={"POOL_SIZE": 1, "MAX_OVERFLOW": 0, "LEND": lend},
-    )
-    assert facts["a_read"] == 1
-    assert facts["a_session"] == facts["b_session"]  # the same server session, lent twice
-    assert facts["b_cursors"] == 0
-    assert facts["b_outcome"] == "committed"
-    assert facts["b_rows"] == 2
-    if facts["driver"] == "psycopg":
-        assert facts["late_close"] == "ok"
-    (pool,) = facts["pools"]
-    assert pool["checked_out"] == 0
 
 
 def test_writes_on_an_alias_read_only_by_its_own_options_keep_the_pool(pg_run: Any) -> None:

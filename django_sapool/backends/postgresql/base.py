@@ -96,16 +96,6 @@ class PostgresPoolMixin(PooledDatabaseWrapperMixin):
         options = (self.settings_dict.get("OPTIONS") or {}).get("options")
         return isinstance(options, str) and _READ_ONLY_OPTION.search(options) is not None
 
-    def chunked_cursor(self) -> Any:
-        # A named (server-side) cursor: closed when the connection goes back
-        # to the pool, if still open then (wrapper.py, _close()).
-        cursor = super().chunked_cursor()  # type: ignore[misc]
-        if self._sapool_record is not None:
-            if self._sapool_server_cursors is None:
-                self._sapool_server_cursors = []
-            self._sapool_server_cursors.append(cursor.cursor)
-        return cursor
-
     def sapool_server_facts(self, cursor: Any) -> ServerFacts:
         """Return the server's version, max_connections and client sessions open now."""
         cursor.execute("SHOW server_version")

@@ -59,11 +59,11 @@ def evict(alias: str | None = None) -> int:
 
 
 def pool_status(alias: str | None = None) -> list[PoolStatus]:
-    """Return a snapshot of this process's pools (of one alias): one per alias.
+    """Return a snapshot of this process's pools (of one alias): one per alias in use.
 
     A pool disposed of (``dispose()``, a settings change at run time, a test
-    database dropped) is no longer listed, though connections it lent before
-    stay open until they are returned, and are closed then.
+    database dropped) is listed after them, with ``disposed`` True, while
+    connections it lent before are still out: they stay open until returned.
     """
     from . import registry
 

@@ -450,8 +450,14 @@ class ManagedPool:
         remembered = len(self._by_owner)
         idle = sa.idle_open() + remembered
         checked_out = max(0, sa.checkedout() - remembered - busy[CONNECTING])
+        if self.disposed:
+            # SQLAlchemy's dispose() starts its count afresh; what is still out
+            # is what this pool lent and was not given back (closed when it is).
+            lent = list(self._lent.values())  # copied in one C call: others lend and return
+            idle, checked_out = 0, sum(r.dbapi_connection is not None for r in lent)
         size = idle + checked_out
         return self.stats.snapshot(
+            disposed=self.disposed,
             size=size,
             checked_out=checked_out,
             idle=idle,

@@ -13,6 +13,7 @@ does not aggregate custom collectors).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import weakref
 from collections.abc import Iterator
@@ -51,8 +52,9 @@ _registered: weakref.WeakKeyDictionary[CollectorRegistry, SapoolCollector] = (
 class SapoolCollector:
     """A prometheus_client custom collector for this process's django_sapool pools.
 
-    One series per pool: the registry keeps at most one pool per alias (a
-    settings change disposes of the previous one), so labels never repeat.
+    One series per alias, vendor and database: a pool disposed of while its
+    connections were lent is folded into the series of the alias's pool now
+    (``fold_disposed``) until they are returned.
     """
 
     def describe(self) -> list[Metric]:
@@ -74,7 +76,7 @@ class SapoolCollector:
 
         from .stats import WAIT_BUCKETS_MS, WAIT_WINDOW
 
-        labelled = [((p.alias, p.vendor, p.database), p) for p in pools]
+        labelled = fold_disposed(pools)
         for name, field, text in GAUGES:
             gauge = GaugeMetricFamily(name, text, labels=LABELS)
             for labels, status in labelled:
@@ -114,6 +116,25 @@ class SapoolCollector:
         yield histogram
         yield recent
         yield longest
+
+
+#: What a disposed pool's connections still lent add to its alias's series:
+#: they are open server sessions. Its counters are another pool's history.
+FOLDED = ("size", "checked_out", "connecting", "pinging")
+
+
+def fold_disposed(pools: list[PoolStatus]) -> list[tuple[tuple[str, str, str], PoolStatus]]:
+    """Return one (labels, status) per label set: a disposed pool's sessions in the live one's."""
+    folded: dict[tuple[str, str, str], PoolStatus] = {}
+    for status in sorted(pools, key=lambda p: p.disposed):  # the alias's live pool first
+        labels = (status.alias, status.vendor, status.database)
+        first = folded.get(labels)
+        if first is None:
+            folded[labels] = status
+        else:
+            sums = {name: getattr(first, name) + getattr(status, name) for name in FOLDED}
+            folded[labels] = dataclasses.replace(first, **sums)
+    return list(folded.items())
 
 
 def register(registry: CollectorRegistry | None = None) -> SapoolCollector:

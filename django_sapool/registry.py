@@ -189,8 +189,16 @@ def evict(alias: str | None = None) -> int:
 
 
 def status(alias: str | None = None) -> list[PoolStatus]:
-    """Return a status snapshot of each of this process's pools (of one alias)."""
-    return [_pools[key].status() for key in _select(alias, None) if key in _pools]
+    """Return a status snapshot of each of this process's pools (of one alias).
+
+    Then those disposed of whose connections lent before are still out: their
+    server sessions are open until they are returned (``disposed`` is True).
+    """
+    pid = os.getpid()
+    current = [_pools[key].status() for key in _select(alias, None) if key in _pools]
+    with _lock:
+        gone = [p for p in _disposed if p.pid == pid and alias in (None, p.alias)]
+    return current + [s for s in (p.status() for p in gone) if s.size or s.connecting]
 
 
 def pools() -> list[ManagedPool]:

@@ -75,6 +75,10 @@ class PoolStatus:
     vendor: str = _label()
     database: str = _label()
     pid: int = _meta("pid")
+    #: Disposed of (``dispose()``, a settings change, a test database dropped):
+    #: listed while connections it lent before are still out, which it closes
+    #: when they are returned.
+    disposed: bool = _meta("state")
     pool_size: int = _gauge("django_sapool_pool_size", "Configured POOL_SIZE.")
     max_overflow: int = _gauge(
         "django_sapool_pool_max_overflow", "Configured MAX_OVERFLOW (-1: no limit)."

@@ -291,6 +291,52 @@ def test_status_sizes_are_the_servers_sessions_after_evict(pg: PgServer, pg_data
 
 @pytest.mark.postgresql
 @pytest.mark.usefixtures("pools")
+def test_status_lists_a_disposed_pool_while_its_connections_are_out(
+    pg: PgServer, pg_database: str
+) -> None:
+    """dispose() while 2 threads hold connections; then a new checkout on the alias's new pool.
+
+    The server had 3 sessions and pool_status() showed 1 (the new pool's):
+    the disposed pool, whose 2 lent connections stay open until returned,
+    was no longer listed, nor counted in Prometheus.
+    """
+    from prometheus_client import CollectorRegistry
+
+    from django_sapool import prometheus
+
+    app_name = f"sapool-disposed-{uuid.uuid4().hex[:10]}"
+    settings_dict = filled(
+        **pg.settings(pg_database, app_name, POOL_OPTIONS={"POOL_SIZE": 3, "MAX_OVERFLOW": 0})
+    )
+    metrics = CollectorRegistry()
+    prometheus.register(metrics)
+    holders = [PgHolder(settings_dict) for _ in range(2)]
+    fresh: PgHolder | None = None
+    try:
+        assert all(h.done.wait(STEP) and h.error is None for h in holders)
+        django_sapool.dispose()
+        fresh = PgHolder(settings_dict)
+        assert fresh.done.wait(STEP) and fresh.error is None
+        assert pg_sessions(pg, app_name) == 3
+        now, disposed = registry.status()
+        assert (now.disposed, now.size, now.checked_out) == (False, 1, 1)
+        assert (disposed.disposed, disposed.size, disposed.checked_out) == (True, 2, 2)
+        labels = {"alias": "default", "vendor": "postgresql", "database": pg_database}
+        assert metrics.get_sample_value("django_sapool_connections_open", labels) == 3
+        assert metrics.get_sample_value("django_sapool_connections_checked_out", labels) == 3
+        for holder in holders:
+            holder.stop()  # returned to the disposed pool: closed
+        assert pg_sessions(pg, app_name) == 1
+        (only,) = registry.status()
+        assert (only.disposed, only.size) == (False, 1)
+        assert metrics.get_sample_value("django_sapool_connections_open", labels) == 1
+    finally:
+        for holder in [*holders, *([fresh] if fresh else [])]:
+            holder.stop()
+
+
+@pytest.mark.postgresql
+@pytest.mark.usefixtures("pools")
 def test_status_while_the_server_is_silent_counts_no_connection(pg: PgServer) -> None:
     """Checkouts waiting on a server that never answers (up to CONNECT_TIMEOUT) are connecting."""
     pytest.importorskip("psycopg")

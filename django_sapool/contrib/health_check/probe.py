@@ -121,6 +121,8 @@ def probe(alias: str) -> str | None:
             f"django-health-check's own Database check"
         )
     for status in django_sapool.pool_status(alias):
+        if status.disposed:  # the next checkout goes to the alias's new pool
+            continue
         reason = exhausted(status)
         if reason is not None:
             return f"alias {alias!r}: {reason}; not probed (a checkout would wait in the queue)"

@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 import operator
 import re
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,10 +39,16 @@ PRIVATE_NAMES = (
     ("QueuePool instance", "_overflow"),
     ("QueuePool instance", "_max_overflow"),
     ("QueuePool instance", "_pool (a queue with .queue and .mutex)"),
+    ("QueuePool instance", "_timeout (what _do_get waits: SaPool._timeout)"),
 )
 
 #: Raised by :meth:`SaPool.take` when no connection became free within the timeout.
 Timeout = sa_exc.TimeoutError
+
+#: Per thread: ``ends``, the monotonic time by which a checkout that moved from
+#: a disposed pool to the alias's new one must stop waiting (see
+#: :attr:`SaPool._timeout`); None: waits last TIMEOUT, as usual.
+moved_checkout = threading.local()
 
 Record = Any  # sqlalchemy.pool.base._ConnectionRecord
 
@@ -113,6 +121,20 @@ class SaPool(QueuePool):
         logger = logging.getLogger(f"{self._sqla_logger_namespace}.{logging_name}")
         if not any(isinstance(f, MaskSecrets) for f in logger.filters):
             logger.addFilter(MaskSecrets())
+
+    # QueuePool waits self._timeout in its queue (_do_get): TIMEOUT, or what is
+    # left of it for a checkout that already waited in a pool disposed
+    # meanwhile, so that its whole wait stays within TIMEOUT.
+    @property  # type: ignore[override]
+    def _timeout(self) -> float:
+        ends = getattr(moved_checkout, "ends", None)
+        if ends is None:
+            return self.timeout_setting
+        return max(0.0, min(self.timeout_setting, ends - time.monotonic()))
+
+    @_timeout.setter
+    def _timeout(self, value: float) -> None:
+        self.timeout_setting = value
 
     # -- the hot path: SQLAlchemy's own functions --------------------------------
 

@@ -27,7 +27,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from ._sa import Record, SaPool, Timeout, give_back
@@ -58,8 +58,14 @@ _known_levels: dict[int, bool] = getattr(logger, "_cache", {})
 class PoolDisposed(Exception):
     """The pool was disposed while a checkout waited in it: check out of the alias's new one.
 
-    Raised to the wrapper (``sapool_checkout``), which looks its pool up again.
+    Raised to the wrapper (``sapool_checkout``), which looks its pool up again
+    and waits there until ``wait_ends`` (monotonic) at most: TIMEOUT counts
+    from the first wait.
     """
+
+    def __init__(self, alias: str, wait_ends: float) -> None:
+        super().__init__(alias)
+        self.wait_ends = wait_ends
 
 
 class ManagedPool:
@@ -202,13 +208,14 @@ class ManagedPool:
         silent_since = 0.0  # monotonic time of the unanswered ping; 0.0: none yet
         for _ in range(self._attempts):
             if record is None:
+                began = time.monotonic()
                 record = self._take()
                 if self.disposed:
                     # Disposed while this checkout waited (dispose(), a settings
                     # change, a test database dropped): it opens nothing more,
                     # and the record goes on to the next waiter, which moves too.
                     self._give_up(record)
-                    raise PoolDisposed(self.alias)
+                    raise PoolDisposed(self.alias, began + self.options.timeout)
             raw = self._reconnect(record)
             state: ConnState = record.info[STATE]
             now = time.monotonic()
@@ -332,7 +339,7 @@ class ManagedPool:
     # -- returned ---------------------------------------------------------------
 
     def checkin(
-        self, record: Record, suspect: bool = False, iterator_cursors: list[Any] | None = None
+        self, record: Record, suspect: bool = False, iterator_cursors: Collection[Any] | None = None
     ) -> None:
         """Reset a connection per RESET_ON_RETURN and return it; discard it if broken.
 

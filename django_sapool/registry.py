@@ -194,11 +194,20 @@ def status(alias: str | None = None) -> list[PoolStatus]:
     Then those disposed of whose connections lent before are still out: their
     server sessions are open until they are returned (``disposed`` is True).
     """
-    pid = os.getpid()
     current = [_pools[key].status() for key in _select(alias, None) if key in _pools]
-    with _lock:
-        gone = [p for p in _disposed if p.pid == pid and alias in (None, p.alias)]
+    gone = [p for p in _disposed_here() if alias in (None, p.alias)]
     return current + [s for s in (p.status() for p in gone) if s.size or s.connecting]
+
+
+def _disposed_here() -> list[ManagedPool]:
+    """Return this process's pools disposed of while connections of theirs were out.
+
+    Without the lock: owner_gone() runs where the collector finds a dead
+    wrapper, possibly while this very thread holds it. The list is copied in
+    one C call and replaced whole (``_disposed[:] = ...``).
+    """
+    pid = os.getpid()
+    return [p for p in list(_disposed) if p.pid == pid]
 
 
 def pools() -> list[ManagedPool]:
@@ -210,8 +219,9 @@ def owner_gone(owner: Any) -> None:
     """Weak-reference callback: a wrapper died; return what it had checked out or left.
 
     Only this process's pools: what a wrapper inherited through fork is the parent's.
+    A pool disposed of meanwhile closes what it gets back.
     """
-    for pool in pools():
+    for pool in [*pools(), *_disposed_here()]:
         for record in pool.lending.abandoned_by(owner):
             state = state_of(record)
             state.owner = None  # dead: nobody to remember it for

@@ -10,7 +10,7 @@ what is wrong, and the pool retires it (``pool.py``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from .conf import RESET_COMMIT, RESET_SESSION, PoolOptions
@@ -109,7 +109,7 @@ class Validation:
             return exc
         return None
 
-    def close_cursors(self, raw: Any, cursors: list[Any]) -> None:
+    def close_cursors(self, raw: Any, cursors: Collection[Any]) -> None:
         """Close the ``QuerySet.iterator()`` cursors a checkout left open, within PING_TIMEOUT.
 
         A ``QuerySet.iterator()`` that outlives its request (kept by a cache, a
@@ -129,14 +129,19 @@ class Validation:
         ``CLOSE`` raises ServerSilent, as a reset would.
         """
 
-        def close_all(_raw: Any) -> None:
-            for cursor in cursors:
+        release = self.driver.release_cursor
+
+        def release_all(_raw: Any) -> None:
+            for cursor in list(cursors):  # a WeakSet: copied before anything is collected
                 try:
-                    cursor.close()
+                    release(_raw, cursor)
                 except Exception:
                     pass
 
-        self.round_trips.run(RESETTING, close_all, raw)
+        if self.driver.cursor_close_talks:
+            self.round_trips.run(RESETTING, release_all, raw)
+        else:  # MySQL's and SQLite's cursors hold their rows: nothing goes to the server
+            release_all(raw)
 
     def reset(self, raw: Any, state: ConnState, suspect: bool) -> None:
         """Make a returned connection fit to lend again, per RESET_ON_RETURN; raise if broken.

@@ -39,6 +39,7 @@ from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
 from . import aliases, credentials, deadline, fork, lend, registry
+from ._sa import Record, moved_checkout
 from .backends import GENERIC, backend_for
 from .conf import check_connection_settings, parse_pool_options, read_pool_options
 from .drivers import DriverOps
@@ -209,7 +210,8 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
     _sapool_fresh: dict[str, Any] | None = None
     #: The driver's cursors of ``QuerySet.iterator()`` opened on this checkout
     #: (``chunked_cursor()``), closed when the connection goes back: see _close().
-    _sapool_iterator_cursors: list[Any] | None = None
+    #: Weak: a batch job's thousands of iterators in one checkout keep nothing.
+    _sapool_iterator_cursors: weakref.WeakSet[Any] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -347,20 +349,38 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
         owner = self._sapool_owner
         if owner is None:
             owner = self._sapool_owner = weakref.ref(self, registry.owner_gone)
-        while True:
-            try:
-                record = pool.checkout(owner, self)
-                break
-            except PoolDisposed:
-                pool = self.sapool_pool()  # the alias's pool now: wait there
-            finally:
-                if self._sapool_fresh is not None:
-                    self._sapool_fresh = None  # this checkout's, or no one's
+        try:
+            record = pool.checkout(owner, self)
+        except PoolDisposed as moved:
+            record, pool = self._sapool_checkout_moved(moved, owner)
+        finally:
+            if self._sapool_fresh is not None:
+                self._sapool_fresh = None  # this checkout's, or no one's
         state = self._sapool_state = record.info[STATE]
         self._sapool_record = record
         self._sapool_pool = pool
         self._sapool_reused = state.initialized
         return record.dbapi_connection
+
+    def _sapool_checkout_moved(
+        self, moved: PoolDisposed, owner: weakref.ref[Any]
+    ) -> tuple[Record, ManagedPool]:
+        """Check out of the alias's pool now, after the one waited in was disposed.
+
+        The wait there ends when the first one would have (``moved_checkout``):
+        a checkout blocks at most TIMEOUT however often the pool is replaced.
+        """
+        self._sapool_fresh = None  # the first pool's checkout's, or no one's
+        moved_checkout.ends = moved.wait_ends
+        try:
+            while True:
+                pool = self.sapool_pool()
+                try:
+                    return pool.checkout(owner, self), pool
+                except PoolDisposed:
+                    continue  # disposed again meanwhile: the same deadline holds
+        finally:
+            moved_checkout.ends = None
 
     def sapool_connect_params(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Return the parameters of one new server connection, worked out now.
@@ -473,8 +493,8 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
         cursor = super().chunked_cursor()  # type: ignore[misc]
         if self._sapool_record is not None:
             if self._sapool_iterator_cursors is None:
-                self._sapool_iterator_cursors = []
-            self._sapool_iterator_cursors.append(cursor.cursor)
+                self._sapool_iterator_cursors = weakref.WeakSet()
+            self._sapool_iterator_cursors.add(cursor.cursor)
         return cursor
 
     def _close(self) -> None:

@@ -80,6 +80,9 @@ class DriverOps:
     #: was returned in (``ConnState.autocommit``). Not MySQL's: a raw
     #: ``SET autocommit`` changes the server's, which its driver reports.
     mode_is_clients = False
+    #: Whether closing a cursor can talk to the server (PostgreSQL's ``CLOSE``
+    #: of a named cursor): then it runs under PING_TIMEOUT (``release_cursor``).
+    cursor_close_talks = False
 
     @property
     def no_session_reset(self) -> str | None:
@@ -169,6 +172,14 @@ class DriverOps:
     def strict_reset(self, conn: Any) -> None:
         """Clear all session state (RESET_ON_RETURN='reset')."""
         self.execute(conn, "DISCARD ALL")
+
+    def release_cursor(self, conn: Any, cursor: Any) -> None:
+        """Make a ``QuerySet.iterator()`` cursor still open harmless: its connection goes back.
+
+        Closed here, in the returning thread, its late ``close()`` (the
+        iterator dropped in another request, another thread) does nothing.
+        """
+        cursor.close()
 
     def forget_session(self, conn: Any) -> None:
         """Forget what the driver keeps about the server session, after a session reset."""

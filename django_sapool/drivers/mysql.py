@@ -51,6 +51,12 @@ def in_transaction(flags: int) -> bool | None:
     return None if not flags & AUTOCOMMIT else False
 
 
+def _asks_for_tls(params: dict[str, Any]) -> bool:
+    """Return whether mysqlclient's connect parameters ask for TLS (``ssl``, ``ssl_mode``)."""
+    mode = params.get("ssl_mode")
+    return bool(params.get("ssl")) or (mode is not None and str(mode).upper() != "DISABLED")
+
+
 class MysqlclientFlags(Flags):
     """mysqlclient's flags, read in its MYSQL struct (``ServerStatus.in_place``).
 
@@ -94,8 +100,12 @@ class MySQLOps(DriverOps):
     #: handshake only.
     HANDSHAKE_ONLY = "django_sapool.handshake_timeouts"
 
-    def end_handshake(self, conn: Any, bounded: tuple[str, ...]) -> None:
-        """Undo what add_connect_timeout() set for the handshake only (see HANDSHAKE_ONLY)."""
+    def end_handshake(self, conn: Any, bounded: tuple[str, ...]) -> bool:
+        """Undo what add_connect_timeout() set for the handshake only (see HANDSHAKE_ONLY).
+
+        False: it cannot be undone on this connection, which must be opened again without.
+        """
+        return True
 
     def is_read_only_error(self, conn: Any, exc: BaseException) -> bool:
         args: tuple[Any, ...] = getattr(exc, "args", ())
@@ -154,6 +164,41 @@ class MysqlclientOps(MySQLOps):
     def __init__(self) -> None:
         self._client: MariaDBClient | None | bool = False  # False: not probed yet
         self._setup_bounded: Any = None  # _setup_bounded(Connection), made at first use
+
+    def add_connect_timeout(self, params: dict[str, Any], seconds: float | None) -> None:
+        super().add_connect_timeout(params, seconds)
+        # libmariadb's connect_timeout bounds a plain login only: over TLS it
+        # reads and writes with read_timeout and write_timeout (none by
+        # default), so a server or path silent after the TLS handshake kept the
+        # connect waiting for ever (Django's own backend too). The login gets
+        # the connect timeout for each the user did not set; end_handshake()
+        # lifts them through libmariadb (none without its helpers).
+        libmariadb = self.no_session_reset is None  # its helpers load in this process
+        if "connect_timeout" in params and _asks_for_tls(params) and libmariadb:
+            bounded = tuple(t for t in ("read_timeout", "write_timeout") if t not in params)
+            for timeout in bounded:
+                params[timeout] = params["connect_timeout"]
+            if bounded:
+                params[self.HANDSHAKE_ONLY] = bounded
+
+    def end_handshake(self, conn: Any, bounded: tuple[str, ...]) -> bool:
+        # False when the server turned out to speak no TLS (``ssl`` asks for
+        # it, it does not require it): the timeouts stay on a plain socket.
+        client = self.client(conn)
+        return client is not None and client.lift_tls_timeouts(conn, bounded)
+
+    def release_cursor(self, conn: Any, cursor: Any) -> None:
+        # Its rows are all in memory (Django's cursors store the result), so
+        # it is only cut off from the connection: what the request still
+        # reads of it after its end comes from there, as with Django's own
+        # backend, rather than failing (mysqlclient's close() empties it, and
+        # its fetches then raise TypeError), and its close() does nothing.
+        # Results still pending on the connection (several statements in one)
+        # are read now by close(), as the next borrower must not get them.
+        if conn.more_results():
+            cursor.close()
+        else:
+            getattr(cursor, "cursor", cursor).connection = None  # Django's wrapper, or not
 
     @functools.cached_property
     def no_session_reset(self) -> str | None:
@@ -317,10 +362,11 @@ class PyMySQLOps(MySQLOps):
             if bounded:
                 params[self.HANDSHAKE_ONLY] = bounded
 
-    def end_handshake(self, conn: Any, bounded: tuple[str, ...]) -> None:
+    def end_handshake(self, conn: Any, bounded: tuple[str, ...]) -> bool:
         """Give a PyMySQL connection back its unbounded reads or writes (add_connect_timeout)."""
         for timeout in bounded:
             setattr(conn, f"_{timeout}", None)
+        return True
         # PyMySQL >= 1.1 sets the socket's timeout only when it changes.
         conn._current_timeout = None
         conn._sock.settimeout(None)

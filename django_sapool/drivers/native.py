@@ -188,6 +188,12 @@ class MariaDBClient:
         self._capsule = ctypes.pythonapi.PyCapsule_GetPointer
         self._capsule.restype = ctypes.c_void_p
         self._capsule.argtypes = [ctypes.py_object, ctypes.c_char_p]
+        self._set_option = held.mysql_options
+        self._set_option.restype = ctypes.c_int
+        self._set_option.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+        self._ssl_cipher = held.mysql_get_ssl_cipher
+        self._ssl_cipher.restype = ctypes.c_char_p
+        self._ssl_cipher.argtypes = [ctypes.c_void_p]
         self._server_status = ctypes.c_int(self.SERVER_STATUS)
         #: mysqlclient's connection object, whose MYSQL struct lies within it.
         self._object_size = native.connection.__basicsize__
@@ -217,6 +223,23 @@ class MariaDBClient:
             self.status_offset = self.errno_offset = None
 
     MYSQL_INIT_COMMAND = 3  # enum mysql_option
+    IO_TIMEOUTS = {"read_timeout": 11, "write_timeout": 12}  # MYSQL_OPT_READ/WRITE_TIMEOUT
+
+    def lift_tls_timeouts(self, conn: Any, names: tuple[str, ...]) -> bool:
+        """Set the ``read_timeout``s / ``write_timeout``s named back to none; False if it can't.
+
+        Only on a TLS connection: libmariadb reads these options at each TLS
+        read and write, but copies them into a plain socket when it connects,
+        where they would stay.
+        """
+        handle = ctypes.c_void_p(self.handle(conn))
+        if self._ssl_cipher(handle) is None:
+            return False
+        none = ctypes.c_uint(0)
+        for name in names:
+            if self._set_option(handle, self.IO_TIMEOUTS[name], ctypes.byref(none)):
+                raise OSError(f"mysql_options({name}=0) failed")
+        return True
 
     def init_commands(self, conn: Any) -> list[bytes]:
         """Return the statements libmariadb ran after the login, in order (its init commands).

@@ -23,6 +23,8 @@ class PostgresOps(DriverOps):
     READ_ONLY = "25006"
     #: PostgreSQL has no session autocommit: the mode is the driver's.
     mode_is_clients = True
+    #: An iterator's cursor is a named (server-side) one: its close sends ``CLOSE``.
+    cursor_close_talks = True
 
     def sets_own_keepalive(self, options: Mapping[str, Any]) -> bool:
         return not self.KEEPALIVE_KEYS.isdisjoint(options)

@@ -441,6 +441,10 @@ class MariaDBInstance(Instance):
         super().__init__(namespace)
         shutil.chown(self.root, "mysql", "mysql")
         self.proc: subprocess.Popen[bytes] | None = None
+        #: The self-signed certificate the server offers TLS with (clients that
+        #: ask for it; others connect in plain), also their CA; None without
+        #: openssl to make it.
+        self.tls_ca: Path | None = None
 
     def install(self) -> None:
         installer = shutil.which("mariadb-install-db")
@@ -459,6 +463,20 @@ class MariaDBInstance(Instance):
             f"mariadb-install-db ({self})",
             timeout=SERVER_TIMEOUT * 2,
         )
+        if shutil.which("openssl"):
+            cert, key = self.root / "server.crt", self.root / "server.key"
+            _run(
+                [
+                    *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+                    *("-keyout", str(key), "-out", str(cert), "-subj", f"/CN={HOST}"),
+                    *("-addext", f"subjectAltName=IP:{HOST}"),
+                ],
+                f"openssl req ({self})",
+                timeout=SERVER_TIMEOUT,
+            )
+            for path in (cert, key):
+                shutil.chown(path, "mysql", "mysql")
+            self.tls_ca = cert
 
     def _start(self) -> None:
         self.proc = subprocess.Popen(
@@ -476,6 +494,11 @@ class MariaDBInstance(Instance):
                 "--skip-log-bin",
                 f"--log-error={self.log}",
                 "--innodb-buffer-pool-size=64M",
+                *(
+                    (f"--ssl-cert={self.tls_ca}", f"--ssl-key={self.root / 'server.key'}")
+                    if self.tls_ca
+                    else ()
+                ),
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import BOTH, FOUR_DRIVERS, Target, target_param
+from .conftest import BOTH, FOUR_DRIVERS, Target, target_param, unavailable
 from .harness import Child, Rec, names_connection_problem, pool_counters, records, report
 from .proxy import FaultProxy
 
@@ -311,6 +311,41 @@ def test_a_server_that_hangs_after_the_login_fails_within_connect_timeout(
         assert "session setup" in rec.message, rec.brief()
     assert connect_timeout - 0.2 <= rec.seconds <= bound, rec.brief()
     assert healed.ok, healed.brief()
+    assert pool_of(child)["checked_out"] == 0
+
+
+@pytest.mark.parametrize("target", [target_param("mysql-mysqlclient")], indirect=True)
+@pytest.mark.parametrize("chunks", [2, 3])
+def test_mysqlclient_over_tls_ends_a_silent_login_at_connect_timeout(
+    target: Target, proxy: FaultProxy, chunks: int
+) -> None:
+    """OPTIONS["ssl"]: the TLS handshake is done, then the server (or path) says nothing.
+
+    libmariadb's connect_timeout bounds a plain login only; over TLS it reads
+    with read_timeout, none by default: the checkout waited for ever (still
+    waiting at 100 s in a helper's run; Django's own backend too). The pool
+    gives the login CONNECT_TIMEOUT as read and write timeouts, then lifts
+    them: a query longer than CONNECT_TIMEOUT still runs on that connection.
+    """
+    ca = getattr(target.server, "tls_ca", None)  # servers.MariaDBInstance's
+    if ca is None:
+        unavailable("openssl is needed to give the fault MariaDB a TLS certificate")
+    connect_timeout = 2.0
+    child = target.child(
+        {"CONNECT_TIMEOUT": connect_timeout},
+        OPTIONS={"ssl": {"ca": str(ca)}},
+        **via(proxy),
+    )
+    child.call("evict")  # the next request opens a new connection
+    proxy.forward_first(chunks)  # the TLS handshake (its client half), then nothing
+    bound = connect_timeout + MARGIN
+    (rec,) = records([child.call("request", url="/q", timeout=bound + 10)["record"]])
+    proxy.forward()
+    slow = one(child, url="/q?sleep=3")  # longer than CONNECT_TIMEOUT: not cut
+    assert not rec.ok
+    assert "django.db.utils.OperationalError" in rec.classes, rec.brief()
+    assert connect_timeout - 0.2 <= rec.seconds <= bound, rec.brief()
+    assert slow.ok and slow.seconds >= 3, slow.brief()
     assert pool_of(child)["checked_out"] == 0
 
 

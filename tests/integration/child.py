@@ -879,6 +879,50 @@ def dispose_while_others_wait(threads: int, hold: float) -> dict[str, Any]:
     }
 
 
+def dispose_while_waiting_for_a_full_pool(
+    waiters: int, dispose_after: float, hold: float
+) -> dict[str, Any]:
+    """POOL_SIZE 1: a holder keeps the connection; ``waiters`` wait; dispose() meanwhile.
+
+    The waiters move to the alias's new pool, where the first one takes its
+    only connection (and keeps it ``hold`` s) and the others wait again.
+    Reports each waiter's outcome and the seconds from its start to its end.
+    """
+    holding = threading.Event()
+    outcomes: list[tuple[str, float]] = []
+
+    def hold_it() -> None:
+        try:
+            backend_id()
+            holding.set()
+            time.sleep(hold)
+        finally:
+            connection.close()
+
+    def wait(_: int) -> None:
+        started = time.monotonic()
+        try:
+            backend_id()
+            outcome = "ok"
+            time.sleep(hold)
+        except Exception as exc:
+            outcome = type(exc).__name__
+        finally:
+            connection.close()
+        outcomes.append((outcome, round(time.monotonic() - started, 3)))
+
+    holder = threading.Thread(target=hold_it)
+    holder.start()
+    holding.wait(10)
+    waiting = threading.Thread(target=run_threads, args=(waiters, wait))
+    waiting.start()
+    time.sleep(dispose_after)
+    django_sapool.dispose()
+    waiting.join()
+    holder.join()
+    return {"outcomes": sorted(outcomes), "pools": pool_status()}
+
+
 def in_forked_child(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Return what ``work()`` reports in a forked child (killed after 20 s: child_status 9)."""
     read_end, write_end = os.pipe()
@@ -1037,6 +1081,46 @@ def late_cursor_close(in_atomic: bool) -> dict[str, Any]:
     return facts
 
 
+def iterator_read_after_return(rows: int) -> dict[str, Any]:
+    """Read 2 rows of an iterator, end the request (the connection goes back), read on.
+
+    As ``QuerySet.iterator()`` reads (Django's ``cursor_iter``): a chunked
+    cursor, ``fetchmany()`` until empty, ``close()``. Then 50 iterators are
+    read to the end in one checkout, and the cursors the wrapper still tracks
+    are counted (none: a finished one is not kept, however many a batch job
+    runs).
+    """
+    with connection.cursor() as cursor:
+        cursor.executemany("INSERT INTO item (name) VALUES (%s)", [("after",)] * rows)
+    connection.close()
+    select = "SELECT id FROM item WHERE name = 'after'"
+    facts: dict[str, Any] = {}
+    cursor = connection.chunked_cursor()
+    cursor.execute(select)
+    read = list(cursor.fetchmany(2))
+    connection.close()  # the request's end
+    try:
+        while chunk := cursor.fetchmany(100):
+            read.extend(chunk)
+        cursor.close()
+        facts["outcome"] = "ok"
+    except Exception as exc:
+        facts["outcome"] = type(exc).__name__
+    facts["read"] = len(read)
+    for _ in range(50):
+        cursor = connection.chunked_cursor()
+        cursor.execute(select)
+        while cursor.fetchmany(100):
+            pass
+        cursor.close()
+    del cursor
+    gc.collect()
+    facts["tracked"] = len(list(connection._sapool_iterator_cursors or ()))
+    connection.close()
+    facts["pools"] = pool_status()
+    return facts
+
+
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     f.__name__: f
     for f in (
@@ -1062,6 +1146,8 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
         threads_end_while_others_wait,
         greenlets_that_never_close,
         dispose_while_others_wait,
+        dispose_while_waiting_for_a_full_pool,
+        iterator_read_after_return,
         gevent_after_fork,
         connect_fails_while_another_waits,
     )

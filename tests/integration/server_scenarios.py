@@ -249,6 +249,25 @@ def test_a_checkout_waiting_behind_a_failed_connect_opens_its_own_at_once(
     assert (pool["timeouts"], pool["connections_opened"], pool["checked_out"]) == (0, 1, 0)
 
 
+def test_a_checkout_moved_to_a_new_pool_still_fails_within_timeout(server_run: Any) -> None:
+    """dispose() after 2 s of a 3 s TIMEOUT; in the new pool (POOL_SIZE 1) one waiter wins.
+
+    The others waited a second TIMEOUT there: PoolExhausted after 5 s of a
+    3 s TIMEOUT. A checkout now blocks at most TIMEOUT however often its pool
+    is replaced.
+    """
+    facts = server_run(
+        "dispose_while_waiting_for_a_full_pool",
+        params={"waiters": 3, "dispose_after": 2.0, "hold": 4.0},
+        POOL_OPTIONS={"POOL_SIZE": 1, "MAX_OVERFLOW": 0, "TIMEOUT": 3},
+    )
+    print(f"\n{facts['driver']}: {facts['outcomes']}")
+    exhausted = [seconds for outcome, seconds in facts["outcomes"] if outcome == "PoolExhausted"]
+    assert [outcome for outcome, _ in facts["outcomes"]].count("ok") == 1, facts["outcomes"]
+    assert len(exhausted) == 2, facts["outcomes"]
+    assert all(2.9 <= seconds < 4.0 for seconds in exhausted), facts["outcomes"]
+
+
 @pytest.mark.parametrize("in_atomic", [True, False], ids=["in-atomic", "holdable"])
 @pytest.mark.parametrize("lend", ["request", "transaction"])
 def test_an_iterators_cursor_kept_past_its_request_leaves_the_next_borrower_alone(

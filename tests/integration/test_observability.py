@@ -337,6 +337,33 @@ def test_status_lists_a_disposed_pool_while_its_connections_are_out(
 
 @pytest.mark.postgresql
 @pytest.mark.usefixtures("pools")
+def test_a_disposed_pools_connection_whose_wrapper_died_is_closed(
+    pg: PgServer, pg_database: str
+) -> None:
+    """A wrapper is dropped without close() holding a connection of a pool disposed meanwhile.
+
+    Only the live pools were asked to take back a dead wrapper's connections:
+    the disposed pool's stayed open, its server session for the process's life.
+    """
+    import gc
+
+    from django_sapool.backends.postgresql.base import DatabaseWrapper
+
+    app_name = f"sapool-dead-{uuid.uuid4().hex[:10]}"
+    settings_dict = filled(**pg.settings(pg_database, app_name))
+    wrapper = DatabaseWrapper(settings_dict, "default")
+    wrapper.ensure_connection()
+    django_sapool.dispose()
+    assert [(s.disposed, s.checked_out) for s in registry.status()] == [(True, 1)]
+    assert pg_sessions(pg, app_name) == 1
+    del wrapper
+    gc.collect()
+    assert pg_sessions(pg, app_name) == 0
+    assert registry.status() == []
+
+
+@pytest.mark.postgresql
+@pytest.mark.usefixtures("pools")
 def test_status_while_the_server_is_silent_counts_no_connection(pg: PgServer) -> None:
     """Checkouts waiting on a server that never answers (up to CONNECT_TIMEOUT) are connecting."""
     pytest.importorskip("psycopg")

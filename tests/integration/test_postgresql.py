@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from .server_scenarios import (  # noqa: F401  # collected here, on server_run
+    test_a_checkout_moved_to_a_new_pool_still_fails_within_timeout,
     test_a_checkout_waiting_behind_a_failed_connect_opens_its_own_at_once,
     test_a_connection_its_borrower_closed_is_never_lent_again,
     test_a_forked_gevent_child_of_a_process_that_queried_is_not_frozen,

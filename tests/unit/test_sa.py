@@ -174,3 +174,21 @@ def test_hand_over_slot_gives_a_failed_connects_slot_to_the_queue() -> None:
     # At most the pool's size: with the slot taken, there is none to hand over.
     pool.hand_over_slot()
     assert (pool.overflow_now(pool), len(pool.idle_records)) == (0, 0)
+
+
+def test_a_moved_checkout_waits_only_what_is_left_of_its_timeout() -> None:
+    """QueuePool waits ``self._timeout`` (SaPool's): TIMEOUT, or until moved_checkout.ends."""
+    import time
+
+    pool = make(timeout=5.0)
+    held = pool.take()  # the only connection: the next take waits
+    _sa.moved_checkout.ends = time.monotonic() + 0.1
+    try:
+        started = time.monotonic()
+        with pytest.raises(Timeout):
+            pool.take()
+        assert time.monotonic() - started < 1.0  # not the pool's 5 s
+    finally:
+        _sa.moved_checkout.ends = None
+    assert pool.timeout() == 5.0  # and SQLAlchemy's own reading is TIMEOUT again
+    _sa.give_back(held)

@@ -49,11 +49,16 @@ def test_close_pool_disposes_of_the_alias_pool_and_the_next_checkout_makes_one(
 
     assert first.disposed
     assert len(first.opened.all()) == 1  # the idle one is closed now
-    assert [s.alias for s in django_sapool.pool_status()] == ["other"]  # only this alias
+    # Only this alias; its disposed pool is listed while its connection is out.
+    assert [(s.alias, s.disposed, s.checked_out) for s in django_sapool.pool_status()] == [
+        ("other", False, 0),
+        ("default", True, 1),
+    ]
     with held.cursor() as cursor:  # the checked-out one still works until returned
         cursor.execute("SELECT 1")
     held.close()
     assert first.opened.all() == []  # closed when returned
+    assert [s.alias for s in django_sapool.pool_status()] == ["other"]
     again = SqliteWrapper(settings_dict["default"], "default")
     again.ensure_connection()
     second = again.sapool_pool()

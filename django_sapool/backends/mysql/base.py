@@ -40,6 +40,19 @@ class MySQLPoolMixin(PooledDatabaseWrapperMixin):
     def sapool_new_connection(self, conn_params: dict[str, Any]) -> Any:
         params = dict(conn_params)
         handshake_only = params.pop(MySQLOps.HANDSHAKE_ONLY, ())
+        conn = self._sapool_connect(params)
+        if handshake_only and not self.sapool_driver.end_handshake(conn, handshake_only):
+            # Timeouts meant for the login that cannot be lifted (mysqlclient,
+            # whose server answered ``ssl`` without TLS) would cut every later
+            # long query: this connection goes, the next one has none.
+            conn.close()
+            for timeout in handshake_only:
+                del params[timeout]
+            conn = self._sapool_connect(params)
+        return conn
+
+    def _sapool_connect(self, params: dict[str, Any]) -> Any:
+        """Open a server connection with ``params``: mysqlclient's setup within the timeout."""
         driver = self.sapool_driver
         seconds = params.get("connect_timeout")
         if (
@@ -54,8 +67,6 @@ class MySQLPoolMixin(PooledDatabaseWrapperMixin):
                 conn.encoders.pop(bytes)
         else:
             conn = super().sapool_new_connection(params)
-        if handshake_only:
-            driver.end_handshake(conn, handshake_only)
         return conn
 
     def _sapool_silent(self, seconds: float) -> ServerSilent:

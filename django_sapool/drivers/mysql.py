@@ -366,10 +366,10 @@ class PyMySQLOps(MySQLOps):
         """Give a PyMySQL connection back its unbounded reads or writes (add_connect_timeout)."""
         for timeout in bounded:
             setattr(conn, f"_{timeout}", None)
-        return True
         # PyMySQL >= 1.1 sets the socket's timeout only when it changes.
         conn._current_timeout = None
         conn._sock.settimeout(None)
+        return True
 
     def is_closed(self, conn: Any) -> bool:
         return not conn.open  # PyMySQL closes its socket on a lost connection

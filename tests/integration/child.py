@@ -1081,6 +1081,20 @@ def late_cursor_close(in_atomic: bool) -> dict[str, Any]:
     return facts
 
 
+def long_query(seconds: float) -> dict[str, Any]:
+    """One statement of ``seconds`` on a new connection; its outcome."""
+    try:
+        if connection.vendor == "postgresql":
+            _scalar("SELECT pg_sleep(%s)", [seconds])
+        else:
+            _scalar("SELECT SLEEP(%s)", [seconds])
+        outcome = "ok"
+    except Exception as exc:
+        outcome = f"{type(exc).__name__}: {exc}"
+    connection.close()
+    return {"outcome": outcome, "pools": pool_status()}
+
+
 def iterator_read_after_return(rows: int) -> dict[str, Any]:
     """Read 2 rows of an iterator, end the request (the connection goes back), read on.
 
@@ -1148,6 +1162,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
         dispose_while_others_wait,
         dispose_while_waiting_for_a_full_pool,
         iterator_read_after_return,
+        long_query,
         gevent_after_fork,
         connect_fails_while_another_waits,
     )

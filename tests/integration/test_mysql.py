@@ -166,6 +166,12 @@ def test_an_iterator_read_after_its_request_ended_yields_its_rows(mysql_run: Any
     assert (pool["checked_out"], pool["connections_opened"]) == (0, 1)
 
 
+def test_a_query_longer_than_connect_timeout_is_not_cut(mysql_run: Any) -> None:
+    """The login's bounds (PyMySQL's read and write timeouts: HANDSHAKE_ONLY) end with it."""
+    facts = mysql_run("long_query", params={"seconds": 2.5}, POOL_OPTIONS={"CONNECT_TIMEOUT": 1})
+    assert facts["outcome"] == "ok"
+
+
 def test_ssl_asked_of_a_server_without_tls_leaves_no_login_timeout(
     mysql: MySQLServer, mysql_database: str, tmp_path: Path
 ) -> None:

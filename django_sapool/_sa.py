@@ -45,10 +45,11 @@ PRIVATE_NAMES = (
 #: Raised by :meth:`SaPool.take` when no connection became free within the timeout.
 Timeout = sa_exc.TimeoutError
 
-#: Per thread: ``ends``, the monotonic time by which a checkout that moved from
-#: a disposed pool to the alias's new one must stop waiting (see
-#: :attr:`SaPool._timeout`); None: waits last TIMEOUT, as usual.
-moved_checkout = threading.local()
+#: By thread (or greenlet: gevent patches get_ident, and a threading.local made
+#: before its monkey-patching would be shared by a thread's greenlets): the
+#: monotonic time by which a checkout that moved from a disposed pool to the
+#: alias's new one must stop waiting (see :attr:`SaPool._timeout`). Usually empty.
+moved_waits: dict[int, float] = {}
 
 Record = Any  # sqlalchemy.pool.base._ConnectionRecord
 
@@ -127,7 +128,7 @@ class SaPool(QueuePool):
     # meanwhile, so that its whole wait stays within TIMEOUT.
     @property  # type: ignore[override]
     def _timeout(self) -> float:
-        ends = getattr(moved_checkout, "ends", None)
+        ends = moved_waits.get(threading.get_ident()) if moved_waits else None
         if ends is None:
             return self.timeout_setting
         return max(0.0, min(self.timeout_setting, ends - time.monotonic()))

@@ -38,6 +38,19 @@ logger = logging.getLogger("django_sapool")
 checking_out = threading.local()
 
 
+class PoolDisposed(Exception):
+    """The pool was disposed while a checkout waited in it: check out of the alias's new one.
+
+    Raised to the wrapper (``sapool_checkout``), which looks its pool up again
+    and waits there until ``wait_ends`` (monotonic) at most: TIMEOUT counts
+    from the first wait.
+    """
+
+    def __init__(self, alias: str, wait_ends: float) -> None:
+        super().__init__(alias)
+        self.wait_ends = wait_ends
+
+
 class OpenConnections:
     """One pool's births (creator and "connect" event) and its open raw connections."""
 
@@ -93,6 +106,12 @@ class OpenConnections:
         job = getattr(checking_out, "job", None)
         if job is None:
             raise RuntimeError("django_sapool: a pool may only connect during a checkout")
+        if self._disposed():
+            # Disposed since this checkout found it: SQLAlchemy's dispose()
+            # starts its count afresh, which would let it open one more, to be
+            # closed at once. The checkout moves to the alias's new pool instead,
+            # with a whole TIMEOUT: it has not waited.
+            raise PoolDisposed(self.alias, time.monotonic() + self.options.timeout)
         key = threading.get_ident()
         self._busy[key] = Busy(threading.current_thread(), CONNECTING, time.monotonic())
         try:

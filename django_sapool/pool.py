@@ -35,7 +35,7 @@ from .conf import PoolOptions
 from .drivers import DriverOps
 from .errors import PoolExhausted, ServerSilent
 from .leaks import CONNECTING, PINGING, Lending, checkout_stack
-from .opened import OpenConnections, checking_out
+from .opened import OpenConnections, PoolDisposed, checking_out
 from .remembered import Remembered
 from .retirement import Retirement
 from .state import BROKEN, EVICTED, EXPIRED, RETIRED, STATE, ConnState
@@ -53,19 +53,6 @@ _DEBUG = logging.DEBUG
 #: place whenever levels change: False there means "not at DEBUG" for the
 #: price of a dict lookup, on every checkout and return; anything else asks.
 _known_levels: dict[int, bool] = getattr(logger, "_cache", {})
-
-
-class PoolDisposed(Exception):
-    """The pool was disposed while a checkout waited in it: check out of the alias's new one.
-
-    Raised to the wrapper (``sapool_checkout``), which looks its pool up again
-    and waits there until ``wait_ends`` (monotonic) at most: TIMEOUT counts
-    from the first wait.
-    """
-
-    def __init__(self, alias: str, wait_ends: float) -> None:
-        super().__init__(alias)
-        self.wait_ends = wait_ends
 
 
 class ManagedPool:

@@ -173,10 +173,13 @@ def retire(pool: ManagedPool, reason: str) -> bool:
 def _dispose_keys(keys: list[PoolKey], reason: str) -> int:
     with _lock:
         victims = [pool for pool in (_pools.pop(key, None) for key in keys) if pool is not None]
+        # Listed as disposed at once: a wrapper collected while they close their
+        # idle connections (owner_gone) must find its pool in one list or the other.
+        _disposed[:] = [*_disposed, *victims]
     for pool in victims:
         pool.dispose(reason)
     with _lock:
-        _disposed[:] = [p for p in (*_disposed, *victims) if p.opened.all()]
+        _disposed[:] = [p for p in _disposed if p.opened.all()]
     return len(victims)
 
 

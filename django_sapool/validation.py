@@ -110,7 +110,7 @@ class Validation:
         return None
 
     def close_cursors(self, raw: Any, cursors: Collection[Any]) -> None:
-        """Close the ``QuerySet.iterator()`` cursors a checkout left open, within PING_TIMEOUT.
+        """Make harmless the ``QuerySet.iterator()`` cursors a checkout left open.
 
         A ``QuerySet.iterator()`` that outlives its request (kept by a cache, a
         reference cycle, an abandoned async iterator) closes its cursor
@@ -120,13 +120,14 @@ class Validation:
         reads the connection's pending results from the wrong thread
         ("already in use from another thread"). A holdable PostgreSQL cursor
         (an iterator outside atomic()) would also stay open on the session.
-        Django's own close() ends the session and its cursors with it; closed
-        here, while the session is still the returning wrapper's, the late
-        close() is a no-op. A failure
-        is left to the reset's checks (psycopg2 refuses to close a cursor that
-        died with its transaction, "named cursor isn't valid anymore", without
-        a round trip; a broken connection shows in its flags); an unanswered
-        ``CLOSE`` raises ServerSilent, as a reset would.
+        Django's own close() ends the session and its cursors with it; released
+        here (``DriverOps.release_cursor``), while the session is still the
+        returning wrapper's, the late close() is a no-op. PostgreSQL's
+        ``CLOSE`` runs within PING_TIMEOUT: unanswered, it raises ServerSilent,
+        as a reset would. A failure is left to the reset's checks (psycopg2
+        refuses to close a cursor that died with its transaction, "named cursor
+        isn't valid anymore", without a round trip; a broken connection shows
+        in its flags).
         """
 
         release = self.driver.release_cursor

@@ -30,6 +30,7 @@ from __future__ import annotations
 import operator
 import os
 import sys
+import threading
 import weakref
 from typing import Any
 
@@ -39,13 +40,14 @@ from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
 from . import aliases, credentials, deadline, fork, lend, registry
-from ._sa import Record, moved_checkout
+from ._sa import Record, moved_waits
 from .backends import GENERIC, backend_for
 from .conf import check_connection_settings, parse_pool_options, read_pool_options
 from .drivers import DriverOps
 from .errors import ServerSilent
 from .lean import LAZY_PARAMS, LeanDjangoSteps
-from .pool import ManagedPool, PoolDisposed
+from .opened import PoolDisposed
+from .pool import ManagedPool
 from .state import STATE, ConnState
 
 #: Django settings changed (``override_settings``) this many times: a wrapper
@@ -367,11 +369,12 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
     ) -> tuple[Record, ManagedPool]:
         """Check out of the alias's pool now, after the one waited in was disposed.
 
-        The wait there ends when the first one would have (``moved_checkout``):
+        The wait there ends when the first one would have (``moved_waits``):
         a checkout blocks at most TIMEOUT however often the pool is replaced.
         """
         self._sapool_fresh = None  # the first pool's checkout's, or no one's
-        moved_checkout.ends = moved.wait_ends
+        me = threading.get_ident()
+        moved_waits[me] = moved.wait_ends
         try:
             while True:
                 pool = self.sapool_pool()
@@ -380,7 +383,7 @@ class PooledDatabaseWrapperMixin(LeanDjangoSteps):
                 except PoolDisposed:
                     continue  # disposed again meanwhile: the same deadline holds
         finally:
-            moved_checkout.ends = None
+            moved_waits.pop(me, None)
 
     def sapool_connect_params(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Return the parameters of one new server connection, worked out now.

@@ -51,10 +51,14 @@ def in_transaction(flags: int) -> bool | None:
     return None if not flags & AUTOCOMMIT else False
 
 
+#: The ``ssl_mode`` values with which libmariadb logs in over TLS or not at all
+#: (with PREFERRED alone they logged in in plain, against a server offering TLS).
+_TLS_MODES = frozenset({"REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY"})
+
+
 def _asks_for_tls(params: dict[str, Any]) -> bool:
     """Return whether mysqlclient's connect parameters ask for TLS (``ssl``, ``ssl_mode``)."""
-    mode = params.get("ssl_mode")
-    return bool(params.get("ssl")) or (mode is not None and str(mode).upper() != "DISABLED")
+    return bool(params.get("ssl")) or str(params.get("ssl_mode", "")).upper() in _TLS_MODES
 
 
 class MysqlclientFlags(Flags):

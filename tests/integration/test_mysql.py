@@ -204,6 +204,29 @@ def test_ssl_asked_of_a_server_without_tls_leaves_no_login_timeout(
         registry.dispose()
 
 
+def test_ssl_mode_preferred_logs_in_once(mysql: MySQLServer, mysql_database: str) -> None:
+    """OPTIONS["ssl_mode"] = "PREFERRED" alone: a plain login, so no login timeouts to lift.
+
+    Taken for a TLS request, it got them, could not lift them from the plain
+    socket, and logged in a second time for every new connection.
+    """
+    from django_sapool.backends.mysql.base import DatabaseWrapper
+
+    settings_dict = filled(**mysql.settings(mysql_database, OPTIONS={"ssl_mode": "PREFERRED"}))
+    wrapper = DatabaseWrapper(settings_dict, "default")
+    with mysql_admin_cursor(mysql) as admin:
+        admin.execute("SHOW GLOBAL STATUS LIKE 'Connections'")
+        before = int(admin.fetchone()[1])
+        try:
+            with wrapper.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        finally:
+            wrapper.close()
+            registry.dispose()
+        admin.execute("SHOW GLOBAL STATUS LIKE 'Connections'")
+        assert int(admin.fetchone()[1]) - before == 1
+
+
 def test_server_gone_away_after_wait_timeout_is_invisible(mysql_run: Any) -> None:
     # The server drops our idle sessions after 1 s ("MySQL server has gone away").
     facts = mysql_run(

@@ -177,18 +177,19 @@ def test_hand_over_slot_gives_a_failed_connects_slot_to_the_queue() -> None:
 
 
 def test_a_moved_checkout_waits_only_what_is_left_of_its_timeout() -> None:
-    """QueuePool waits ``self._timeout`` (SaPool's): TIMEOUT, or until moved_checkout.ends."""
+    """QueuePool waits ``self._timeout`` (SaPool's): TIMEOUT, or until its thread's moved_waits."""
+    import threading
     import time
 
     pool = make(timeout=5.0)
     held = pool.take()  # the only connection: the next take waits
-    _sa.moved_checkout.ends = time.monotonic() + 0.1
+    _sa.moved_waits[threading.get_ident()] = time.monotonic() + 0.1
     try:
         started = time.monotonic()
         with pytest.raises(Timeout):
             pool.take()
         assert time.monotonic() - started < 1.0  # not the pool's 5 s
     finally:
-        _sa.moved_checkout.ends = None
+        del _sa.moved_waits[threading.get_ident()]
     assert pool.timeout() == 5.0  # and SQLAlchemy's own reading is TIMEOUT again
     _sa.give_back(held)

@@ -104,6 +104,17 @@ class MySQLOps(DriverOps):
     #: handshake only.
     HANDSHAKE_ONLY = "django_sapool.handshake_timeouts"
 
+    def bound_handshake(self, params: dict[str, Any]) -> None:
+        """Give the login the connect timeout as the read and write timeouts the user did not set.
+
+        Marked HANDSHAKE_ONLY: end_handshake() lifts them once it is done.
+        """
+        bounded = tuple(t for t in ("read_timeout", "write_timeout") if t not in params)
+        for timeout in bounded:
+            params[timeout] = params["connect_timeout"]
+        if bounded:
+            params[self.HANDSHAKE_ONLY] = bounded
+
     def end_handshake(self, conn: Any, bounded: tuple[str, ...]) -> bool:
         """Undo what add_connect_timeout() set for the handshake only (see HANDSHAKE_ONLY).
 
@@ -179,11 +190,7 @@ class MysqlclientOps(MySQLOps):
         # lifts them through libmariadb (none without its helpers).
         libmariadb = self.no_session_reset is None  # its helpers load in this process
         if "connect_timeout" in params and _asks_for_tls(params) and libmariadb:
-            bounded = tuple(t for t in ("read_timeout", "write_timeout") if t not in params)
-            for timeout in bounded:
-                params[timeout] = params["connect_timeout"]
-            if bounded:
-                params[self.HANDSHAKE_ONLY] = bounded
+            self.bound_handshake(params)
 
     def end_handshake(self, conn: Any, bounded: tuple[str, ...]) -> bool:
         # False when the server turned out to speak no TLS (``ssl`` asks for
@@ -357,14 +364,8 @@ class PyMySQLOps(MySQLOps):
         # server's greeting and the authentication with read_timeout, and
         # writes with write_timeout, which its TLS handshake runs under (both
         # none by default): a server or path that goes silent would hang it.
-        # The handshake gets the connect timeout for each the user did not set;
-        # end_handshake() lifts them.
         if "connect_timeout" in params:
-            bounded = tuple(t for t in ("read_timeout", "write_timeout") if t not in params)
-            for timeout in bounded:
-                params[timeout] = params["connect_timeout"]
-            if bounded:
-                params[self.HANDSHAKE_ONLY] = bounded
+            self.bound_handshake(params)
 
     def end_handshake(self, conn: Any, bounded: tuple[str, ...]) -> bool:
         """Give a PyMySQL connection back its unbounded reads or writes (add_connect_timeout)."""

@@ -436,19 +436,20 @@ class ManagedPool:
         """Return a snapshot: sizes now, counters, and the recent waits' percentiles."""
         sa = self._sa
         busy = self.lending.counts()
-        # SQLAlchemy counts a remembered connection as checked out; it is idle.
-        # It also counts a record as checked out from the start of its connect,
-        # which may wait up to CONNECT_TIMEOUT on a silent server: no connection
-        # exists yet. (Both counts are read without SQLAlchemy's lock: a connect
-        # ending meanwhile must not make the difference negative.)
-        remembered = len(self._by_owner)
-        idle = sa.idle_open() + remembered
-        checked_out = max(0, sa.checkedout() - remembered - busy[CONNECTING])
         if self.disposed:
             # SQLAlchemy's dispose() starts its count afresh; what is still out
             # is what this pool lent and was not given back (closed when it is).
             lent = list(self._lent.values())  # copied in one C call: others lend and return
             idle, checked_out = 0, sum(r.dbapi_connection is not None for r in lent)
+        else:
+            # SQLAlchemy counts a remembered connection as checked out; it is idle.
+            # It also counts a record as checked out from the start of its connect,
+            # which may wait up to CONNECT_TIMEOUT on a silent server: no connection
+            # exists yet. (Both counts are read without SQLAlchemy's lock: a connect
+            # ending meanwhile must not make the difference negative.)
+            remembered = len(self._by_owner)
+            idle = sa.idle_open() + remembered
+            checked_out = max(0, sa.checkedout() - remembered - busy[CONNECTING])
         size = idle + checked_out
         return self.stats.snapshot(
             disposed=self.disposed,

@@ -48,6 +48,14 @@ def _scalar(sql: str, params: Any = None) -> Any:
         return cursor.fetchone()[0]
 
 
+def sleep_on_server(seconds: float) -> None:
+    """Run one statement that lasts ``seconds`` on the server (PostgreSQL, MySQL)."""
+    if connection.vendor == "postgresql":
+        _scalar("SELECT pg_sleep(%s)", [seconds])
+    else:
+        _scalar("SELECT SLEEP(%s)", [seconds])
+
+
 def backend_id() -> Any:
     """Identify the server session (PostgreSQL, MySQL) or raw connection (SQLite)."""
     if connection.vendor == "postgresql":
@@ -1052,7 +1060,7 @@ def late_cursor_close(in_atomic: bool) -> dict[str, Any]:
                 facts["b_session"] = backend_id()
                 insert()
                 inserted.set()
-                _scalar("SELECT pg_sleep(0.6)" if postgresql else "SELECT SLEEP(0.6)")
+                sleep_on_server(0.6)
                 dropped.wait(10)
                 insert()
             facts["b_outcome"] = "committed"
@@ -1084,10 +1092,7 @@ def late_cursor_close(in_atomic: bool) -> dict[str, Any]:
 def long_query(seconds: float) -> dict[str, Any]:
     """One statement of ``seconds`` on a new connection; its outcome."""
     try:
-        if connection.vendor == "postgresql":
-            _scalar("SELECT pg_sleep(%s)", [seconds])
-        else:
-            _scalar("SELECT SLEEP(%s)", [seconds])
+        sleep_on_server(seconds)
         outcome = "ok"
     except Exception as exc:
         outcome = f"{type(exc).__name__}: {exc}"
